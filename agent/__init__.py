@@ -1,0 +1,1 @@
+"""wacall: an AI voice agent for WhatsApp Business Calling."""
