@@ -1,0 +1,162 @@
+"""Typed settings, read from a YAML config file and environment variables.
+
+Environment wins over the file so a deployment can override one value without editing files, and secrets
+(token, app secret, verify token, LLM key) are read from the environment only: a config file is easy to
+commit by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_FLOW = Path(__file__).resolve().parents[1] / "prompts" / "demo.yaml"
+
+SECRET_ENV = {
+    "whatsapp_token": "WHATSAPP_TOKEN",
+    "app_secret": "WHATSAPP_APP_SECRET",
+    "verify_token": "WHATSAPP_VERIFY_TOKEN",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the setting and where it came from."""
+
+
+class VadSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    aggressiveness: int = Field(3, ge=0, le=3)
+    onset_frames: int = Field(3, ge=1, le=20)
+    end_silence_ms: int = Field(500, ge=100, le=3000)
+    min_speech_ms: int = Field(200, ge=20, le=5000)
+
+
+class SpeechSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stt_model_dir: str | None = None
+    stt_compute_type: str = "int8"
+    tts_model: str | None = None
+    tts_config: str | None = None
+    inference_threads: int = Field(2, ge=1, le=64)
+    barge_in_min_ms: int = Field(300, ge=0, le=5000)
+
+
+class Settings(BaseModel):
+    """Everything `wacall serve` needs; one instance per process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone_number_id: str = ""
+    whatsapp_token: str = Field("", repr=False)
+    app_secret: str = Field("", repr=False)
+    verify_token: str = Field("", repr=False)
+    graph_base_url: str = "https://graph.facebook.com"
+    graph_version: str = "v23.0"
+    media_hosts: list[str] | None = None
+    ice_servers: list[str] = Field(default_factory=list)
+    flow: str = str(DEFAULT_FLOW)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_concurrent_calls: int = Field(8, ge=1, le=1000)
+    answer_timeout_s: float = Field(20.0, gt=0, le=25.0)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
+
+    @field_validator("graph_version")
+    @classmethod
+    def _version_shape(cls, v: str) -> str:
+        if not v.startswith("v") or not v[1:].replace(".", "").isdigit():
+            raise ValueError("must look like v23.0")
+        return v
+
+    @field_validator("graph_base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+    def require_production(self) -> None:
+        """`serve` refuses to start half-configured rather than fail on the first call."""
+        missing = [
+            env
+            for field, env in {**SECRET_ENV, "phone_number_id": "WHATSAPP_PHONE_NUMBER_ID"}.items()
+            if not getattr(self, field)
+        ]
+        if missing:
+            raise ConfigError("missing required environment variables: " + ", ".join(missing))
+
+
+ENV_FIELDS: dict[str, str] = {
+    "WHATSAPP_PHONE_NUMBER_ID": "phone_number_id",
+    "WACALL_GRAPH_BASE_URL": "graph_base_url",
+    "WACALL_GRAPH_VERSION": "graph_version",
+    "WACALL_FLOW": "flow",
+    "WACALL_HOST": "host",
+    "WACALL_PORT": "port",
+    "WACALL_MAX_CALLS": "max_concurrent_calls",
+}
+
+
+def _split_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Merge file < environment < explicit overrides (CLI flags), then validate once."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = config_file or env.get("WACALL_CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of settings")
+        leaked = sorted(set(loaded) & set(SECRET_ENV))
+        if leaked:
+            raise ConfigError(
+                f"config file {path} sets secrets ({', '.join(leaked)}); "
+                "put them in the environment instead: " + ", ".join(SECRET_ENV[k] for k in leaked)
+            )
+        data.update(loaded)
+    for name, field in ENV_FIELDS.items():
+        if env.get(name):
+            data[field] = env[name]
+    for field, name in SECRET_ENV.items():
+        if env.get(name):
+            data[field] = env[name]
+    if env.get("WACALL_MEDIA_HOSTS"):
+        data["media_hosts"] = _split_list(env["WACALL_MEDIA_HOSTS"])
+    if env.get("WACALL_ICE_SERVERS"):
+        data["ice_servers"] = _split_list(env["WACALL_ICE_SERVERS"])
+    speech = dict(data.get("speech") or {})
+    for name, field in {
+        "WACALL_STT_MODEL_DIR": "stt_model_dir",
+        "WACALL_TTS_MODEL": "tts_model",
+        "WACALL_TTS_CONFIG": "tts_config",
+    }.items():
+        if env.get(name):
+            speech[field] = env[name]
+    if speech:
+        data["speech"] = speech
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,157 @@
+"""One aiortc peer connection per call, set up the way Meta's media servers expect.
+
+- No STUN unless configured: aiortc's default reaches a public STUN server, and Meta needs none.
+- ICE controlling towards Meta's ICE-lite peer (aiortc does this when the offer says ice-lite).
+- Host addresses for ICE can be limited per connection (`media_hosts`): needed behind NAT, and for local
+  runs on 127.0.0.1, which aioice skips by default. This is done on each connection's own ICE agent,
+  never by patching aioice for the whole process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from agent.media.sdp import OfferSummary, SdpError, normalise_line_endings, shape_answer, validate_offer
+from agent.media.tracks import OutboundAudioTrack
+
+log = logging.getLogger(__name__)
+
+
+class MediaError(RuntimeError):
+    """The media session could not be set up or died."""
+
+
+def _ice_agents(pc: RTCPeerConnection) -> list[object]:
+    agents = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        if dtls is None:
+            continue
+        agent = dtls.transport.iceGatherer._connection
+        if agent not in agents:
+            agents.append(agent)
+    return agents
+
+
+def limit_host_addresses(pc: RTCPeerConnection, hosts: Sequence[str]) -> None:
+    """Gather host candidates only on `hosts`, for this connection alone.
+
+    aioice binds every interface except loopback; we replace gathering on this connection's agent with the
+    same steps over the given addresses (server-reflexive/relay gathering still applies when configured).
+    """
+    addresses = list(hosts)
+    for agent in _ice_agents(pc):
+
+        async def gather(agent: object = agent) -> None:
+            conn = agent
+            if conn._local_candidates_start:  # type: ignore[attr-defined]
+                return
+            conn._local_candidates_start = True  # type: ignore[attr-defined]
+            for component in sorted(conn._components):  # type: ignore[attr-defined]
+                conn._local_candidates += await conn.get_component_candidates(  # type: ignore[attr-defined]
+                    component=component, addresses=addresses
+                )
+            conn._local_candidates_end = True  # type: ignore[attr-defined]
+
+        agent.gather_candidates = gather  # type: ignore[attr-defined]
+
+
+class MediaPeer:
+    """A peer connection with the bot's outbound track and the caller's inbound track."""
+
+    def __init__(
+        self,
+        *,
+        hosts: Sequence[str] | None = None,
+        ice_servers: Sequence[str] = (),
+        label: str = "call",
+    ) -> None:
+        self.label = label
+        self._hosts = list(hosts) if hosts else None
+        config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+        self.pc = RTCPeerConnection(config)
+        self.outbound = OutboundAudioTrack()
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self._remote_track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        self.offer_summary: OfferSummary | None = None
+        self._closed = False
+
+        @self.pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and not self._remote_track.done():
+                self._remote_track.set_result(track)
+
+        @self.pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            state = self.pc.connectionState
+            log.debug("%s: connection state %s", self.label, state)
+            if state == "connected":
+                self.connected.set()
+            elif state in ("failed", "closed"):
+                self.failed.set()
+
+    def _prepare_gathering(self) -> None:
+        if self._hosts:
+            limit_host_addresses(self.pc, self._hosts)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply Meta's offer and return our answer SDP, ready for pre_accept/accept."""
+        self.offer_summary = validate_offer(offer_sdp)
+        try:
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=normalise_line_endings(offer_sdp), type="offer")
+            )
+        except Exception as exc:  # aiortc raises ValueError, AssertionError, OperationError…
+            raise SdpError(f"the offer was refused by the WebRTC stack: {exc!r}") from exc
+        self.pc.addTrack(self.outbound)
+        self._prepare_gathering()
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        return shape_answer(self.pc.localDescription.sdp)
+
+    async def offer(self) -> str:
+        """Our offer, for calls we place (business-initiated) and for the simulated WhatsApp user."""
+        if not self.pc.getTransceivers():
+            self.pc.addTransceiver(self.outbound, direction="sendrecv")
+        self._prepare_gathering()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return normalise_line_endings(self.pc.localDescription.sdp)
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        validate_offer(answer_sdp, expected_type="answer")
+        try:
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=normalise_line_endings(answer_sdp), type="answer")
+            )
+        except Exception as exc:
+            raise SdpError(f"the answer was refused by the WebRTC stack: {exc!r}") from exc
+
+    async def remote_track(self, timeout: float) -> MediaStreamTrack:
+        return await asyncio.wait_for(asyncio.shield(self._remote_track), timeout)
+
+    async def wait_connected(self, timeout: float) -> None:
+        waiters = [asyncio.create_task(self.connected.wait()), asyncio.create_task(self.failed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waiters:
+                task.cancel()
+        if not self.connected.is_set():
+            raise MediaError(f"{self.label}: media did not connect (state {self.pc.connectionState})")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.outbound.stop()
+        if not self._remote_track.done():
+            self._remote_track.cancel()
+        with contextlib.suppress(Exception):
+            await self.pc.close()

@@ -1,0 +1,146 @@
+"""Check Meta's SDP before aiortc sees it, and shape our answer the way Meta accepts it.
+
+aiortc takes garbage SDP without complaint (an empty string yields an answer with no m-lines), so a bad
+offer would turn into a silent, broken call. We validate first and refuse with a reason instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+CRLF = "\r\n"
+
+
+class SdpError(ValueError):
+    """The SDP cannot carry a WhatsApp call; the message says why."""
+
+
+@dataclass(frozen=True)
+class OfferSummary:
+    """What we learned from a valid offer (kept on the call record for debugging)."""
+
+    opus_payload_type: int
+    ice_lite: bool
+    setup: str
+    candidates: int
+    fingerprint_hashes: list[str] = field(default_factory=list)
+    telephone_event_payload_type: int | None = None
+
+
+def normalise_line_endings(sdp: str) -> str:
+    """Meta sends CRLF; tools and tests often produce LF. aiortc and Meta both want CRLF."""
+    lines = [line.rstrip("\r") for line in sdp.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return CRLF.join(lines) + CRLF
+
+
+_ATTR = re.compile(r"^a=([^:]+)(?::(.*))?$")
+_RTPMAP = re.compile(r"^(\d+) ([^/]+)/(\d+)(?:/(\d+))?$")
+
+
+def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
+    """Refuse anything that is not one DTLS-SRTP audio stream with Opus, as Meta's calls always are."""
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise SdpError(f"empty SDP {expected_type}")
+    lines = [line for line in normalise_line_endings(sdp).split(CRLF) if line]
+    if lines[0] != "v=0":
+        raise SdpError(f"SDP {expected_type} must start with v=0")
+    for number, line in enumerate(lines, 1):
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"line {number} is not an SDP line: {line[:40]!r}")
+    media = [i for i, line in enumerate(lines) if line.startswith("m=")]
+    if not media:
+        raise SdpError(f"SDP {expected_type} has no m=audio line")
+    if len(media) != 1:
+        raise SdpError(
+            f"SDP {expected_type} has {len(media)} media sections; a WhatsApp call has exactly one"
+        )
+    m_line = lines[media[0]]
+    parts = m_line[2:].split()
+    if len(parts) < 4 or parts[0] != "audio":
+        raise SdpError(f"the media section is not audio: {m_line!r}")
+    if not parts[1].isdigit():
+        raise SdpError(f"bad port in {m_line!r}")
+    if parts[2] != "UDP/TLS/RTP/SAVPF":
+        raise SdpError(f"unsupported transport {parts[2]!r}; expected UDP/TLS/RTP/SAVPF (ICE + DTLS-SRTP)")
+    offered_pts = {int(p) for p in parts[3:] if p.isdigit()}
+
+    session_attrs = _attributes(lines[: media[0]])
+    media_attrs = _attributes(lines[media[0] :])
+
+    def attr(name: str) -> list[str]:
+        return media_attrs.get(name, []) + session_attrs.get(name, [])
+
+    opus_pt: int | None = None
+    dtmf_pt: int | None = None
+    for value in media_attrs.get("rtpmap", []):
+        match = _RTPMAP.match(value.strip())
+        if not match:
+            raise SdpError(f"malformed a=rtpmap:{value}")
+        pt, name, rate = int(match.group(1)), match.group(2).lower(), int(match.group(3))
+        if name == "opus" and rate == 48000 and pt in offered_pts and opus_pt is None:
+            opus_pt = pt
+        if name == "telephone-event" and rate == 8000 and pt in offered_pts:
+            dtmf_pt = pt
+    if opus_pt is None:
+        raise SdpError("no opus/48000 codec offered in the m=audio line")
+    if not attr("ice-ufrag") or not attr("ice-pwd"):
+        raise SdpError("missing a=ice-ufrag or a=ice-pwd")
+    fingerprints = attr("fingerprint")
+    if not fingerprints:
+        raise SdpError("No fingerprint found in SDP")
+    hashes = [fp.split()[0].lower() for fp in fingerprints if fp.split()]
+    setup = (attr("setup") or [""])[0].strip()
+    allowed_setup = {"offer": {"actpass", "active", "passive"}, "answer": {"active", "passive", "actpass"}}
+    if setup not in allowed_setup.get(expected_type, {"actpass"}):
+        raise SdpError(f"missing or invalid a=setup ({setup!r})")
+    if "rtcp-mux" not in media_attrs and "rtcp-mux" not in session_attrs:
+        raise SdpError("a=rtcp-mux is required")
+    candidates = attr("candidate")
+    if not candidates:
+        raise SdpError("no ICE candidates in the SDP (Meta always sends host candidates, no trickle)")
+    return OfferSummary(
+        opus_payload_type=opus_pt,
+        ice_lite="ice-lite" in session_attrs or "ice-lite" in media_attrs,
+        setup=setup,
+        candidates=len(candidates),
+        fingerprint_hashes=hashes,
+        telephone_event_payload_type=dtmf_pt,
+    )
+
+
+def _attributes(lines: list[str]) -> dict[str, list[str]]:
+    attrs: dict[str, list[str]] = {}
+    for line in lines:
+        if not line.startswith("a="):
+            continue
+        match = _ATTR.match(line)
+        if match:
+            attrs.setdefault(match.group(1), []).append(match.group(2) or "")
+    return attrs
+
+
+def shape_answer(sdp: str) -> str:
+    """Meta accepts only SHA-256 fingerprints; aiortc also lists sha-384/512, which Meta refuses."""
+    out: list[str] = []
+    for line in normalise_line_endings(sdp).split(CRLF):
+        if not line:
+            continue
+        if line.startswith("a=fingerprint:") and not line.lower().startswith("a=fingerprint:sha-256 "):
+            continue
+        out.append(line)
+    shaped = CRLF.join(out) + CRLF
+    if "a=fingerprint:sha-256 " not in shaped.lower():
+        raise SdpError("our answer has no SHA-256 fingerprint; Meta would refuse it")
+    if "a=setup:actpass" in shaped:
+        raise SdpError("an answer must pick a DTLS role, not actpass")
+    if "\r\nm=audio " not in shaped:
+        raise SdpError("our answer has no m=audio line")
+    return shaped
+
+
+def normalise_bic_answer(sdp: str) -> str:
+    """Meta's business-initiated answers have been seen saying actpass, which is invalid in an answer."""
+    return normalise_line_endings(sdp).replace("a=setup:actpass", "a=setup:active")

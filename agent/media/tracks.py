@@ -1,0 +1,180 @@
+"""Audio in and out of a peer connection.
+
+Outbound: WhatsApp hangs up on a call that stops sending media, so the bot's track always produces paced
+20 ms frames — speech when there is some, silence otherwise — and can be flushed at once for barge-in.
+Inbound: the caller's Opus is decoded by aiortc; we convert it to the 16 kHz mono int16 the VAD and
+Whisper want, off the RTP path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger(__name__)
+
+OUT_RATE = 48000
+FRAME_MS = 20
+FRAME_SAMPLES = OUT_RATE * FRAME_MS // 1000
+IN_RATE = 16000
+
+
+class OutboundAudioTrack(MediaStreamTrack):
+    """The bot's voice: a queue of PCM played out in real time, silence when empty.
+
+    Nothing is sent until `open()` is called, because the WhatsApp client counts the first media packet
+    as "answered" and starts its call timer then; our media must wait for accept's 200 OK.
+    """
+
+    kind = "audio"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._chunks: deque[np.ndarray] = deque()
+        self._offset = 0
+        self._queued = 0
+        self._open = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._start: float | None = None
+        self._pts = 0
+        self._was_playing = False
+        self.frames_sent = 0
+        self.on_play_start: Callable[[float], None] | None = None
+        self.on_play_end: Callable[[float], None] | None = None
+
+    def open(self) -> None:
+        self._open.set()
+
+    @property
+    def playing(self) -> bool:
+        return self._queued > 0
+
+    @property
+    def queued_ms(self) -> int:
+        return self._queued * 1000 // OUT_RATE
+
+    def enqueue(self, pcm: np.ndarray) -> None:
+        """Queue int16 mono 48 kHz samples behind whatever is already queued."""
+        if pcm.size == 0:
+            return
+        self._chunks.append(np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1))
+        self._queued += pcm.size
+        self._idle.clear()
+
+    def flush(self) -> int:
+        """Drop everything queued (barge-in); returns how many ms were dropped."""
+        dropped = self._queued
+        self._chunks.clear()
+        self._offset = 0
+        self._queued = 0
+        self._idle.set()
+        return dropped * 1000 // OUT_RATE
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def _next_samples(self) -> np.ndarray | None:
+        if not self._queued:
+            return None
+        out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        filled = 0
+        while filled < FRAME_SAMPLES and self._chunks:
+            chunk = self._chunks[0]
+            take = min(FRAME_SAMPLES - filled, chunk.size - self._offset)
+            out[filled : filled + take] = chunk[self._offset : self._offset + take]
+            filled += take
+            self._offset += take
+            if self._offset >= chunk.size:
+                self._chunks.popleft()
+                self._offset = 0
+        self._queued -= filled
+        return out
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if not self._open.is_set():
+            await self._open.wait()
+        if self._start is None:
+            self._start = self._clock()
+        else:
+            delay = self._start + self._pts / OUT_RATE - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:
+                # We fell behind (a stalled loop): skip ahead rather than burst old frames.
+                self._start = self._clock() - self._pts / OUT_RATE
+        if self.readyState != "live":
+            raise MediaStreamError
+        samples = self._next_samples()
+        now = self._clock()
+        if samples is not None and not self._was_playing:
+            self._was_playing = True
+            if self.on_play_start:
+                self.on_play_start(now)
+        if samples is None:
+            if self._was_playing:
+                self._was_playing = False
+                self._idle.set()
+                if self.on_play_end:
+                    self.on_play_end(now)
+            samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        elif not self._queued:
+            self._idle.set()
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = OUT_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, OUT_RATE)
+        self._pts += FRAME_SAMPLES
+        self.frames_sent += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._open.set()
+        self._idle.set()
+
+
+AudioSink = Callable[[np.ndarray, float], Awaitable[None] | None]
+
+
+class InboundAudio:
+    """Reads the caller's decoded frames and hands 16 kHz mono int16 chunks to a sink."""
+
+    def __init__(self, track: MediaStreamTrack, sink: AudioSink, clock: Callable[[], float] = time.monotonic):
+        self._track = track
+        self._sink = sink
+        self._clock = clock
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=IN_RATE)
+        self.frames = 0
+        self.task: asyncio.Task[None] = asyncio.create_task(self._run(), name="inbound-audio")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                frame = await self._track.recv()
+            except MediaStreamError:
+                return
+            now = self._clock()
+            self.frames += 1
+            for out in self._resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+                result = self._sink(pcm, now)
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
