@@ -5,7 +5,6 @@ from __future__ import annotations
 OPUS_FMTP = (
     "maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1"
 )
-VOICED_DBFS = -45.0
 
 
 META_MID = "audio"

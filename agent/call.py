@@ -1,0 +1,241 @@
+"""One WhatsApp call: its state, its media peer, its conversation, and the cleanup of all of them.
+
+Everything a call starts is owned here and closed in `end`, whichever side hangs up and whatever fails,
+so a finished call leaves no task, thread or socket behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from agent.conversation import Conversation, ConversationConfig
+from agent.dialogue.engine import FlowEngine
+from agent.dialogue.flow import Flow
+from agent.media.peer import MediaError, MediaPeer
+from agent.media.sdp import SdpError
+from agent.media.tracks import InboundAudio
+from agent.speech.stt import Transcriber
+from agent.speech.tts import Synthesizer
+from agent.whatsapp.graph import GraphClient, GraphError
+
+log = logging.getLogger(__name__)
+
+
+class CallState(StrEnum):
+    RINGING = "ringing"
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+@dataclass
+class CallServices:
+    """What a call borrows from the runtime (shared by all calls, never closed by one)."""
+
+    graph: GraphClient
+    transcriber: Transcriber
+    synthesizer: Synthesizer
+    media_hosts: list[str] | None = None
+    ice_servers: list[str] = field(default_factory=list)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    connect_timeout_s: float = 10.0
+    fallback_audio: np.ndarray | None = None
+
+
+class Call:
+    """A user-initiated call answered by the bot."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        services: CallServices,
+        flow: Flow,
+        caller_number: str | None = None,
+        caller_name: str | None = None,
+        direction: str = "USER_INITIATED",
+        on_ended: Callable[[Call], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = call_id
+        self.services = services
+        self.flow = flow
+        self.caller_number = caller_number
+        self.caller_name = caller_name
+        self.direction = direction
+        self.state = CallState.RINGING
+        self.end_reason: str | None = None
+        self._clock = clock
+        self._on_ended = on_ended
+        self.created_at = clock()
+        self.accepted_at: float | None = None
+        self.ended_at: float | None = None
+        self.ended = asyncio.Event()
+        self.peer: MediaPeer | None = None
+        self.conversation: Conversation | None = None
+        self._inbound: InboundAudio | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._terminate_sent = False
+
+    def __repr__(self) -> str:
+        return f"Call({self.id[:18]}…, {self.state})"
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Start a task owned by this call, so `end` can cancel it."""
+        task = asyncio.create_task(coro, name=f"{name}:{self.id[:16]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # answering ----------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> None:
+        """pre_accept with our answer, wait for media to connect, accept, then start talking."""
+        graph = self.services.graph
+        self.state = CallState.CONNECTING
+        self.peer = MediaPeer(
+            hosts=self.services.media_hosts,
+            ice_servers=self.services.ice_servers,
+            label=f"call {self.id[:16]}",
+        )
+        try:
+            answer_sdp = await self.peer.answer(offer_sdp)
+        except SdpError as exc:
+            log.warning("call %s: rejecting, bad SDP offer: %s", self.id, exc)
+            await self._reject(f"bad_offer: {exc}")
+            return
+        try:
+            await graph.pre_accept(self.id, answer_sdp)
+            await self.peer.wait_connected(self.services.connect_timeout_s)
+            if self.state is CallState.ENDED:
+                return
+            await graph.accept(self.id, answer_sdp)
+        except GraphError as exc:
+            log.error("call %s: Graph API refused the answer: %s", self.id, exc)
+            await self.end(f"graph_error: {exc.code}")
+            return
+        except MediaError as exc:
+            log.error("call %s: %s", self.id, exc)
+            await self._reject("media_failed")
+            return
+        if self.state is CallState.ENDED:
+            return
+        self.accepted_at = self._clock()
+        self.state = CallState.ACTIVE
+        await self._start_conversation()
+
+    async def _start_conversation(self) -> None:
+        assert self.peer is not None
+        peer = self.peer
+        caller = {"name": self.caller_name or "", "number": self.caller_number or ""}
+        engine = FlowEngine(self.flow, caller=caller)
+        self.conversation = Conversation(
+            policy=engine,
+            transcriber=self.services.transcriber,
+            synthesizer=self.services.synthesizer,
+            output=peer.outbound,
+            on_hangup=self.request_hangup,
+            config=self.services.conversation,
+            fallback_audio=self.services.fallback_audio,
+            clock=self._clock,
+        )
+        peer.outbound.on_play_start = self.conversation.on_audio_sent
+        # Media may flow only now: accept has returned 200 OK.
+        peer.outbound.open()
+        try:
+            track = await peer.remote_track(timeout=5)
+        except (TimeoutError, asyncio.CancelledError):
+            log.error("call %s: no audio track from the caller", self.id)
+            await self.hangup("no_caller_audio")
+            return
+        self._inbound = InboundAudio(track, self.conversation.feed, clock=self._clock)
+        self.conversation.start()
+        self.spawn(self._watch_media(), "watch-media")
+
+    async def _watch_media(self) -> None:
+        assert self.peer is not None
+        await self.peer.failed.wait()
+        if self.state is not CallState.ENDED:
+            log.warning("call %s: media connection lost", self.id)
+            await self.hangup("media_lost")
+
+    async def _reject(self, reason: str) -> None:
+        with contextlib.suppress(GraphError):
+            await self.services.graph.reject(self.id)
+        self._terminate_sent = True
+        await self.end(reason)
+
+    # ending -------------------------------------------------------------------
+    async def hangup(self, reason: str = "bot_ended") -> None:
+        """The bot ends the call: tell Meta (billing depends on it), then clean up."""
+        if self.state is CallState.ENDED or self._terminate_sent:
+            return
+        self._terminate_sent = True
+        try:
+            if self.state is CallState.ACTIVE:
+                await self.services.graph.terminate(self.id)
+            else:
+                await self.services.graph.reject(self.id)
+        except GraphError as exc:
+            log.warning("call %s: terminate failed: %s", self.id, exc)
+        await self.end(reason)
+
+    def request_hangup(self, reason: str) -> None:
+        """For the conversation, which must not await its own shutdown from inside itself."""
+        self.spawn(self.hangup(reason), "hangup")
+
+    async def on_remote_terminate(self, status: str | None) -> None:
+        self._terminate_sent = True
+        await self.end(f"remote_{(status or 'terminated').lower()}")
+
+    async def end(self, reason: str) -> None:
+        if self.state is CallState.ENDED:
+            return
+        self.state = CallState.ENDED
+        self.end_reason = reason
+        self.ended_at = self._clock()
+        current = asyncio.current_task()
+        if self.conversation is not None:
+            await self.conversation.close()
+        if self._inbound is not None:
+            await self._inbound.close()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self.peer is not None:
+            await self.peer.close()
+        log.info("call %s ended: %s", self.id, reason)
+        self.ended.set()
+        if self._on_ended is not None:
+            self._on_ended(self)
+
+    async def wait_closed(self) -> None:
+        """Wait for every task the call started (used by shutdown and leak tests)."""
+        await self.ended.wait()
+        pending = [t for t in self._tasks if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def summary(self) -> dict[str, Any]:
+        transcript = [] if self.conversation is None else self.conversation.transcript
+        turns = [] if self.conversation is None else self.conversation.turns
+        return {
+            "id": self.id,
+            "direction": self.direction,
+            "state": str(self.state),
+            "caller": self.caller_number,
+            "end_reason": self.end_reason,
+            "duration_s": None
+            if self.accepted_at is None
+            else round((self.ended_at or self._clock()) - self.accepted_at, 2),
+            "transcript": [{"who": e.who, "text": e.text} for e in transcript],
+            "turns": [t.as_dict() for t in turns],
+        }

@@ -1,0 +1,222 @@
+"""The simulated WhatsApp user: a phone that offers like Meta, speaks lines and listens to the bot.
+
+It plays the *user's* side of the media, so it is built like Meta's relay as seen from the business:
+an ICE-lite, ICE-controlled peer offering Opus on payload type 111 and telephone-event on 126, with one
+audio stream. It hears the bot through the same decode path a phone would and transcribes what it heard,
+so a test checks what a caller actually hears, not what the bot meant to say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from agent.media.peer import MediaPeer
+from agent.media.tracks import OUT_RATE, InboundAudio
+from agent.simulator.phone_sdp import local_mid_answer, meta_shaped_offer
+from agent.speech.audio import resample
+from agent.speech.stt import Transcriber
+from agent.speech.tts import Synthesizer
+from agent.speech.vad import Endpointer, VadConfig
+
+log = logging.getLogger(__name__)
+
+VOICED_DBFS = -45.0
+
+@dataclass
+class Heard:
+    """One stretch of bot speech as the caller heard it."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass
+class TurnTiming:
+    """Voice-to-voice latency of one caller turn, measured at the caller's ears."""
+
+    said: str
+    last_voiced_sent: float
+    first_bot_audio: float | None = None
+
+    @property
+    def voice_to_voice(self) -> float | None:
+        return None if self.first_bot_audio is None else self.first_bot_audio - self.last_voiced_sent
+
+
+@dataclass
+class Conversation:
+    """Everything both sides said, in order, from the caller's point of view."""
+
+    entries: list[tuple[str, str, float]] = field(default_factory=list)  # (who, text, t)
+    turns: list[TurnTiming] = field(default_factory=list)
+
+
+def load_audio_file(path: str | Path) -> np.ndarray:
+    """Read a WAV/FLAC/any file PyAV can open as int16 mono 48 kHz."""
+    chunks: list[np.ndarray] = []
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=OUT_RATE)
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    if not chunks:
+        raise ValueError(f"{path}: no audio")
+    return np.concatenate(chunks).astype(np.int16)
+
+
+def _dbfs(pcm: np.ndarray) -> float:
+    if pcm.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float64)))))
+    return 20 * np.log10(max(rms, 1e-9) / 32768.0)
+
+
+class SimulatedUser:
+    """A WhatsApp user on a call: offer, speak, listen, transcribe, time."""
+
+    def __init__(
+        self,
+        *,
+        transcriber: Transcriber,
+        synthesizer: Synthesizer | None = None,
+        hosts: Sequence[str] = ("127.0.0.1",),
+        listen_silence_ms: int = 700,
+    ) -> None:
+        self.transcriber = transcriber
+        self.synthesizer = synthesizer
+        self.peer = MediaPeer(hosts=hosts, label="sim-user")
+        self.conversation = Conversation()
+        self._endpointer = Endpointer(VadConfig(aggressiveness=3, end_silence_ms=listen_silence_ms))
+        self._inbound: InboundAudio | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._heard: list[Heard] = []
+        self._heard_changed = asyncio.Condition()
+        self.last_bot_audio_at: float | None = None
+        self.first_bot_audio_at: float | None = None
+        self.bot_speaking = False
+        self._stream_t0: float | None = None
+
+    # signalling ---------------------------------------------------------------
+    async def make_offer(self) -> str:
+        pc = self.peer.pc
+        transceiver = pc.addTransceiver(self.peer.outbound, direction="sendrecv")
+        ice = transceiver.sender.transport.transport
+        # Meta's relay is ICE-lite and so always controlled; aiortc would make the offerer controlling.
+        ice._role_set = True
+        ice._connection.ice_controlling = False
+        return meta_shaped_offer(await self.peer.offer())
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        mid = self.peer.pc.getTransceivers()[0].mid or "0"
+        await self.peer.apply_answer(local_mid_answer(answer_sdp, mid))
+        track = await self.peer.remote_track(timeout=5)
+        self._inbound = InboundAudio(track, self._on_audio)
+        # A phone's microphone is live from pickup: send silence so the business gets media both ways.
+        self.peer.outbound.open()
+
+    # listening ----------------------------------------------------------------
+    def _on_audio(self, pcm: np.ndarray, now: float) -> None:
+        if self._stream_t0 is None:
+            self._stream_t0 = now
+        voiced = _dbfs(pcm) > VOICED_DBFS
+        if voiced:
+            if self.first_bot_audio_at is None:
+                self.first_bot_audio_at = now
+            self.last_bot_audio_at = now
+            for turn in self.conversation.turns:
+                if turn.first_bot_audio is None and now > turn.last_voiced_sent:
+                    turn.first_bot_audio = now
+        for event in self._endpointer.feed(pcm):
+            if event.kind == "start":
+                self.bot_speaking = True
+            elif event.kind == "end":
+                self.bot_speaking = False
+                if event.audio is not None:
+                    start = now - event.audio.size / 16000
+                    task = asyncio.create_task(self._transcribe(event.audio, start, now))
+                    self._pending.add(task)
+                    task.add_done_callback(self._pending.discard)
+
+    async def _transcribe(self, audio: np.ndarray, start: float, end: float) -> None:
+        text = (await self.transcriber.transcribe(audio)).strip()
+        if not text:
+            return
+        async with self._heard_changed:
+            self._heard.append(Heard(text, start, end))
+            self.conversation.entries.append(("bot", text, start))
+            self._heard_changed.notify_all()
+
+    async def listen(self, *, quiet_s: float = 1.2, timeout: float = 30.0, min_utterances: int = 1) -> str:
+        """Wait until the bot has spoken and then stayed quiet for `quiet_s`; return what it said."""
+        start_index = len(self._heard)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            quiet_for = time.monotonic() - (self.last_bot_audio_at or 0)
+            heard_enough = len(self._heard) - start_index >= min_utterances
+            if heard_enough and not self.bot_speaking and quiet_for >= quiet_s and not self._pending:
+                break
+        else:
+            log.warning("listen timed out after %.1f s", timeout)
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        return " ".join(h.text for h in self._heard[start_index:])
+
+    @property
+    def heard(self) -> list[Heard]:
+        return list(self._heard)
+
+    # speaking -----------------------------------------------------------------
+    async def say(self, text: str) -> TurnTiming:
+        if self.synthesizer is None:
+            raise RuntimeError("no synthesizer: give the simulated user one to speak text")
+        pcm = await self.synthesizer.synthesize(text)
+        return await self.play(pcm, label=text)
+
+    async def play_file(self, path: str | Path) -> TurnTiming:
+        return await self.play(load_audio_file(path), label=str(path))
+
+    async def play(self, pcm48k: np.ndarray, *, label: str) -> TurnTiming:
+        """Speak into the call; returns once the audio has been sent, with the turn's timing record."""
+        if self.synthesizer is not None and self.synthesizer.sample_rate != OUT_RATE:
+            pcm48k = resample(pcm48k, self.synthesizer.sample_rate, OUT_RATE)
+        voiced = np.flatnonzero(np.abs(pcm48k.astype(np.int32)) > 500)
+        last_voiced = int(voiced[-1]) if voiced.size else pcm48k.size
+        started = asyncio.get_running_loop().create_future()
+        track = self.peer.outbound
+
+        def on_start(t: float) -> None:
+            if not started.done():
+                started.set_result(t)
+
+        track.on_play_start = on_start
+        track.enqueue(pcm48k)
+        t0 = await started
+        track.on_play_start = None
+        timing = TurnTiming(said=label, last_voiced_sent=t0 + last_voiced / OUT_RATE)
+        self.conversation.turns.append(timing)
+        self.conversation.entries.append(("caller", label, t0))
+        await track.wait_idle()
+        return timing
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._inbound is not None:
+            await self._inbound.close()
+        await self.peer.close()
+        with contextlib.suppress(Exception):
+            self._endpointer.reset()

@@ -1,0 +1,394 @@
+"""Meta's Graph API surface for calling: `POST /{version}/{phone_number_id}/calls`.
+
+This module is the HTTP face only: it authenticates, checks the path and the request envelope,
+validates SDP answers the way Meta does, and renders errors in Graph's envelope (spec §3). What an
+action *does* to a call is the simulator's business and is delegated to an `ActionHandler`.
+
+It deliberately shares no code with `agent.whatsapp`: the simulator re-derives every rule from the
+spec, so a misreading on either side fails a test instead of hiding in both.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+logger = logging.getLogger(__name__)
+
+MIN_GRAPH_MAJOR_VERSION = 17  # FAQ: calling needs v17.0 or newer (spec §3.1)
+CALL_ACTIONS = frozenset({"connect", "pre_accept", "accept", "reject", "terminate"})
+SUCCESS_BODY: dict[str, Any] = {"messaging_product": "whatsapp", "success": True}
+MAX_OPAQUE_DATA_LEN = 512  # biz_opaque_callback_data limit (spec §3.2)
+
+_VERSION_RE = re.compile(r"^v(\d+)\.(\d+)$")
+_SDP_LINE_RE = re.compile(r"^[a-z]=")
+_FINGERPRINT_VALUE_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31}$")
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class GraphApiError(Exception):
+    """A Graph error response; raised anywhere below the route and rendered once."""
+
+    def __init__(
+        self,
+        code: int,
+        details: str,
+        *,
+        http_status: int = 400,
+        message: str | None = None,
+        with_error_data: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.http_status = http_status
+        self.message = message if message is not None else f"(#{code}) {details}"
+        self.with_error_data = with_error_data
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """Graph's error envelope (spec §3.3), with a fresh fbtrace_id per response as Meta does."""
+        error: dict[str, Any] = {"message": self.message, "type": "OAuthException", "code": self.code}
+        if self.with_error_data:
+            error["error_data"] = {"messaging_product": "whatsapp", "details": self.details}
+        error["fbtrace_id"] = "A" + secrets.token_urlsafe(16)
+        return {"error": error}
+
+
+def invalid_parameter(details: str) -> GraphApiError:
+    """Code 100 is Meta's catch-all for bad parameters, SDP problems included (spec §3.3)."""
+    return GraphApiError(100, details, message="(#100) Invalid parameter")
+
+
+@dataclass
+class GraphRequestRecord:
+    """One Graph request as seen by Meta, so tests can assert on the server's exact calls."""
+
+    method: str
+    path: str
+    action: str | None
+    body: dict[str, Any] | None
+    status: int  # HTTP status we answered with
+    error_code: int | None  # Graph error code, None on success
+    call_id: str | None = None
+
+
+@dataclass
+class GraphResult:
+    """What an action handler wants sent back, plus work that must wait until the reply is out.
+
+    `after_response` exists because Meta answers reject/terminate before it emits the terminate
+    webhook; running it as a Starlette background task keeps that order under uvicorn.
+    """
+
+    body: dict[str, Any] = field(default_factory=lambda: dict(SUCCESS_BODY))
+    after_response: Callable[[], Awaitable[None]] | None = None
+
+
+ActionHandler = Callable[[str, dict[str, Any]], Awaitable[GraphResult]]
+
+
+class GraphApi:
+    """The fake `graph.facebook.com` for one business phone number."""
+
+    def __init__(
+        self,
+        *,
+        access_token: str,
+        phone_number_id: str,
+        handler: ActionHandler,
+        requests: list[GraphRequestRecord],
+    ) -> None:
+        self._access_token = access_token
+        self._phone_number_id = phone_number_id
+        self._handler = handler
+        self.requests = requests
+        self.app = Starlette(
+            routes=[
+                Route("/{version}/{phone_number_id}/calls", self._calls_endpoint, methods=["POST"]),
+                Route("/{path:path}", self._unsupported_endpoint, methods=_ALL_METHODS),
+            ]
+        )
+
+    async def _calls_endpoint(self, request: Request) -> JSONResponse:
+        body: dict[str, Any] | None = None
+        action: str | None = None
+        try:
+            self._check_auth(request)
+            self._check_path(request.path_params["version"], request.path_params["phone_number_id"])
+            body = await _read_json_object(request)
+            action = _resolve_action(body)
+            result = await self._handler(action, body)
+        except GraphApiError as err:
+            self._record(request, action, body, err.http_status, err.code)
+            logger.info("graph %s -> %s (#%s) %s", action or "?", err.http_status, err.code, err.details)
+            return JSONResponse(err.body(), status_code=err.http_status, headers=err.headers)
+        self._record(request, action, body, 200, None)
+        background = BackgroundTask(result.after_response) if result.after_response else None
+        return JSONResponse(result.body, status_code=200, background=background)
+
+    async def _unsupported_endpoint(self, request: Request) -> JSONResponse:
+        """Anything else the server calls is a bug or a feature we have not simulated; say so loudly."""
+        err = GraphApiError(
+            100,
+            f"Unsupported {request.method} request to {request.url.path}: this simulator implements "
+            "only POST /{version}/{phone_number_id}/calls",
+            message=f"(#100) Unsupported {request.method.lower()} request.",
+        )
+        self._record(request, None, None, err.http_status, err.code)
+        logger.warning("graph: unsupported %s %s", request.method, request.url.path)
+        return JSONResponse(err.body(), status_code=err.http_status)
+
+    def _record(
+        self,
+        request: Request,
+        action: str | None,
+        body: dict[str, Any] | None,
+        status: int,
+        error_code: int | None,
+    ) -> None:
+        call_id = body.get("call_id") if body is not None else None
+        self.requests.append(
+            GraphRequestRecord(
+                method=request.method,
+                path=request.url.path,
+                action=action,
+                body=body,
+                status=status,
+                error_code=error_code,
+                call_id=call_id if isinstance(call_id, str) else None,
+            )
+        )
+
+    def _check_auth(self, request: Request) -> None:
+        header = request.headers.get("authorization")
+        challenge = 'OAuth "Facebook Platform" "invalid_token" "Invalid OAuth access token"'
+        if not header:
+            raise GraphApiError(
+                190,
+                "missing access token",
+                http_status=401,
+                message="An access token is required to request this resource.",
+                with_error_data=False,
+                headers={"WWW-Authenticate": challenge},
+            )
+        scheme, _, token = header.partition(" ")
+        # Auth schemes are case-insensitive (RFC 7235); the token itself is compared exactly.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self._access_token.encode()
+        ):
+            raise GraphApiError(
+                190,
+                "invalid access token",
+                http_status=401,
+                message="Invalid OAuth access token - Cannot parse access token",
+                with_error_data=False,
+                headers={"WWW-Authenticate": challenge},
+            )
+
+    def _check_path(self, version: str, phone_number_id: str) -> None:
+        match = _VERSION_RE.match(version)
+        if match is None or int(match.group(1)) < MIN_GRAPH_MAJOR_VERSION:
+            raise GraphApiError(
+                100,
+                f"Unsupported Graph API version {version!r}: calling needs v{MIN_GRAPH_MAJOR_VERSION}.0 "
+                "or newer, written like v23.0",
+                message=f"(#100) Unknown path components: /{version}",
+            )
+        if phone_number_id != self._phone_number_id:
+            raise GraphApiError(
+                100,
+                f"Invalid phone number id {phone_number_id!r}",
+                message=(
+                    f"(#100) Unsupported post request. Object with ID '{phone_number_id}' does not exist, "
+                    "cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+            )
+
+
+async def _read_json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid_parameter(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise invalid_parameter("Request body must be a JSON object")
+    if body.get("messaging_product") != "whatsapp":
+        raise GraphApiError(
+            100,
+            "The parameter messaging_product is required and must be 'whatsapp'",
+            message="(#100) The parameter messaging_product is required.",
+        )
+    return body
+
+
+def _resolve_action(body: dict[str, Any]) -> str:
+    """Return the action, applying Meta's (UNCERTAIN) default of connect when only `to` is given.
+
+    Values are case-sensitive: only the documented lowercase forms are accepted (spec §3.2,
+    Appendix B item 2), so a server sending "ACCEPT" fails here rather than in production.
+    """
+    if "action" not in body:
+        if "to" in body or "recipient" in body:
+            logger.warning("graph: request without 'action' but with 'to'; treating it as connect")
+            return "connect"
+        raise invalid_parameter("The parameter action is required")
+    action = body["action"]
+    if not isinstance(action, str) or action not in CALL_ACTIONS:
+        raise invalid_parameter(
+            f"Invalid action {action!r}; expected one of {', '.join(sorted(CALL_ACTIONS))} (lowercase)"
+        )
+    return action
+
+
+def require_call_id(body: dict[str, Any]) -> str:
+    call_id = body.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise invalid_parameter("The parameter call_id is required")
+    return call_id
+
+
+def require_answer_session(body: dict[str, Any]) -> str:
+    """Return `session.sdp` after checking the session object is an answer (spec §3 rule 1)."""
+    session = body.get("session")
+    if not isinstance(session, dict):
+        raise invalid_parameter("The parameter session is required")
+    sdp_type = session.get("sdp_type")
+    if sdp_type != "answer":
+        raise invalid_parameter(f"Invalid session.sdp_type {sdp_type!r}; this action needs 'answer'")
+    sdp = session.get("sdp")
+    if not isinstance(sdp, str) or not sdp:
+        raise invalid_parameter("The parameter session.sdp is required")
+    return sdp
+
+
+def check_opaque_data(body: dict[str, Any]) -> str | None:
+    data = body.get("biz_opaque_callback_data")
+    if data is None:
+        return None
+    if not isinstance(data, str) or len(data) > MAX_OPAQUE_DATA_LEN:
+        raise invalid_parameter(
+            f"biz_opaque_callback_data must be a string of at most {MAX_OPAQUE_DATA_LEN} characters"
+        )
+    return data
+
+
+def _sdp_lines(sdp: str) -> list[str]:
+    lines = re.split(r"\r?\n", sdp)
+    if lines and lines[-1] == "":
+        lines.pop()
+    if "\r\n" not in sdp:
+        # RFC 8866 wants CRLF and the spec says to send it; we have no evidence Meta refuses bare
+        # LF, so only warn.
+        logger.warning("graph: SDP answer does not use CRLF line endings")
+    return lines
+
+
+def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
+    """Validate a UIC answer as Meta does; raise code 100 with the reason in `details`.
+
+    Rules come from spec §7.1-§7.3 and §7.6 rule 5. Beyond the listed ones we also refuse answers
+    that could never carry audio against Meta's ICE-lite, DTLS-SRTP offer (stream rejected with
+    port 0, an ICE-lite answer, a mid that does not match the offer): Meta would accept the
+    signalling and then the call would die silently, which is a worse test failure.
+    """
+    if not sdp.startswith("v=0"):
+        raise invalid_parameter("Invalid SDP: must start with v=0")
+    lines = _sdp_lines(sdp)
+    for line in lines:
+        if not _SDP_LINE_RE.match(line):
+            raise invalid_parameter(f"Invalid SDP: malformed line {line[:60]!r}")
+
+    m_lines = [line for line in lines if line.startswith("m=")]
+    audio = [line for line in m_lines if line.startswith("m=audio ")]
+    if len(audio) != 1 or len(m_lines) != 1:
+        raise invalid_parameter(
+            f"Invalid SDP: exactly one m=audio media section is required, found {len(m_lines)} m= line(s)"
+        )
+    m_parts = audio[0].split()
+    if len(m_parts) < 4:
+        raise invalid_parameter(f"Invalid SDP: malformed media line {audio[0]!r}")
+    _, port, proto, *formats = m_parts
+    if port == "0":
+        raise invalid_parameter("Invalid SDP: the audio stream is rejected (port 0)")
+    if proto != "UDP/TLS/RTP/SAVPF":
+        raise invalid_parameter(f"Invalid SDP: media protocol {proto!r}; DTLS-SRTP needs UDP/TLS/RTP/SAVPF")
+
+    attrs = [line[2:] for line in lines if line.startswith("a=")]
+
+    fingerprints = [a[len("fingerprint:") :].split(None, 1) for a in attrs if a.startswith("fingerprint:")]
+    sha256 = [fp for fp in fingerprints if fp and fp[0].lower() == "sha-256"]
+    if not sha256:
+        raise invalid_parameter("No fingerprint found in SDP")
+    others = sorted({fp[0] for fp in fingerprints if fp and fp[0].lower() != "sha-256"})
+    if others:
+        # Meta only accepts SHA-256; aiortc also emits sha-384/sha-512 lines, which pipecat strips
+        # for this reason (spec §7.3).
+        raise invalid_parameter(
+            f"Unsupported fingerprint hash function(s) {others}: only sha-256 is accepted"
+        )
+    for fp in sha256:
+        if len(fp) != 2 or not _FINGERPRINT_VALUE_RE.match(fp[1].strip()):
+            raise invalid_parameter("Invalid SDP: malformed sha-256 fingerprint")
+
+    setups = [a[len("setup:") :].strip() for a in attrs if a.startswith("setup:")]
+    if not setups:
+        raise invalid_parameter("Invalid SDP: a=setup is missing; the answer must use a=setup:active")
+    bad_setup = [s for s in setups if s != "active"]
+    if bad_setup:
+        raise invalid_parameter(
+            f"Invalid SDP: a=setup:{bad_setup[0]} in answer; it must be a=setup:active "
+            "(Meta offers actpass and acts as the DTLS server)"
+        )
+
+    ufrags = [a[len("ice-ufrag:") :].strip() for a in attrs if a.startswith("ice-ufrag:")]
+    pwds = [a[len("ice-pwd:") :].strip() for a in attrs if a.startswith("ice-pwd:")]
+    if not ufrags or not pwds:
+        raise invalid_parameter("Invalid SDP: a=ice-ufrag and a=ice-pwd are required")
+    # RFC 8839 §5.4 lengths; a truncated credential means STUN checks can never authenticate.
+    if any(not 4 <= len(u) <= 256 for u in ufrags) or any(not 22 <= len(p) <= 256 for p in pwds):
+        raise invalid_parameter("Invalid SDP: ice-ufrag must be 4-256 and ice-pwd 22-256 characters")
+    if "ice-lite" in attrs:
+        raise invalid_parameter(
+            "Invalid SDP: a=ice-lite in answer; Meta is ICE-lite, so the business must run full ICE"
+        )
+
+    rtpmaps: dict[str, str] = {}
+    for a in attrs:
+        if a.startswith("rtpmap:"):
+            pt, _, encoding = a[len("rtpmap:") :].partition(" ")
+            rtpmaps[pt.strip()] = encoding.strip().lower()
+    if not any(rtpmaps.get(pt) in ("opus/48000", "opus/48000/2") for pt in formats):
+        raise invalid_parameter("Invalid SDP: no opus/48000 codec offered on the m=audio line")
+    for pt in formats:
+        encoding = rtpmaps.get(pt, "")
+        if encoding.startswith("telephone-event/") and encoding != "telephone-event/8000":
+            raise invalid_parameter(
+                f"Invalid SDP: {encoding} is not supported; DTMF needs telephone-event/8000"
+            )
+
+    if offer_sdp is not None:
+        offer_mids = [ln[6:].strip() for ln in _split_quiet(offer_sdp) if ln.startswith("a=mid:")]
+        mids = [a[4:].strip() for a in attrs if a.startswith("mid:")]
+        if offer_mids and mids and mids != offer_mids[:1]:
+            raise invalid_parameter(
+                f"Invalid SDP: a=mid:{mids[0]} does not match the offer's {offer_mids[0]}"
+            )
+
+
+def _split_quiet(sdp: str) -> list[str]:
+    return [line for line in re.split(r"\r?\n", sdp) if line]
