@@ -24,6 +24,7 @@ from agent.speech.vad import Endpointer, VadConfig
 log = logging.getLogger(__name__)
 
 SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
+HANGUP_TAIL_S = 0.4
 SORRY_TECHNICAL = "Sorry, something went wrong on our side. Please try again in a moment."
 
 
@@ -204,6 +205,8 @@ class Conversation:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._speaking)
         if reply.end_call and not self._speaking.cancelled():
+            # Let the last words leave the jitter buffers before the media is torn down.
+            await asyncio.sleep(HANGUP_TAIL_S)
             self._on_hangup("bot_ended")
 
     async def _speak(self, reply: Reply) -> None:

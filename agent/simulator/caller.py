@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +106,8 @@ class SimulatedUser:
         self.last_bot_audio_at: float | None = None
         self.first_bot_audio_at: float | None = None
         self.bot_speaking = False
+        self.hung_up = False
+        self._close_callbacks: list[Callable[[], object]] = []
         self._stream_t0: float | None = None
 
     # signalling ---------------------------------------------------------------
@@ -158,6 +160,15 @@ class SimulatedUser:
             self.conversation.entries.append(("bot", text, start))
             self._heard_changed.notify_all()
 
+    def call_ended(self) -> None:
+        """The call is over: whatever the bot was saying is complete, so stop waiting for silence."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        if self._endpointer.in_speech:
+            silence = np.zeros(16000 * 2, dtype=np.int16)
+            self._on_audio(silence, time.monotonic())
+
     async def listen(self, *, quiet_s: float = 1.2, timeout: float = 30.0, min_utterances: int = 1) -> str:
         """Wait until the bot has spoken and then stayed quiet for `quiet_s`; return what it said."""
         start_index = len(self._heard)
@@ -167,6 +178,8 @@ class SimulatedUser:
             quiet_for = time.monotonic() - (self.last_bot_audio_at or 0)
             heard_enough = len(self._heard) - start_index >= min_utterances
             if heard_enough and not self.bot_speaking and quiet_for >= quiet_s and not self._pending:
+                break
+            if self.hung_up and not self._pending:
                 break
         else:
             log.warning("listen timed out after %.1f s", timeout)
@@ -211,7 +224,12 @@ class SimulatedUser:
         await track.wait_idle()
         return timing
 
+    def on_close(self, callback: Callable[[], object]) -> None:
+        self._close_callbacks.append(callback)
+
     async def close(self) -> None:
+        for callback in self._close_callbacks:
+            callback()
         for task in list(self._pending):
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)

@@ -133,6 +133,15 @@ class Simulation:
         assert sim_call.answer_sdp is not None
         await user.apply_answer(sim_call.answer_sdp)
         await asyncio.wait_for(sim_call.accepted.wait(), timeout)
+
+        async def notice_hangup() -> None:
+            await sim_call.ended.wait()
+            # The phone keeps playing what is already in its jitter buffer for a moment.
+            await asyncio.sleep(0.3)
+            user.call_ended()
+
+        watcher = asyncio.create_task(notice_hangup())
+        user.on_close(watcher.cancel)
         return sim_call, dialled
 
 
