@@ -76,7 +76,7 @@ class SimulationResult:
     sim_call: SimCall
     answer_time_s: float | None
     ended_by: str
-    log: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)  # what the caller heard: greeting, then after each line
 
 
 @dataclass
@@ -157,7 +157,7 @@ async def run_call(
         user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
         try:
             sim_call, dialled = await sim.place_call(user)
-            await user.listen(timeout=listen_timeout)
+            replies = [await user.listen(timeout=listen_timeout)]
             answer_time = None if user.first_bot_audio_at is None else user.first_bot_audio_at - dialled
             for line in lines:
                 if sim_call.ended.is_set():
@@ -166,7 +166,7 @@ async def run_call(
                     await user.play_file(line.audio)
                 else:
                     await user.say(line.label)
-                await user.listen(timeout=listen_timeout)
+                replies.append(await user.listen(timeout=listen_timeout))
             ended_by = "bot"
             try:
                 await asyncio.wait_for(sim_call.ended.wait(), 5)
@@ -181,6 +181,7 @@ async def run_call(
                 sim_call=sim_call,
                 answer_time_s=answer_time,
                 ended_by=ended_by,
+                replies=replies,
             )
         finally:
             await user.close()
@@ -211,5 +212,12 @@ def format_result(result: SimulationResult) -> str:
         bot_side = [f"  {e['who']}: {e['text']}" for e in result.call_summary["transcript"]]
         out.append("as the bot heard it:")
         out.extend(bot_side)
+        for n, turn in enumerate(result.call_summary["turns"], 1):
+            stages = ", ".join(
+                f"{name.removesuffix('_ms').replace('_', ' ')} +{value:.0f} ms"
+                for name, value in turn.items()
+                if name.endswith("_ms") and value is not None
+            )
+            out.append(f"turn {n} at the bot (from end of caller speech): {stages}")
         out.append(f"call ended: {result.call_summary['end_reason']} (ended by {result.ended_by})")
     return "\n".join(out)

@@ -36,7 +36,7 @@ def test_demo_two_turn_call(demo: Flow) -> None:
 
     greeting = engine.start()
     assert greeting.lines == [
-        "Hello Maria, thanks for calling Acme support.",
+        "Hello Maria, thanks for calling Sunrise Electronics support.",
         "Are you calling about an order, or about billing?",
     ]
     assert greeting.node == "menu"
@@ -54,19 +54,19 @@ def test_demo_two_turn_call(demo: Flow) -> None:
 
     second = engine.handle("No, that's all. Goodbye.")
     assert second.intent in {"goodbye", "no"}
-    assert second.lines == ["Thanks for calling Acme. Goodbye!"]
+    assert second.lines == ["Thanks for calling Sunrise Electronics. Goodbye!"]
     assert second.node == "goodbye"
     assert second.end_call
     assert engine.ended
 
     assert engine.history == [
-        ("bot", "Hello Maria, thanks for calling Acme support."),
+        ("bot", "Hello Maria, thanks for calling Sunrise Electronics support."),
         ("bot", "Are you calling about an order, or about billing?"),
         ("caller", "I want to check the status of my order."),
         ("bot", "Your order shipped yesterday and arrives tomorrow."),
         ("bot", "Is there anything else I can help with?"),
         ("caller", "No, that's all. Goodbye."),
-        ("bot", "Thanks for calling Acme. Goodbye!"),
+        ("bot", "Thanks for calling Sunrise Electronics. Goodbye!"),
     ]
 
 
@@ -307,13 +307,13 @@ def test_local_intent_wins_tie_with_global() -> None:
 
 def test_caller_name_is_filled_in(demo: Flow) -> None:
     reply = FlowEngine(demo, caller={"name": "Ana"}).start()
-    assert reply.lines[0] == "Hello Ana, thanks for calling Acme support."
+    assert reply.lines[0] == "Hello Ana, thanks for calling Sunrise Electronics support."
 
 
 @pytest.mark.parametrize("caller", [None, {}, {"name": ""}, {"wa_id": "15551234567"}])
 def test_missing_caller_name_reads_naturally(demo: Flow, caller: dict[str, str] | None) -> None:
     reply = FlowEngine(demo, caller=caller).start()
-    assert reply.lines[0] == "Hello, thanks for calling Acme support."
+    assert reply.lines[0] == "Hello, thanks for calling Sunrise Electronics support."
 
 
 @pytest.mark.parametrize(
