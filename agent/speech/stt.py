@@ -21,6 +21,22 @@ from agent.speech.models import ModelNotFoundError
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+SHORT_WINDOW_TAIL_FRAMES = 300  # ≥ 3 s of padding after the speech lets the decoder find the end
+SHORT_WINDOW_MIN_FRAMES = 150  # single words ("yes", "no") are decoded with the full window: more reliable
+
+
+def looks_degenerate(text: str) -> bool:
+    """True when a phrase repeats three times in a row, or the text is one phrase twice: Whisper looping."""
+    words = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
+    half = len(words) // 2
+    if len(words) >= 2 and len(words) % 2 == 0 and words[:half] == words[half:]:
+        return True
+    for size in range(1, 6):
+        for start in range(len(words) - 3 * size + 1):
+            chunk = words[start : start + size]
+            if chunk == words[start + size : start + 2 * size] == words[start + 2 * size : start + 3 * size]:
+                return True
+    return False
 
 
 @runtime_checkable
@@ -51,6 +67,7 @@ class WhisperTranscriber:
         min_duration_s: float = 0.2,
         energy_floor_dbfs: float = -60.0,
         no_speech_threshold: float = 0.6,
+        short_window_s: int | None = 10,
     ) -> None:
         # faster-whisper treats any string that is not an existing folder as a hub model name and tries
         # to download it, so refuse anything that is not a real local model folder.
@@ -75,6 +92,14 @@ class WhisperTranscriber:
         self._min_samples = int(min_duration_s * SAMPLE_RATE)
         self._energy_floor_dbfs = energy_floor_dbfs
         self._no_speech_threshold = no_speech_threshold
+        self._short_window_frames = short_window_s * 100 if short_window_s else 0
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language
+        )
+        self._suppress_tokens = list(get_suppressed_tokens(self._tokenizer, [-1]))
 
     async def transcribe(self, audio16k: np.ndarray) -> str:
         """Transcribe in the executor; the event loop only waits."""
@@ -91,6 +116,12 @@ class WhisperTranscriber:
             logger.debug("skipping STT: %.1f dBFS is below the floor", level)
             return ""
         t0 = time.perf_counter()
+        if self._short_window_frames:
+            fast = self._transcribe_short_window(audio)
+            if fast is not None:
+                logger.debug("STT (short window) %.2fs -> %r in %.3fs", audio.size / SAMPLE_RATE, fast,
+                             time.perf_counter() - t0)
+                return fast
         segments, _info = self._model.transcribe(
             audio,
             language=self._language,
@@ -110,6 +141,45 @@ class WhisperTranscriber:
         text = " ".join(p.strip() for p in parts if p.strip())
         logger.debug("STT %.2fs audio -> %r in %.3fs", audio.size / SAMPLE_RATE, text, time.perf_counter() - t0)
         return text
+
+    def _transcribe_short_window(self, audio: np.ndarray) -> str | None:
+        """Decode a short utterance with a shortened encoder window, or None to use the full 30 s window.
+
+        Whisper always encodes 30 s, so a 2 s turn costs as much as a 30 s one; CTranslate2 accepts a shorter
+        window, which here cuts a turn's recognition time by about half. A short window can make the decoder
+        loop ("yes, yes, yes…") on very short words, so the output is bounded and checked, and anything that
+        looks degenerate is decoded again the normal way.
+        """
+        import ctranslate2
+
+        features = self._model.feature_extractor(audio)
+        n_frames = features.shape[-1]
+        window = self._short_window_frames
+        if n_frames + SHORT_WINDOW_TAIL_FRAMES > window or n_frames < SHORT_WINDOW_MIN_FRAMES:
+            return None
+        padded = np.zeros((features.shape[0], window), dtype=np.float32)
+        padded[:, :n_frames] = features[:, :n_frames]
+        encoded = self._model.model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=False)
+        duration = n_frames / 100
+        max_tokens = int(10 + 6 * duration)
+        tokenizer = self._tokenizer
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        result = self._model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=self._beam_size,
+            max_length=len(prompt) + max_tokens,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress_tokens,
+        )[0]
+        if result.no_speech_prob > self._no_speech_threshold:
+            return None  # a short window is less sure of short words: let the full window decide
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        if len(tokens) >= max_tokens - 1:
+            return None
+        text = tokenizer.decode(tokens).strip()
+        return None if looks_degenerate(text) else text
 
     @staticmethod
     def _to_float32(audio16k: np.ndarray) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""The short-window fast path must give the same words as the full 30 s window, or step aside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.runtime import Models
+from agent.speech.audio import resample
+from agent.speech.stt import WhisperTranscriber, looks_degenerate
+from tests.wer import wer
+
+SENTENCES = [
+    "I want to check the status of my order.",
+    "Can I talk to a person?",
+    "I'd like to book an appointment for next Tuesday at half past three in the afternoon.",
+    "Yes.",
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "degenerate"),
+    [
+        ("Yes, yes, yes, yes", True),
+        ("No? No?", True),
+        ("Can I talk to a person? Can I talk to a person? Can I talk to a person?", True),
+        ("I want to check the status of my order.", False),
+        ("no no", True),
+        ("yes please", False),
+        ("", False),
+    ],
+)
+def test_looks_degenerate(text: str, degenerate: bool) -> None:
+    assert looks_degenerate(text) is degenerate
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+async def test_short_window_matches_full_window(models: Models, sentence: str) -> None:
+    transcriber = models.transcriber
+    assert isinstance(transcriber, WhisperTranscriber)
+    pcm = resample(await models.synthesizer.synthesize(sentence), 48000, 16000)
+    audio = np.concatenate([np.zeros(3200, np.int16), pcm, np.zeros(3200, np.int16)])
+    fast = await transcriber.transcribe(audio)
+    full_path = transcriber._short_window_frames
+    transcriber._short_window_frames = 0
+    try:
+        full = await transcriber.transcribe(audio)
+    finally:
+        transcriber._short_window_frames = full_path
+    assert wer(sentence, fast) <= 0.2, fast
+    assert wer(sentence, full) <= 0.2, full
+
+
+def test_long_audio_takes_the_full_window(models: Models) -> None:
+    transcriber = models.transcriber
+    assert isinstance(transcriber, WhisperTranscriber)
+    long_audio = np.zeros(16000 * 9, np.float32)
+    assert transcriber._transcribe_short_window(long_audio) is None
