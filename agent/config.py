@@ -7,6 +7,7 @@ commit by accident.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,6 +75,16 @@ class Settings(BaseModel):
             raise ValueError("must look like v23.0")
         return v
 
+    @field_validator("media_hosts")
+    @classmethod
+    def _ip_addresses(cls, v: list[str] | None) -> list[str] | None:
+        # aioice silently skips an address it cannot bind, so a typo here would mean answers with no ICE
+        # candidates and calls that never connect; refuse it at startup instead.
+        bad = [host for host in v or [] if not _is_ip_address(host)]
+        if bad:
+            raise ValueError(f"must be IP addresses, got {', '.join(map(repr, bad))}")
+        return v
+
     @field_validator("graph_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -103,6 +114,14 @@ ENV_FIELDS: dict[str, str] = {
 }
 
 
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _split_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -115,6 +134,8 @@ def load_settings(
     """Merge file < environment < explicit overrides (CLI flags), then validate once."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
+    # Where each top-level setting came from, so an invalid value can be traced to what to fix.
+    sources: dict[str, str] = {}
     path = config_file or env.get("WACALL_CONFIG")
     if path:
         try:
@@ -132,31 +153,45 @@ def load_settings(
                 "put them in the environment instead: " + ", ".join(SECRET_ENV[k] for k in leaked)
             )
         data.update(loaded)
+        sources.update(dict.fromkeys(loaded, f"config file {path}"))
     for name, field in ENV_FIELDS.items():
         if env.get(name):
             data[field] = env[name]
+            sources[field] = name
     for field, name in SECRET_ENV.items():
         if env.get(name):
             data[field] = env[name]
+            sources[field] = name
     if env.get("WACALL_MEDIA_HOSTS"):
         data["media_hosts"] = _split_list(env["WACALL_MEDIA_HOSTS"])
+        sources["media_hosts"] = "WACALL_MEDIA_HOSTS"
     if env.get("WACALL_ICE_SERVERS"):
         data["ice_servers"] = _split_list(env["WACALL_ICE_SERVERS"])
-    speech = dict(data.get("speech") or {})
-    for name, field in {
-        "WACALL_STT_MODEL_DIR": "stt_model_dir",
-        "WACALL_TTS_MODEL": "tts_model",
-        "WACALL_TTS_CONFIG": "tts_config",
-    }.items():
-        if env.get(name):
-            speech[field] = env[name]
-    if speech:
-        data["speech"] = speech
-    data.update({k: v for k, v in overrides.items() if v is not None})
+        sources["ice_servers"] = "WACALL_ICE_SERVERS"
+    speech_env = {
+        field: env[name]
+        for name, field in {
+            "WACALL_STT_MODEL_DIR": "stt_model_dir",
+            "WACALL_TTS_MODEL": "tts_model",
+            "WACALL_TTS_CONFIG": "tts_config",
+        }.items()
+        if env.get(name)
+    }
+    # A non-mapping `speech:` in the file is left for validation to report; merging into it would crash.
+    if speech_env and isinstance(data.get("speech") or {}, dict):
+        data["speech"] = {**(data.get("speech") or {}), **speech_env}
+    overridden = {k: v for k, v in overrides.items() if v is not None}
+    data.update(overridden)
+    sources.update(dict.fromkeys(overridden, "an explicit override (CLI flag)"))
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe_error(err, sources) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def _describe_error(err: Any, sources: Mapping[str, str]) -> str:
+    loc = err["loc"]
+    where = ".".join(str(p) for p in loc)
+    source = sources.get(str(loc[0])) if loc else None
+    return f"{where} (from {source}): {err['msg']}" if source else f"{where}: {err['msg']}"

@@ -38,6 +38,8 @@ def normalise_line_endings(sdp: str) -> str:
 
 _ATTR = re.compile(r"^a=([^:]+)(?::(.*))?$")
 _RTPMAP = re.compile(r"^(\d+) ([^/]+)/(\d+)(?:/(\d+))?$")
+# RFC 8122: hash name, then the digest as colon-separated hex bytes.
+_FINGERPRINT = re.compile(r"^(\S+) [0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+$")
 
 
 def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
@@ -61,8 +63,11 @@ def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
     parts = m_line[2:].split()
     if len(parts) < 4 or parts[0] != "audio":
         raise SdpError(f"the media section is not audio: {m_line!r}")
-    if not parts[1].isdigit():
+    if not parts[1].isdigit() or int(parts[1]) > 65535:
         raise SdpError(f"bad port in {m_line!r}")
+    if int(parts[1]) == 0:
+        # Port 0 marks a disabled stream (RFC 3264); aiortc would still answer, and no audio would flow.
+        raise SdpError(f"the audio stream is disabled (port 0) in {m_line!r}")
     if parts[2] != "UDP/TLS/RTP/SAVPF":
         raise SdpError(f"unsupported transport {parts[2]!r}; expected UDP/TLS/RTP/SAVPF (ICE + DTLS-SRTP)")
     offered_pts = {int(p) for p in parts[3:] if p.isdigit()}
@@ -86,12 +91,19 @@ def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
             dtmf_pt = pt
     if opus_pt is None:
         raise SdpError("no opus/48000 codec offered in the m=audio line")
-    if not attr("ice-ufrag") or not attr("ice-pwd"):
+    # An attribute present with an empty value is as missing as an absent one; aiortc would fail on it
+    # with an unhelpful error (or, for a bad fingerprint, answer and let DTLS fail silently later).
+    if not any(v.strip() for v in attr("ice-ufrag")) or not any(v.strip() for v in attr("ice-pwd")):
         raise SdpError("missing a=ice-ufrag or a=ice-pwd")
-    fingerprints = attr("fingerprint")
+    fingerprints = [fp.strip() for fp in attr("fingerprint") if fp.strip()]
     if not fingerprints:
         raise SdpError("No fingerprint found in SDP")
-    hashes = [fp.split()[0].lower() for fp in fingerprints if fp.split()]
+    hashes: list[str] = []
+    for fp in fingerprints:
+        match = _FINGERPRINT.match(fp)
+        if not match:
+            raise SdpError(f"malformed a=fingerprint:{fp[:60]}")
+        hashes.append(match.group(1).lower())
     setup = (attr("setup") or [""])[0].strip()
     allowed_setup = {"offer": {"actpass", "active", "passive"}, "answer": {"active", "passive", "actpass"}}
     if setup not in allowed_setup.get(expected_type, {"actpass"}):
@@ -101,6 +113,11 @@ def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
     candidates = attr("candidate")
     if not candidates:
         raise SdpError("no ICE candidates in the SDP (Meta always sends host candidates, no trickle)")
+    for value in candidates:
+        fields = value.split()
+        # aioice needs foundation, component, transport, priority, address, port, "typ", type.
+        if len(fields) < 8 or fields[6] != "typ" or not fields[1].isdigit() or not fields[5].isdigit():
+            raise SdpError(f"malformed a=candidate:{value[:80]}")
     return OfferSummary(
         opus_payload_type=opus_pt,
         ice_lite="ice-lite" in session_attrs or "ice-lite" in media_attrs,

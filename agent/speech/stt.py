@@ -26,12 +26,12 @@ SHORT_WINDOW_MIN_FRAMES = 150  # single words ("yes", "no") are decoded with the
 
 
 def looks_degenerate(text: str) -> bool:
-    """True when a phrase repeats three times in a row, or the text is one phrase twice: Whisper looping."""
+    """True when a phrase (up to 8 words) repeats three times in a row, or the text is one phrase twice: Whisper looping."""
     words = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
     half = len(words) // 2
     if len(words) >= 2 and len(words) % 2 == 0 and words[:half] == words[half:]:
         return True
-    for size in range(1, 6):
+    for size in range(1, 9):
         for start in range(len(words) - 3 * size + 1):
             chunk = words[start : start + size]
             if chunk == words[start + size : start + 2 * size] == words[start + 2 * size : start + 3 * size]:
