@@ -1,0 +1,157 @@
+"""The persistence seam: records wacall keeps across restarts, and the small `Store` protocol over them.
+
+The protocol is synchronous on purpose: each method is one short transaction on an embedded database, fast
+enough to call from the event loop for a webhook's single write, and trivially wrapped in
+`asyncio.to_thread` where a caller prefers. A server database can replace SQLite by implementing the same
+methods; nothing outside `agent/store/` knows about SQL.
+
+The records are plain data (str, int, Decimal, aware datetimes, JSON-able dicts/lists) so this module has no
+imports from the rest of wacall: the domain (`agent.whatsapp.rules`) converts to and from them, never the
+other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "DB_FILENAME",
+    "ENDED_BY_RESTART",
+    "ENDED_STATE",
+    "MISSED_REASONS",
+    "CallEventRecord",
+    "CallRecord",
+    "ContactEvent",
+    "Store",
+    "StoreError",
+    "UserStateRecord",
+    "default_db_path",
+]
+
+DB_FILENAME = "wacall.sqlite3"
+ENDED_BY_RESTART = "ended_by_restart"
+#: The one terminal call state. Any other state (ringing, dialing, connecting, active, handover, or one added
+#: later) counts as live, so a restart can never leave a new kind of call looking alive forever.
+ENDED_STATE = "ended"
+#: Reasons a contact event records for a call nobody took.
+MISSED_REASONS = ("rejected", "unanswered", "after_hours", "over_capacity")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (newer schema, corrupt file, unwritable directory)."""
+
+
+def default_db_path(data_dir: str | Path) -> Path:
+    """`<data_dir>/wacall.sqlite3`: one file to back up, next to whatever else the data dir holds."""
+    return Path(data_dir) / DB_FILENAME
+
+
+@dataclass
+class CallRecord:
+    """One call as wacall saw it: enough to list it, bill it and replay what the caller said."""
+
+    id: str
+    direction: str
+    from_number: str | None = None
+    to_number: str | None = None
+    phone_number_id: str | None = None
+    state: str = "ringing"
+    outcome: str | None = None
+    end_reason: str | None = None
+    created_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    cost: Decimal | None = None
+    currency: str = "USD"
+    biz_opaque_callback_data: str | None = None
+    flow: str | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    transcript: list[Any] = field(default_factory=list)
+    handled_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CallEventRecord:
+    """One webhook-derived event for a call, with the raw payload kept for audits and replays."""
+
+    call_id: str
+    event: str
+    at: datetime
+    payload: Mapping[str, Any] | None
+    dedupe_key: str
+    received_at: datetime | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class UserStateRecord:
+    """The persisted shape of `agent.whatsapp.rules.UserCallingState` (see its docstring for meaning)."""
+
+    phone_number_id: str
+    user: str
+    permission_status: str = "none"
+    permission_expires_at: datetime | None = None
+    permission_source: str | None = None
+    permission_updated_at: datetime | None = None
+    permission_requests: Sequence[datetime] = ()
+    requests_reset_at: datetime | None = None
+    consecutive_unanswered: int = 0
+    needs_system_message: bool = False
+    window_refreshed_at: datetime | None = None
+    connected_calls: Sequence[datetime] = ()
+
+
+@dataclass(frozen=True)
+class ContactEvent:
+    """Something a human should follow up: today, a missed call and why it was missed."""
+
+    at: datetime
+    user: str
+    kind: str = "missed_call"
+    reason: str = "unanswered"
+    phone_number_id: str | None = None
+    call_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the runtime needs from persistence. Every method is one short transaction."""
+
+    # calls
+    def save_call(self, call: CallRecord) -> None: ...
+    def update_call(self, call_id: str, **changes: Any) -> CallRecord | None: ...
+    def get_call(self, call_id: str) -> CallRecord | None: ...
+    def recent_calls(self, limit: int = 20) -> list[CallRecord]: ...
+    def live_calls(self) -> list[CallRecord]: ...
+    def mark_live_calls_ended(self, *, now: datetime, reason: str = ENDED_BY_RESTART) -> list[str]: ...
+
+    # call events
+    def record_event(
+        self,
+        call_id: str,
+        event: str,
+        at: datetime,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        dedupe_key: str | None = None,
+        received_at: datetime | None = None,
+    ) -> bool: ...
+    def list_events(self, call_id: str) -> list[CallEventRecord]: ...
+
+    # per-user calling state
+    def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None: ...
+    def put_user_state(self, state: UserStateRecord) -> None: ...
+
+    # contact events
+    def add_contact_event(self, event: ContactEvent) -> int: ...
+    def list_contact_events(self, *, user: str | None = None, limit: int = 100) -> list[ContactEvent]: ...
+
+    def close(self) -> None: ...
