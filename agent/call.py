@@ -112,6 +112,7 @@ class Call:
             log.warning("call %s: rejecting, bad SDP offer: %s", self.id, exc)
             await self._reject(f"bad_offer: {exc}")
             return
+        self._create_conversation()
         try:
             await graph.pre_accept(self.id, answer_sdp)
             await self.peer.wait_connected(self.services.connect_timeout_s)
@@ -130,34 +131,37 @@ class Call:
             return
         self.accepted_at = self._clock()
         self.state = CallState.ACTIVE
-        await self._start_conversation()
+        await self._start_media()
 
-    async def _start_conversation(self) -> None:
+    def _create_conversation(self) -> None:
+        """Start the dialogue as soon as we know we answer: the greeting is synthesised while ICE and
+        DTLS connect, and sits in the (still closed) outbound track until accept returns."""
         assert self.peer is not None
-        peer = self.peer
         caller = {"name": self.caller_name or "", "number": self.caller_number or ""}
-        engine = FlowEngine(self.flow, caller=caller)
         self.conversation = Conversation(
-            policy=engine,
+            policy=FlowEngine(self.flow, caller=caller),
             transcriber=self.services.transcriber,
             synthesizer=self.services.synthesizer,
-            output=peer.outbound,
+            output=self.peer.outbound,
             on_hangup=self.request_hangup,
             config=self.services.conversation,
             fallback_audio=self.services.fallback_audio,
             clock=self._clock,
         )
-        peer.outbound.on_play_start = self.conversation.on_audio_sent
+        self.peer.outbound.on_play_start = self.conversation.on_audio_sent
+        self.conversation.start()
+
+    async def _start_media(self) -> None:
+        assert self.peer is not None and self.conversation is not None
         # Media may flow only now: accept has returned 200 OK.
-        peer.outbound.open()
+        self.peer.outbound.open()
         try:
-            track = await peer.remote_track(timeout=5)
+            track = await self.peer.remote_track(timeout=5)
         except (TimeoutError, asyncio.CancelledError):
             log.error("call %s: no audio track from the caller", self.id)
             await self.hangup("no_caller_audio")
             return
         self._inbound = InboundAudio(track, self.conversation.feed, clock=self._clock)
-        self.conversation.start()
         self.spawn(self._watch_media(), "watch-media")
 
     async def _watch_media(self) -> None:

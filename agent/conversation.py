@@ -2,6 +2,14 @@
 
 It owns no sockets or models: audio comes in through `feed`, goes out through an `AudioOutput`, and the
 models and policy are passed in, so its logic is testable and the same code serves every call.
+
+Latency: recognition starts at the first short pause ("pause" from the endpointer), so it overlaps the
+end-of-turn silence instead of following it; if the caller goes on talking the guess is dropped.
+
+Barge-in: when the caller starts talking over the bot, the bot goes quiet at once (paused, queue kept).
+If the caller keeps talking past `barge_in_min_ms`, it is a real interruption: the queue is flushed and
+synthesis cancelled. If it was only a backchannel ("uh-huh", "ok") or a noise, the bot resumes where it
+stopped. Lines marked uninterruptible ignore the caller until they are done.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +33,33 @@ from agent.speech.vad import Endpointer, VadConfig
 log = logging.getLogger(__name__)
 
 SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
-HANGUP_TAIL_S = 0.4
 SORRY_TECHNICAL = "Sorry, something went wrong on our side. Please try again in a moment."
+HANGUP_TAIL_S = 0.4
+BACKCHANNELS = frozenset(
+    {
+        "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
+        "right", "sure", "got it", "i see", "alright", "all right", "uh", "um", "ah", "oh", "cool", "great",
+        "thanks", "thank you", "aha", "oh ok", "oh okay", "yeah yeah", "ok ok", "okay okay", "yes yes",
+    }
+)
+
+
+def is_backchannel(text: str) -> bool:
+    """Words a listener says to show they are listening, not to take the turn."""
+    words = re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
+    return not words or " ".join(words) in BACKCHANNELS
+
+
+_TRAILING_FILLERS = ("and", "but", "or", "so", "um", "uh", "because", "the", "a", "to", "my", "is", "i")
+
+
+def looks_complete(text: str) -> bool:
+    """Whisper punctuates; a transcript ending in . ? or ! (and not in a filler) reads as a whole turn."""
+    stripped = text.strip()
+    if not stripped or stripped[-1] not in ".?!":
+        return False
+    last = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()
+    return bool(last) and last[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")
 
 
 class AudioOutput(Protocol):
@@ -33,8 +67,12 @@ class AudioOutput(Protocol):
 
     @property
     def playing(self) -> bool: ...
+    @property
+    def paused(self) -> bool: ...
     def enqueue(self, pcm: np.ndarray) -> None: ...
     def flush(self) -> int: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
     async def wait_idle(self) -> None: ...
 
 
@@ -50,6 +88,7 @@ class TurnMetrics:
     transcript: str = ""
     reply: str = ""
     interrupted: bool = False
+    speculative: bool = False
 
     def as_dict(self) -> dict[str, float | str | bool | None]:
         base = self.caller_speech_end
@@ -57,6 +96,7 @@ class TurnMetrics:
             "transcript": self.transcript,
             "reply": self.reply,
             "interrupted": self.interrupted,
+            "speculative_stt": self.speculative,
         }
         for name in ("transcript_ready", "reply_text_ready", "first_audio_synthesized", "first_audio_sent"):
             value = getattr(self, name)
@@ -74,7 +114,20 @@ class TranscriptEntry:
 @dataclass
 class ConversationConfig:
     vad: VadConfig = field(default_factory=VadConfig)
-    barge_in_min_ms: int = 300
+    barge_in_min_ms: int = 600  # talking over the bot this long is an interruption, not a backchannel
+    speculative_stt: bool = True
+    # End the turn at the first pause when its transcript is a finished sentence ("…my order." / "…?"),
+    # instead of waiting out the whole end-of-turn silence.
+    early_end_on_complete_sentence: bool = True
+
+
+@dataclass
+class _Utterance:
+    audio: np.ndarray
+    end_of_speech: float
+    speech_ms: int
+    overlapped: bool  # started while the bot was talking
+    confirmed_barge_in: bool
 
 
 class Conversation:
@@ -101,27 +154,33 @@ class Conversation:
         self._fallback_audio = fallback_audio
         self._clock = clock
         self._endpointer = Endpointer(self.config.vad)
-        self._utterances: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue()
+        self._utterances: asyncio.Queue[_Utterance] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._speaking: asyncio.Task[None] | None = None
+        self._speculation: tuple[int, asyncio.Task[str]] | None = None
         self._speech_started_at: float | None = None
+        self._overlapped = False
+        self._barge_confirmed = False
         self._interruptible = True
         self._closed = False
         self.transcript: list[TranscriptEntry] = []
         self.turns: list[TurnMetrics] = []
         self._current: TurnMetrics | None = None
+        self.barge_ins = 0
+        self.false_interruptions = 0
 
     # lifecycle ----------------------------------------------------------------
     def start(self) -> None:
-        """Greet the caller and start listening."""
+        """Say the greeting (queued even before media opens, so it plays from the first frame) and listen."""
         self._worker = asyncio.create_task(self._run(), name="conversation")
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._speaking, self._worker):
+        tasks = [self._speaking, self._worker, self._speculation[1] if self._speculation else None]
+        for task in tasks:
             if task is not None:
                 task.cancel()
-        for task in (self._speaking, self._worker):
+        for task in tasks:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -131,6 +190,10 @@ class Conversation:
         if self._current is not None and self._current.first_audio_sent is None:
             self._current.first_audio_sent = t
 
+    @property
+    def bot_talking(self) -> bool:
+        return self.output.playing or (self._speaking is not None and not self._speaking.done())
+
     # audio in -----------------------------------------------------------------
     def feed(self, pcm16k: np.ndarray, t: float) -> None:
         """Caller audio (16 kHz mono int16). Runs on the event loop: VAD is microseconds per frame."""
@@ -139,53 +202,129 @@ class Conversation:
         for event in self._endpointer.feed(pcm16k):
             if event.kind == "start":
                 self._speech_started_at = t
+                self._overlapped = self.bot_talking
+                self._barge_confirmed = False
+                if self._overlapped and not self._interruptible:
+                    log.debug("caller spoke during an uninterruptible line; ignoring it")
+            elif event.kind == "pause" and event.audio is not None:
+                self._on_pause(event.audio, event.speech_ms, t)
             elif event.kind == "end":
-                self._speech_started_at = None
-                if event.audio is not None:
-                    end_of_speech = t - self.config.vad.end_silence_ms / 1000
-                    self._utterances.put_nowait((event.audio, end_of_speech))
+                self._on_end(event.audio, event.speech_ms, t)
         self._check_barge_in(t)
 
+    def _on_pause(self, audio: np.ndarray, speech_ms: int, t: float) -> None:
+        if self._overlapped and not self._barge_confirmed and self.output.paused:
+            # A short burst over the bot ("uh-huh"): let it go on while we find out what was said.
+            self.output.resume()
+        if self.config.speculative_stt and not (self._overlapped and not self._interruptible):
+            self._drop_speculation()
+            task = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
+            self._speculation = (speech_ms, task)
+            if self.config.early_end_on_complete_sentence and not self._overlapped:
+                task.add_done_callback(lambda done: self._maybe_end_early(done, speech_ms, t))
+
+    def _maybe_end_early(self, task: asyncio.Task[str], speech_ms: int, paused_at: float) -> None:
+        """The guess came back while the caller is still silent: if it reads as a finished sentence, the
+        turn is over now. Speech that resumed in the meantime (more voiced audio) cancels this."""
+        if task.cancelled() or task.exception() is not None or self._closed:
+            return
+        if self._speculation is None or self._speculation[1] is not task:
+            return
+        ep = self._endpointer
+        if not ep.in_speech or ep.voiced_now or ep.voiced_ms != speech_ms:
+            return
+        if not looks_complete(task.result()):
+            return
+        event = ep.end_now()
+        if event is not None:
+            log.debug("early end of turn on a complete sentence: %r", task.result())
+            self._on_end(event.audio, event.speech_ms, paused_at, silence_s=(self.config.vad.pause_ms or 0) / 1000)
+
+    def _on_end(self, audio: np.ndarray | None, speech_ms: int, t: float, silence_s: float | None = None) -> None:
+        overlapped, confirmed = self._overlapped, self._barge_confirmed
+        self._speech_started_at = None
+        self._overlapped = self._barge_confirmed = False
+        if self.output.paused and not confirmed:
+            self.output.resume()
+        if audio is None or (overlapped and not self._interruptible):
+            self._drop_speculation()
+            return
+        if silence_s is None:
+            silence_s = self.config.vad.end_silence_ms / 1000
+        end_of_speech = t - silence_s
+        self._utterances.put_nowait(_Utterance(audio, end_of_speech, speech_ms, overlapped, confirmed))
+
     def _check_barge_in(self, t: float) -> None:
-        if self._speech_started_at is None or not self._interruptible:
+        if self._speech_started_at is None or not self._overlapped or not self._interruptible:
             return
-        if not (self.output.playing or (self._speaking is not None and not self._speaking.done())):
+        if self._barge_confirmed or not self.bot_talking:
             return
-        if (t - self._speech_started_at) * 1000 < self.config.barge_in_min_ms:
-            return
+        if self._endpointer.voiced_now and not self.output.paused:
+            self.output.pause()
+        if (t - self._speech_started_at) * 1000 >= self.config.barge_in_min_ms and self._endpointer.voiced_now:
+            self._interrupt("caller kept talking over the bot")
+            self._barge_confirmed = True
+
+    def _interrupt(self, why: str) -> None:
         dropped = self.output.flush()
         if self._speaking is not None:
             self._speaking.cancel()
         if self._current is not None:
             self._current.interrupted = True
-        log.info("barge-in: caller spoke over the bot, dropped %d ms of queued speech", dropped)
-        self._speech_started_at = None
+        self.barge_ins += 1
+        log.info("barge-in (%s): dropped %d ms of queued speech", why, dropped)
+
+    # recognition --------------------------------------------------------------
+    async def _transcribe(self, audio: np.ndarray) -> str:
+        return (await self.transcriber.transcribe(audio)).strip()
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation[1].cancel()
+            self._speculation = None
+
+    async def _recognise(self, utterance: _Utterance, metrics: TurnMetrics) -> str:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation[0] == utterance.speech_ms and not speculation[1].cancelled():
+            metrics.speculative = True
+            return await speculation[1]
+        if speculation is not None:
+            speculation[1].cancel()
+        return await self._transcribe(utterance.audio)
 
     # turns --------------------------------------------------------------------
     async def _run(self) -> None:
-        greeting = self._policy_call(self.policy.start)
-        await self._say(greeting)
+        self._start_speaking(self._policy_call(self.policy.start))
         while not self._closed:
-            audio, end_of_speech = await self._utterances.get()
-            metrics = TurnMetrics(caller_speech_end=end_of_speech)
+            utterance = await self._utterances.get()
+            metrics = TurnMetrics(caller_speech_end=utterance.end_of_speech)
             try:
-                text = await self.transcriber.transcribe(audio)
+                text = await self._recognise(utterance, metrics)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("speech-to-text failed; telling the caller")
-                await self._say(Reply(lines=[SORRY_HEARING], node=self.policy.node))
+                self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
                 continue
             metrics.transcript_ready = self._clock()
-            text = text.strip()
+            if utterance.overlapped and not utterance.confirmed_barge_in:
+                if is_backchannel(text):
+                    self.false_interruptions += 1
+                    log.debug("backchannel %r while the bot spoke; carrying on", text)
+                    continue
+                self._interrupt(f"caller said {text!r}")
             if not text:
                 continue
             metrics.transcript = text
-            self.transcript.append(TranscriptEntry("caller", text, end_of_speech))
+            self.transcript.append(TranscriptEntry("caller", text, utterance.end_of_speech))
             reply = self._policy_call(lambda text=text: self.policy.handle(text))
             metrics.reply_text_ready = self._clock()
             metrics.reply = " ".join(reply.lines)
             self.turns.append(metrics)
+            log.info("turn: %r -> %r (node %s)", text, metrics.reply, reply.node)
             self._current = metrics
-            await self._say(reply)
+            if reply.lines or reply.end_call:
+                self._start_speaking(reply)
 
     def _policy_call(self, fn: Callable[[], Reply]) -> Reply:
         try:
@@ -194,20 +333,12 @@ class Conversation:
             log.exception("dialogue policy failed; speaking the fallback")
             return Reply(lines=[SORRY_TECHNICAL], node=getattr(self.policy, "node", "?"))
 
-    async def _say(self, reply: Reply) -> None:
-        """Speak a reply; waits for it to finish unless the caller barges in."""
+    def _start_speaking(self, reply: Reply) -> None:
         if self._speaking is not None and not self._speaking.done():
             self._speaking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._speaking
+            self.output.flush()
         self._interruptible = reply.interruptible
         self._speaking = asyncio.create_task(self._speak(reply), name="speak")
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._speaking)
-        if reply.end_call and not self._speaking.cancelled():
-            # Let the last words leave the jitter buffers before the media is torn down.
-            await asyncio.sleep(HANGUP_TAIL_S)
-            self._on_hangup("bot_ended")
 
     async def _speak(self, reply: Reply) -> None:
         metrics = self._current
@@ -226,3 +357,8 @@ class Conversation:
                     self.output.enqueue(self._fallback_audio)
                 break
         await self.output.wait_idle()
+        self._interruptible = True
+        if reply.end_call:
+            # Let the last words leave the jitter buffers before the media is torn down.
+            await asyncio.sleep(HANGUP_TAIL_S)
+            self._on_hangup("bot_ended")

@@ -44,12 +44,24 @@ class Models:
         stt_dir = resolve_stt_model(settings.speech.stt_model_dir)
         model, config = resolve_tts_voice(settings.speech.tts_model, settings.speech.tts_config)
         transcriber = WhisperTranscriber(stt_dir, executor=executor, compute_type=settings.speech.stt_compute_type)
-        synthesizer = PiperSynthesizer(model, config, executor=executor, cache_size=64)
+        synthesizer = PiperSynthesizer(model, config, executor=executor, cache_size=256)
         return cls(transcriber=transcriber, synthesizer=synthesizer, executor=executor)
 
     def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def static_lines(flow: Flow) -> list[str]:
+    """Every line a flow can say that does not depend on the call (no {{placeholders}})."""
+    lines: list[str] = []
+    candidates: list[str] = list(getattr(flow, "fallback", []) or [])
+    for node in flow.nodes.values():
+        candidates.extend(getattr(node, "say", []) or [])
+    for line in candidates:
+        if isinstance(line, str) and "{{" not in line and line not in lines:
+            lines.append(line)
+    return lines
 
 
 class Runtime:
@@ -70,6 +82,7 @@ class Runtime:
             onset_frames=settings.vad.onset_frames,
             end_silence_ms=settings.vad.end_silence_ms,
             min_speech_ms=settings.vad.min_speech_ms,
+            pause_ms=settings.vad.pause_ms,
         )
         self.services = CallServices(
             graph=self.graph,
@@ -77,7 +90,12 @@ class Runtime:
             synthesizer=models.synthesizer,
             media_hosts=settings.media_hosts,
             ice_servers=settings.ice_servers,
-            conversation=ConversationConfig(vad=vad, barge_in_min_ms=settings.speech.barge_in_min_ms),
+            conversation=ConversationConfig(
+                vad=vad,
+                barge_in_min_ms=settings.speech.barge_in_min_ms,
+                speculative_stt=settings.vad.speculative_stt,
+                early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
+            ),
         )
         self.calls: dict[str, Call] = {}
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -89,7 +107,19 @@ class Runtime:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say."""
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
-            await self.models.synthesizer.synthesize("Hello.")
+        await self.presynthesize(self.flow)
+
+    async def presynthesize(self, flow: Flow) -> int:
+        """Synthesise a flow's fixed lines ahead of time; the TTS cache then answers them instantly."""
+        done = 0
+        for line in static_lines(flow):
+            try:
+                await self.models.synthesizer.synthesize(line)
+                done += 1
+            except Exception:
+                log.exception("could not pre-synthesise %r", line)
+        log.info("pre-synthesised %d fixed lines of flow %s", done, flow.name)
+        return done
 
     # webhook dispatch ---------------------------------------------------------
     def dispatch(self, payload: WebhookPayload) -> None:

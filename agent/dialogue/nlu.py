@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from functools import lru_cache
 
-from agent.dialogue.flow import Intent
+from agent.dialogue.model import Intent
 
 __all__ = ["DEFAULT_THRESHOLD", "content_tokens", "match_intent", "normalize", "score_intent", "tokens"]
 

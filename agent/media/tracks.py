@@ -49,6 +49,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self._was_playing = False
+        self._paused = False
         self.frames_sent = 0
         self.on_play_start: Callable[[float], None] | None = None
         self.on_play_end: Callable[[float], None] | None = None
@@ -72,9 +73,21 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._queued += pcm.size
         self._idle.clear()
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop speaking at once but keep the queue: the caller may only be saying "uh-huh"."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
     def flush(self) -> int:
         """Drop everything queued (barge-in); returns how many ms were dropped."""
         dropped = self._queued
+        self._paused = False
         self._chunks.clear()
         self._offset = 0
         self._queued = 0
@@ -117,8 +130,10 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self._start = self._clock() - self._pts / OUT_RATE
         if self.readyState != "live":
             raise MediaStreamError
-        samples = self._next_samples()
         now = self._clock()
+        if self._paused:
+            return self._frame(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+        samples = self._next_samples()
         if samples is not None and not self._was_playing:
             self._was_playing = True
             if self.on_play_start:
@@ -132,6 +147,9 @@ class OutboundAudioTrack(MediaStreamTrack):
             samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         elif not self._queued:
             self._idle.set()
+        return self._frame(samples)
+
+    def _frame(self, samples: np.ndarray) -> av.AudioFrame:
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = OUT_RATE
         frame.pts = self._pts

@@ -26,7 +26,7 @@ SHORT_WINDOW_MIN_FRAMES = 150  # single words ("yes", "no") are decoded with the
 
 
 def looks_degenerate(text: str) -> bool:
-    """True when a phrase (up to 8 words) repeats three times in a row, or the text is one phrase twice: Whisper looping."""
+    """True when a phrase (≤ 8 words) repeats three times in a row, or the text is one phrase twice."""
     words = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
     half = len(words) // 2
     if len(words) >= 2 and len(words) % 2 == 0 and words[:half] == words[half:]:

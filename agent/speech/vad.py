@@ -42,6 +42,8 @@ class VadConfig:
     min_speech_ms: int = 200
     max_utterance_s: float = 20.0
     energy_gate_dbfs: float = -55.0
+    # Emit a "pause" event this far into a silence, so STT can start before the turn has surely ended.
+    pause_ms: int | None = None
 
 
 @dataclass
@@ -53,9 +55,13 @@ class VadEvent:
     frame (or the forced cut at ``max_utterance_s``). ``audio`` (on "end" only) is the utterance as int16
     16 kHz, from ``pre_roll_ms`` before the first voiced frame to at most ``pre_roll_ms`` after the last
     one; it is None when the utterance was too short to be speech. ``speech_ms`` counts voiced frames.
+
+    "pause" comes ``pause_ms`` into a silence inside an utterance, with the audio so far: if the silence
+    becomes the end of the turn, the "end" carries the same audio (same ``speech_ms``), so a transcript
+    started at the pause can be used as is. Speech that resumes simply makes the pause moot.
     """
 
-    kind: Literal["start", "end"]
+    kind: Literal["start", "pause", "end"]
     t: float
     audio: np.ndarray | None = field(default=None, repr=False)
     speech_ms: int = 0
@@ -79,6 +85,10 @@ class Endpointer:
         self._pre_roll_frames = math.ceil(cfg.pre_roll_ms / cfg.frame_ms)
         self._end_frames = max(1, math.ceil(cfg.end_silence_ms / cfg.frame_ms))
         self._min_speech_frames = math.ceil(cfg.min_speech_ms / cfg.frame_ms)
+        # At least the pre-roll, so the audio handed out at a pause equals what "end" would hand out.
+        self._pause_frames = (
+            max(self._pre_roll_frames, math.ceil(cfg.pause_ms / cfg.frame_ms), 1) if cfg.pause_ms else 0
+        )
         self._max_frames = max(1, int(cfg.max_utterance_s * 1000 / cfg.frame_ms))
         # The clock counts samples, not frames, so reset() can drop a partial frame without drifting.
         self._samples_seen = 0
@@ -94,6 +104,25 @@ class Endpointer:
     def in_speech(self) -> bool:
         """True between a "start" and its "end"."""
         return self._in_speech
+
+    @property
+    def voiced_now(self) -> bool:
+        """True while inside an utterance and the latest frame was voiced (for barge-in decisions)."""
+        return self._in_speech and self._silence_run == 0
+
+    @property
+    def voiced_ms(self) -> int:
+        """Voiced audio in the current utterance so far (0 outside speech)."""
+        return self._voiced_frames * self.config.frame_ms if self._in_speech else 0
+
+    def end_now(self) -> VadEvent | None:
+        """End the current utterance early (the caller's words already make a complete turn).
+
+        Returns the same "end" event the silence would have produced later, or None outside speech.
+        """
+        if not self._in_speech:
+            return None
+        return self._end(self.time, forced=False)
 
     @property
     def time(self) -> float:
@@ -171,6 +200,13 @@ class Endpointer:
             self._silence_run += 1
         if self._silence_run >= self._end_frames:
             return self._end(t, forced=False)
+        if (
+            self._pause_frames
+            and self._silence_run == self._pause_frames
+            and self._pause_frames < self._end_frames
+            and self._voiced_frames >= self._min_speech_frames
+        ):
+            return VadEvent("pause", t, audio=self._kept_audio(), speech_ms=self._voiced_frames * self.config.frame_ms)
         if self._frames_since_start >= self._max_frames:
             return self._end(t, forced=True)
         return None
@@ -181,14 +217,17 @@ class Endpointer:
         if self._voiced_frames >= self._min_speech_frames:
             # Keep a little trailing audio (soft word endings fall under the gate) but not the whole
             # end-of-turn silence, which only costs STT time.
-            drop = max(0, self._silence_run - self._pre_roll_frames)
-            kept = self._utterance[: len(self._utterance) - drop]
-            audio = np.concatenate(kept) if kept else None
+            audio = self._kept_audio()
         else:
             logger.debug("dropping %d ms blip ending at %.2fs", speech_ms, t)
         self._end_utterance_state()
         logger.debug("speech end at %.2fs (%d ms voiced, forced=%s)", t, speech_ms, forced)
         return VadEvent("end", t, audio=audio, speech_ms=speech_ms, forced=forced)
+
+    def _kept_audio(self) -> np.ndarray | None:
+        drop = max(0, self._silence_run - self._pre_roll_frames)
+        kept = self._utterance[: len(self._utterance) - drop]
+        return np.concatenate(kept) if kept else None
 
     def _end_utterance_state(self) -> None:
         self._utterance = []

@@ -1,0 +1,257 @@
+"""The call-flow data model: what a parsed flow file *is*, independent of YAML.
+
+Kept apart from the loader so the engine, the checks, the JSON Schema and flows built in code
+all share one definition, and so the loader's positional bookkeeping never leaks into it.
+The models are frozen: one parsed flow is shared by every concurrent call.
+
+Field names follow the YAML keys except where a key is a Python keyword or builtin
+(``if`` -> ``condition``, ``set`` -> ``assign``, ``json`` -> ``json_body``, ``timeout`` ->
+``timeout_s``); the loader does that mapping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "BUILTIN_TOOLS",
+    "DEFAULT_FALLBACK",
+    "DEFAULT_HTTP_TIMEOUT_S",
+    "DEFAULT_MAX_RETRIES",
+    "HTTP_METHODS",
+    "IDENTIFIER_RE",
+    "NO_MATCH_NODE",
+    "SLOT_TYPES",
+    "Ask",
+    "Branch",
+    "CallPermissionConfig",
+    "Flow",
+    "FlowError",
+    "HandoverConfig",
+    "HttpConfig",
+    "Intent",
+    "LlmConfig",
+    "LlmTool",
+    "Node",
+    "SayItem",
+    "SlotType",
+    "SlotValue",
+    "ToolParam",
+    "Variants",
+]
+
+DEFAULT_FALLBACK = "Sorry, could you say that again?"
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_HTTP_TIMEOUT_S = 5.0
+#: A node with this id, if the flow has one, takes over once the caller has not been
+#: understood ``max_retries`` times in a row (a convention rather than a key, so authors
+#: opt in just by writing the node; a question can still name its own ``no_match``).
+NO_MATCH_NODE = "no_match"
+
+SlotType = Literal["yes_no", "number", "date", "time", "text", "choice"]
+SLOT_TYPES: tuple[str, ...] = ("yes_no", "number", "date", "time", "text", "choice")
+HTTP_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: Tools every LLM node gets (or may get); declared tools must not reuse these names.
+BUILTIN_TOOLS: tuple[str, ...] = ("end_call", "handover", "set_slot", "goto")
+IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: What a slot can hold. Text values may contain ``{{placeholders}}``.
+SlotValue = bool | int | float | dt.date | dt.time | str
+
+
+class FlowError(ValueError):
+    """A flow file that cannot be used, with the position of the problem when known.
+
+    Subclasses ``ValueError`` so generic "bad input" handlers still catch it; the position
+    is also kept as attributes so tools (an editor, a web UI) need not parse the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.reason = message
+        self.source = source
+        self.line = line
+        self.column = column
+        if source is not None and line is not None and column is not None:
+            prefix = f"{source}:{line}:{column}: "
+        elif source is not None:
+            prefix = f"{source}: "
+        else:
+            prefix = ""
+        super().__init__(prefix + message)
+
+
+class _Model(BaseModel):
+    # Frozen so one parsed flow can be shared by many concurrent calls without one call's
+    # engine mutating another's script; extra="forbid" mirrors the loader's typo checks for
+    # flows built in code.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Variants(_Model):
+    """One spoken line with alternative wordings, rotated on each visit so a node the
+    caller hears twice does not sound like a recording."""
+
+    one_of: list[str] = Field(min_length=1)
+
+
+SayItem = str | Variants
+
+
+class Intent(_Model):
+    """Something the caller may say, and what happens when they do."""
+
+    name: str
+    examples: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    goto: str | None = None
+    #: Say the last thing again instead of moving ("repeat that").
+    repeat: bool = False
+    #: Slots to set when this intent matches (YAML key ``set``).
+    assign: dict[str, SlotValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> Intent:
+        if (self.goto is None) == (not self.repeat):
+            raise ValueError(f"intent '{self.name}' needs exactly one of `goto` or `repeat: true`")
+        return self
+
+
+class Ask(_Model):
+    """A question whose answer is parsed into a typed slot."""
+
+    slot: str
+    type: SlotType = "text"
+    #: For ``choice``: each allowed value and other words callers use for it.
+    choices: dict[str, list[str]] = Field(default_factory=dict)
+    #: For ``number``: answers outside the range count as not understood.
+    min: float | None = None
+    max: float | None = None
+
+
+class Branch(_Model):
+    """Go to ``goto`` when ``condition`` (YAML key ``if``) holds."""
+
+    condition: str
+    goto: str
+
+
+class HandoverConfig(_Model):
+    queue: str
+    skills: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+class HttpConfig(_Model):
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = None
+    timeout_s: float = Field(default=DEFAULT_HTTP_TIMEOUT_S, gt=0)
+    #: slot name -> dotted path into the JSON answer (``customer.name``, ``items.0.id``).
+    store: dict[str, str] = Field(default_factory=dict)
+    on_success: str
+    on_error: str
+
+
+class CallPermissionConfig(_Model):
+    reason: str
+
+
+class ToolParam(_Model):
+    type: Literal["yes_no", "number", "date", "time", "text"] = "text"
+    description: str = ""
+
+
+class LlmTool(_Model):
+    """A tool the LLM may call: its arguments become slots and the call moves to ``goto``.
+
+    Declarative on purpose: authors get "transition with data" without writing Python.
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, ToolParam] = Field(default_factory=dict)
+    goto: str
+
+
+class LlmConfig(_Model):
+    prompt: str
+    #: Nodes the LLM may move the call to with its ``goto`` tool.
+    transitions: list[str] = Field(default_factory=list)
+    #: Slots the LLM may fill with its ``set_slot`` tool.
+    slots: list[str] = Field(default_factory=list)
+    tools: list[LlmTool] = Field(default_factory=list)
+    #: Where to go instead when the runtime has no LLM, so the flow still works offline.
+    offline: str | None = None
+
+
+class Node(_Model):
+    """One step of the conversation: what the bot says and does, then how it moves on."""
+
+    id: str
+    say: list[SayItem] = Field(default_factory=list)
+    intents: list[Intent] = Field(default_factory=list)
+    end: bool = False
+    interruptible: bool = True
+    next: str | None = None
+    ask: Ask | None = None
+    branches: list[Branch] = Field(default_factory=list)
+    #: Slots set on entering the node (YAML key ``set``).
+    assign: dict[str, SlotValue] = Field(default_factory=dict)
+    reprompt: list[str] = Field(default_factory=list)
+    max_retries: int | None = Field(default=None, ge=0)
+    no_match: str | None = None
+    handover: HandoverConfig | None = None
+    http: HttpConfig | None = None
+    request_call_permission: CallPermissionConfig | None = None
+    llm: LlmConfig | None = None
+
+    @property
+    def is_question(self) -> bool:
+        """Whether the node waits for the caller and can fail to understand them."""
+        return self.ask is not None or bool(self.intents)
+
+
+class Flow(_Model):
+    """A whole call script, as loaded from one YAML file."""
+
+    name: str
+    start: str
+    fallback: list[str] = Field(default_factory=lambda: [DEFAULT_FALLBACK])
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0)
+    nodes: dict[str, Node]
+    global_intents: list[Intent] = Field(default_factory=list)
+    #: Initial slot values; ``None`` declares a slot the runtime fills (``FlowEngine(slots=...)``).
+    slots: dict[str, SlotValue | None] = Field(default_factory=dict)
+    #: Background every LLM node's prompt starts with (who the bot is, tone).
+    persona: str = ""
+    source: str = "<string>"
+
+    @property
+    def no_match(self) -> str | None:
+        """Id of the give-up node, so the engine does not hard-code the convention."""
+        return NO_MATCH_NODE if NO_MATCH_NODE in self.nodes else None
+
+    def slot_types(self) -> dict[str, str]:
+        """Declared type of each typed slot (from ``ask`` and LLM tool parameters), so
+        values arriving from an LLM can be coerced the same way spoken answers are."""
+        types: dict[str, str] = {}
+        for node in self.nodes.values():
+            if node.ask is not None:
+                types.setdefault(node.ask.slot, node.ask.type)
+            if node.llm is not None:
+                for tool in node.llm.tools:
+                    for name, param in tool.parameters.items():
+                        types.setdefault(name, param.type)
+        return types

@@ -1,0 +1,608 @@
+"""Typed slot values from spoken answers, and back to words for the bot's lines.
+
+Transcripts spell numbers either way ("25", "twenty five", "twenty-five"), say dates the way
+people talk ("next tuesday", "the fifth of december", "tomorrow") and times in half a dozen
+styles ("half past three", "three thirty pm", "fifteen hundred"). Parsing them here, without
+a model, is what lets a flow run fully offline and behave identically in tests and calls.
+
+Every parser returns ``None`` when it is not confident, so the engine re-prompts instead of
+storing a guess. Relative dates are resolved against an injected ``today``: the module never
+reads the clock.
+
+Conventions (documented for authors in prompts/README.md):
+
+- "friday" / "this friday": the next Friday, today included; "next friday": the Friday of
+  next week (weeks start on Monday).
+- a date without a year is the next such date from today on.
+- a time from 1 to 6 without "am"/"pm"/"morning" is taken as afternoon (business hours).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.dialogue.model import Ask, Intent
+from agent.dialogue.nlu import match_intent, normalize
+
+__all__ = [
+    "parse_choice",
+    "parse_date",
+    "parse_number",
+    "parse_slot",
+    "parse_text",
+    "parse_time",
+    "parse_yes_no",
+    "speak",
+]
+
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}  # fmt: skip
+_TEENS = {
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+         "eighty": 80, "ninety": 90}  # fmt: skip
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_ORDINAL_UNITS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9,
+}  # fmt: skip
+_ORDINAL_TEENS = {
+    "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14, "fifteenth": 15,
+    "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
+}  # fmt: skip
+_ORDINAL_TENS = {"twentieth": 20, "thirtieth": 30}
+_MONTHS = {
+    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4, "may": 5,
+    "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9, "sept": 9, "sep": 9,
+    "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12, "dec": 12,
+}  # fmt: skip
+_WEEKDAYS = {
+    "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
+}  # fmt: skip
+_DIGIT_ORDINAL_RE = re.compile(r"(\d+)(st|nd|rd|th)")
+
+
+# -- tokens and number runs ------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    """Lowercase word/number tokens; keeps "3:30" and "25.5" whole, joins "p m" into "pm"."""
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 2,500 -> 2500
+    text = re.sub(r"\b([ap])\.?\s?m\b\.?", r"\1m", text)  # a.m. / a m -> am
+    text = re.sub(r"\bo'?\s?clock\b", " oclock ", text)
+    text = text.replace("-", " ")
+    return re.findall(r"\d+(?::\d+|\.\d+)?(?:st|nd|rd|th)?|[a-z]+", text)
+
+
+@dataclass
+class _Chunk:
+    """One spoken number ("twenty five", "fifteen hundred", "5th") within a run of them."""
+
+    start: int  # token index
+    end: int  # token index after the last word
+    value: float
+    ordinal: bool = False
+    digits: str = ""  # how the number is written, for "nineteen eighty four" -> 1984
+
+
+def _number_runs(words: Sequence[str]) -> list[list[_Chunk]]:
+    """Group number words into runs of chunks.
+
+    A new chunk starts where English would not combine two number words ("three thirty" is
+    3 then 30; "twenty five" is one 25), so callers can read a run either as one number
+    (digits spoken in groups: "four five six", "nineteen eighty four") or as parts (a time).
+    """
+    runs: list[list[_Chunk]] = []
+    run: list[_Chunk] = []
+    total = current = 0
+    last = ""  # kind of the previous number word
+    start = 0
+    ordinal = False
+
+    def close(end: int) -> None:
+        nonlocal total, current, last, ordinal
+        if last:
+            value = total + current
+            run.append(_Chunk(start, end, value, ordinal, str(value)))
+        total = current = 0
+        last = ""
+        ordinal = False
+
+    def end_run(end: int) -> None:
+        nonlocal run
+        close(end)
+        if run:
+            runs.append(run)
+        run = []
+
+    i = 0
+    while i < len(words):
+        word = words[i]
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        kind, value, is_ord = "", 0, False
+        if word in _UNITS:
+            kind, value = "unit", _UNITS[word]
+        elif word in ("oh", "o") and last and nxt in (*_UNITS, *_TEENS):
+            kind, value = "unit", 0
+        elif word in _TEENS:
+            kind, value = "teen", _TEENS[word]
+        elif word in _TENS:
+            kind, value = "tens", _TENS[word]
+        elif word in _ORDINAL_UNITS:
+            kind, value, is_ord = "unit", _ORDINAL_UNITS[word], True
+        elif word in _ORDINAL_TEENS:
+            kind, value, is_ord = "teen", _ORDINAL_TEENS[word], True
+        elif word in _ORDINAL_TENS:
+            kind, value, is_ord = "tens", _ORDINAL_TENS[word], True
+        elif word in _SCALES and (last or word == "hundred"):
+            kind = "scale"
+        elif word == "a" and nxt in _SCALES:
+            kind, value = "unit", 1
+        elif word == "and" and last == "scale" and (nxt in _UNITS or nxt in _TEENS or nxt in _TENS):
+            i += 1
+            continue
+        elif re.fullmatch(r"\d+(\.\d+)?", word):
+            close(i)
+            start = i
+            number = float(word) if "." in word else int(word)
+            run.append(_Chunk(i, i + 1, number, False, word))
+            i += 1
+            continue
+        elif (m := _DIGIT_ORDINAL_RE.fullmatch(word)) is not None:
+            close(i)
+            run.append(_Chunk(i, i + 1, int(m.group(1)), True, m.group(1)))
+            i += 1
+            continue
+
+        if not kind:
+            end_run(i)
+            i += 1
+            continue
+        if kind == "scale":
+            scale = _SCALES[word]
+            if scale == 100:
+                current = (current or 1) * 100
+            else:
+                total += (current or 1) * scale
+                current = 0
+            last = "scale"
+            i += 1
+            continue
+        combines = (kind == "unit" and last in ("tens",) and current % 10 == 0) or (
+            last == "scale" and kind in ("unit", "teen", "tens")
+        )
+        if last and not combines:
+            close(i)
+        if not last:
+            start = i
+        current += value
+        last = kind
+        if is_ord:
+            ordinal = True
+            close(i + 1)
+        i += 1
+    end_run(len(words))
+    return runs
+
+
+def _run_as_number(run: Sequence[_Chunk]) -> float | None:
+    if len(run) == 1:
+        return run[0].value
+    if any(isinstance(c.value, float) and not float(c.value).is_integer() for c in run):
+        return None
+    return int("".join(str(int(c.value)) for c in run))
+
+
+# -- yes / no ------------------------------------------------------------------------------------
+
+_UNSURE = ("not sure", "do not know", "no idea", "maybe", "perhaps", "i am unsure", "not certain")
+_YES_PHRASES = (
+    "no problem", "no worries", "not a problem", "of course", "go ahead", "sounds good", "that is right",
+    "that is correct", "please do", "i do", "i would", "i will", "i can", "i am", "that works", "uh huh",
+    "why not", "you bet", "all right", "yes please",
+)  # fmt: skip
+_NO_PHRASES = (
+    "not really", "i do not", "do not", "not now", "i would not", "i can not", "can not", "not right",
+    "not correct", "rather not", "no thanks", "no thank you", "i will not", "not at all", "i am not",
+    "not okay", "not ok", "not yet",
+)  # fmt: skip
+_YES_WORDS = frozenset(
+    "yes yeah yea yep yup ya yah sure ok okay correct right absolutely definitely certainly affirmative "
+    "alright fine indeed exactly perfect yess".split()
+)
+_NO_WORDS = frozenset("no nope nah negative incorrect wrong never nay".split())
+
+
+def parse_yes_no(text: str) -> bool | None:
+    """``True``/``False`` for a clear yes or no ("yeah", "sure", "nope", "that's not right"),
+    ``None`` when unsure ("I'm not sure") or contradictory ("yes... no")."""
+    plain = f" {normalize(text)} "
+    for phrase in _UNSURE:
+        if f" {phrase} " in plain:
+            return None
+    cues: list[tuple[int, bool]] = []
+    for phrases, polarity in ((_NO_PHRASES, False), (_YES_PHRASES, True)):
+        for phrase in sorted(phrases, key=len, reverse=True):
+            needle = f" {phrase} "
+            while (at := plain.find(needle)) >= 0:
+                cues.append((at, polarity))
+                plain = plain[:at] + " " + "#" * (len(needle) - 2) + " " + plain[at + len(needle) :]
+    for match in re.finditer(r"[a-z]+", plain):
+        word = match.group()
+        if word in _YES_WORDS:
+            cues.append((match.start(), True))
+        elif word in _NO_WORDS:
+            cues.append((match.start(), False))
+    polarities = {polarity for _, polarity in cues}
+    return polarities.pop() if len(polarities) == 1 else None
+
+
+# -- numbers ------------------------------------------------------------------------------------
+
+
+def parse_number(text: str) -> int | float | None:
+    """The first number in the answer: "25", "2,500", "twenty five", "one hundred and twenty",
+    "fifteen hundred", "three point five", "four five six" (digits one by one)."""
+    words = _words(text)
+    negative = False
+    for run in _number_runs(words):
+        first = run[0].start
+        negative = first > 0 and words[first - 1] in ("minus", "negative")
+        point = run[-1].end
+        value = _run_as_number(run)
+        if value is None:
+            continue
+        if point < len(words) and words[point] == "point":
+            decimals = [r for r in _number_runs(words[point + 1 :]) if r and r[0].start == 0]
+            if decimals:
+                digits = "".join(str(int(c.value)) for c in decimals[0])
+                value = float(f"{int(value)}.{digits}")
+        if isinstance(value, float) and value.is_integer() and "." not in "".join(c.digits for c in run):
+            value = int(value)
+        return -value if negative else value
+    return None
+
+
+# -- dates ---------------------------------------------------------------------------------------
+
+
+def _next_weekday(today: dt.date, weekday: int, modifier: str) -> dt.date:
+    if modifier == "next":
+        monday_next_week = today + dt.timedelta(days=7 - today.weekday())
+        return monday_next_week + dt.timedelta(days=weekday)
+    return today + dt.timedelta(days=(weekday - today.weekday()) % 7)
+
+
+def _safe_date(year: int, month: int, day: int) -> dt.date | None:
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _year_from(run: Sequence[_Chunk]) -> int | None:
+    value = _run_as_number(run)
+    if value is not None and 1900 <= value <= 2200 and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def _month_day(words: list[str], runs: list[list[_Chunk]], today: dt.date) -> dt.date | None:
+    for index, word in enumerate(words):
+        month = _MONTHS.get(word)
+        if month is None or (word == "may" and not _near_number(words, index)):
+            continue
+        day: int | None = None
+        year: int | None = None
+        for run in runs:
+            # "the fifth of december", "5th december", "5 december"
+            before = run[-1].end in (index, index - 1) and (run[-1].end == index or words[index - 1] == "of")
+            # "december fifth", "december the 5th", "december 5"
+            after = run[0].start in (index + 1, index + 2) and (
+                run[0].start == index + 1 or words[index + 1] == "the"
+            )
+            if before and 1 <= run[-1].value <= 31:
+                day = int(run[-1].value)
+                following = [r for r in runs if r[0].start in (index + 1, index + 2)]
+                if following:
+                    year = _year_from(following[0])
+                break
+            if after and 1 <= run[0].value <= 31:
+                day = int(run[0].value)
+                if len(run) > 1:
+                    year = _year_from(run[1:])
+                else:
+                    later = [r for r in runs if r[0].start in (run[0].end, run[0].end + 1)]
+                    year = _year_from(later[0]) if later else None
+                break
+        if day is None:
+            continue
+        if year is not None:
+            return _safe_date(year, month, day)
+        candidate = _safe_date(today.year, month, day)
+        if candidate is not None and candidate < today:
+            candidate = _safe_date(today.year + 1, month, day)
+        return candidate
+    return None
+
+
+def _near_number(words: list[str], index: int) -> bool:
+    """"may" is a month only next to a day number ("may fifth", not "may I")."""
+
+    def numeric(word: str) -> bool:
+        return (
+            word in _ORDINAL_UNITS
+            or word in _ORDINAL_TEENS
+            or word in _ORDINAL_TENS
+            or word in _TENS
+            or bool(re.fullmatch(r"\d+(st|nd|rd|th)?", word))
+        )
+
+    neighbours = words[max(0, index - 2) : index] + words[index + 1 : index + 3]
+    return any(numeric(w) for w in neighbours)
+
+
+def parse_date(text: str, today: dt.date) -> dt.date | None:
+    """A calendar date from a spoken answer, relative to ``today``."""
+    iso = re.search(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", text)
+    if iso:
+        return _safe_date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+    words = _words(text)
+    joined = " ".join(words)
+    if re.search(r"\bday after tomorrow\b", joined):
+        return today + dt.timedelta(days=2)
+    runs = _number_runs(words)
+    explicit = _month_day(words, runs, today)
+    if explicit is not None:
+        return explicit
+    if "tomorrow" in words:
+        return today + dt.timedelta(days=1)
+    if "today" in words or "tonight" in words:
+        return today
+    if "yesterday" in words:
+        return today - dt.timedelta(days=1)
+    relative = re.search(r"\bin (\w+(?: \w+)?) (day|days|week|weeks)\b", joined) or re.search(
+        r"\b(\w+(?: \w+)?) (day|days|week|weeks) from (?:now|today)\b", joined
+    )
+    if relative:
+        amount_words = relative.group(1).split()
+        amount = 1 if amount_words[-1] in ("a", "one") else parse_number(" ".join(amount_words))
+        if amount is not None and float(amount).is_integer() and amount > 0:
+            unit = 7 if relative.group(2).startswith("week") else 1
+            return today + dt.timedelta(days=int(amount) * unit)
+    for index, word in enumerate(words):
+        if word in _WEEKDAYS:
+            modifier = words[index - 1] if index > 0 else ""
+            return _next_weekday(today, _WEEKDAYS[word], modifier)
+    for run in runs:
+        chunk = run[0]
+        if len(run) == 1 and chunk.ordinal and 1 <= chunk.value <= 31:
+            day = int(chunk.value)
+            candidate = _safe_date(today.year, today.month, day)
+            if candidate is None or candidate < today:
+                month = today.month % 12 + 1
+                candidate = _safe_date(today.year + (month == 1), month, day)
+            return candidate
+    return None
+
+
+# -- times ---------------------------------------------------------------------------------------
+
+_AM_WORDS = ("am", "morning")
+_PM_WORDS = ("pm", "afternoon", "evening", "night", "tonight")
+
+
+def _meridiem(words: Sequence[str]) -> str:
+    if any(w in _PM_WORDS for w in words):
+        return "pm"
+    if any(w in _AM_WORDS for w in words):
+        return "am"
+    return ""
+
+
+def _clock(hour: int, minute: int, meridiem: str) -> dt.time | None:
+    if not (0 <= minute < 60 and 0 <= hour < 24):
+        return None
+    if meridiem == "pm" and 1 <= hour < 12:
+        hour += 12
+    elif meridiem == "am" and hour == 12:
+        hour = 0
+    elif not meridiem and 1 <= hour <= 6:
+        hour += 12  # "at three" on a business line means the afternoon
+    return dt.time(hour, minute)
+
+
+def parse_time(text: str) -> dt.time | None:
+    """A clock time: "half past three", "quarter to four", "three thirty pm", "3:30",
+    "15:30", "fifteen hundred", "ten in the morning", "noon"."""
+    words = _words(text)
+    meridiem = _meridiem(words)
+    if "noon" in words or "midday" in words:
+        return dt.time(12, 0)
+    if "midnight" in words:
+        return dt.time(0, 0)
+    for word in words:
+        clock = re.fullmatch(r"(\d{1,2}):(\d{2})", word)
+        if clock:
+            return _clock(int(clock.group(1)), int(clock.group(2)), meridiem)
+    runs = [run for run in _number_runs(words) if not run[0].ordinal]
+    joined = " ".join(words)
+    relative = re.search(r"\b(half|quarter|[a-z0-9 ]+?) (?:minutes? )?(past|after|to|before) ([a-z0-9]+)\b", joined)
+    if relative:
+        hour = parse_number(relative.group(3))
+        what = relative.group(1).split()[-2:] if relative.group(1) not in ("half", "quarter") else [relative.group(1)]
+        minutes = {"half": 30, "quarter": 15}.get(what[-1]) or parse_number(" ".join(what))
+        if hour is not None and minutes is not None and float(hour).is_integer() and 0 < minutes < 60:
+            hour, minutes = int(hour), int(minutes)
+            if relative.group(2) in ("to", "before"):
+                hour, minutes = (hour - 1) % 24, 60 - minutes
+                if hour == 0 and not meridiem:
+                    hour = 12
+            return _clock(hour, minutes, meridiem)
+    for run in runs:
+        values = [c.value for c in run]
+        if any(not float(v).is_integer() for v in values):
+            continue
+        parts = [int(v) for v in values]
+        if len(parts) == 1:
+            value = parts[0]
+            if value >= 100:  # "fifteen hundred", "930", "1530"
+                return _clock(value // 100, value % 100, meridiem)
+            return _clock(value, 0, meridiem)
+        if len(parts) == 2:
+            return _clock(parts[0], parts[1], meridiem)
+        if len(parts) == 3 and parts[1] == 0 and parts[2] < 10:  # "nine oh five"
+            return _clock(parts[0], parts[2], meridiem)
+    return None
+
+
+# -- choices and text -----------------------------------------------------------------------
+
+
+def parse_choice(text: str, choices: Mapping[str, Sequence[str]]) -> str | None:
+    """The choice the caller named (or a synonym of it), tolerant of misrecognition; reuses
+    intent matching so choices and intents behave alike."""
+    candidates = [
+        Intent(name=value, examples=[value, *synonyms], keywords=[value, *synonyms], goto=value)
+        for value, synonyms in choices.items()
+    ]
+    matched, _score = match_intent(text, candidates)
+    return matched.name if matched is not None else None
+
+
+def parse_text(text: str) -> str | None:
+    cleaned = " ".join(text.split())
+    return cleaned or None
+
+
+def parse_slot(ask: Ask, text: str, *, today: dt.date) -> Any:
+    """Parse ``text`` as the answer to ``ask``; ``None`` means "not understood"."""
+    value: Any
+    if ask.type == "yes_no":
+        value = parse_yes_no(text)
+    elif ask.type == "number":
+        value = parse_number(text)
+        if value is not None and (
+            (ask.min is not None and value < ask.min) or (ask.max is not None and value > ask.max)
+        ):
+            return None
+    elif ask.type == "date":
+        value = parse_date(text, today)
+    elif ask.type == "time":
+        value = parse_time(text)
+    elif ask.type == "choice":
+        value = parse_choice(text, ask.choices)
+    else:
+        value = parse_text(text)
+    return value
+
+
+def coerce(value: Any, slot_type: str | None, *, today: dt.date) -> Any:
+    """Bring a value from an LLM tool call (JSON: text, number, true/false) to the slot's type;
+    ``None`` when it does not fit, so a bad tool argument is refused instead of stored."""
+    if slot_type is None or slot_type in ("text", "choice"):
+        return value if not isinstance(value, str) else (value.strip() or None)
+    if slot_type == "yes_no":
+        return value if isinstance(value, bool) else parse_yes_no(str(value))
+    if slot_type == "number":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        return parse_number(str(value))
+    if slot_type == "date":
+        if isinstance(value, dt.date):
+            return value
+        return parse_date(str(value), today)
+    if slot_type == "time":
+        if isinstance(value, dt.time):
+            return value
+        text = str(value).strip()
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})(?::\d{2})?", text)
+        if match:
+            hour, minute = int(match.group(1)), int(match.group(2))
+            return dt.time(hour, minute) if hour < 24 and minute < 60 else None
+        return parse_time(text)
+    return value
+
+
+# -- speaking values -------------------------------------------------------------------------
+
+_SMALL = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+]  # fmt: skip
+_TENS_WORDS = ["", "", "twenty", "thirty", "forty", "fifty"]
+_ORDINAL_WORDS = [
+    "", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+    "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth",
+    "nineteenth", "twentieth",
+]  # fmt: skip
+_MONTH_NAMES = [
+    "", "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+    "November", "December",
+]  # fmt: skip
+_DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _under_sixty(n: int) -> str:
+    if n < 20:
+        return _SMALL[n]
+    tens, units = divmod(n, 10)
+    return _TENS_WORDS[tens] + (f" {_SMALL[units]}" if units else "")
+
+
+def _ordinal(n: int) -> str:
+    if n <= 20:
+        return _ORDINAL_WORDS[n]
+    tens, units = divmod(n, 10)
+    if units == 0:
+        return "thirtieth"
+    return f"{_TENS_WORDS[tens]} {_ORDINAL_WORDS[units]}"
+
+
+def _speak_time(value: dt.time) -> str:
+    if value.hour == 12 and value.minute == 0:
+        return "noon"
+    if value.hour == 0 and value.minute == 0:
+        return "midnight"
+    hour12 = value.hour % 12 or 12
+    if value.minute == 0:
+        clock = f"{_SMALL[hour12]} o'clock"
+    elif value.minute < 10:
+        clock = f"{_SMALL[hour12]} oh {_SMALL[value.minute]}"
+    else:
+        clock = f"{_SMALL[hour12]} {_under_sixty(value.minute)}"
+    if value.hour < 12:
+        part = "in the morning"
+    elif value.hour < 17:
+        part = "in the afternoon"
+    else:
+        part = "in the evening"
+    return f"{clock} {part}"
+
+
+def speak(value: Any, *, today: dt.date | None = None) -> str:
+    """Words a text-to-speech voice reads naturally: "Tuesday the third of December",
+    "three thirty in the afternoon", "yes"; numbers stay digits (voices read those well)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        text = f"{_DAY_NAMES[value.weekday()]} the {_ordinal(value.day)} of {_MONTH_NAMES[value.month]}"
+        if today is None or value.year != today.year:
+            text += f" {value.year}"
+        return text
+    if isinstance(value, dt.time):
+        return _speak_time(value)
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if not value.is_integer() else str(int(value))
+    return str(value).strip()
