@@ -1,15 +1,20 @@
-"""HTTP routes: Meta's webhook, health. Handlers only check, parse and hand over to the runtime."""
+"""HTTP routes: Meta's webhook, the calls API, health. Handlers only check, parse and hand over."""
 
 from __future__ import annotations
 
+import hmac
 import logging
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from agent.dialogue.flow import FlowError, load_flow
 from agent.runtime import Runtime
+from agent.whatsapp.graph import GraphError
+from agent.whatsapp.rules import Refused
 from agent.whatsapp.webhooks import (
     PayloadError,
     SignatureError,
@@ -21,6 +26,22 @@ from agent.whatsapp.webhooks import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "direction": record.direction,
+        "from": record.from_number,
+        "to": record.to_number,
+        "state": record.state,
+        "outcome": record.outcome,
+        "end_reason": record.end_reason,
+        "created_at": record.created_at.isoformat() if record.created_at else None,
+        "duration_s": record.duration_s,
+        "cost": str(record.cost) if record.cost is not None else None,
+        "currency": record.currency,
+    }
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -47,18 +68,97 @@ def create_app(runtime: Runtime) -> Starlette:
         except PayloadError as exc:
             log.warning("malformed webhook refused: %s; body starts %r", exc, body[:300])
             return PlainTextResponse(f"malformed payload: {exc}", status_code=400)
-        runtime.dispatch(payload)
+        try:
+            runtime.accept_webhook(payload)
+        except Exception:
+            # Not stored means not acknowledged: Meta retries, nothing is lost.
+            log.exception("could not store the webhook; answering 500 so Meta retries")
+            return PlainTextResponse("temporarily unable to store the event", status_code=500)
         return PlainTextResponse("OK")
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse(
-            {"status": "ok", "live_calls": len(runtime.calls), "flow": runtime.flow.name},
-        )
+        return JSONResponse({"status": "ok", "live_calls": len(runtime.calls), "flow": runtime.flow.name})
+
+    def authorised(request: Request) -> Response | None:
+        if not settings.api_token:
+            return JSONResponse({"error": "the calls API is off: set WACALL_API_TOKEN"}, status_code=403)
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), settings.api_token.encode()):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+        return None
+
+    async def _json(request: Request) -> dict[str, Any] | Response:
+        try:
+            data = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if not isinstance(data, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        return data
+
+    def _to(data: dict[str, Any]) -> str | Response:
+        to = str(data.get("to", "")).lstrip("+").replace(" ", "")
+        if not to.isdigit() or not 6 <= len(to) <= 15:
+            return JSONResponse({"error": "`to` must be a phone number in international format"}, status_code=400)
+        return to
+
+    async def place_call(request: Request) -> Response:
+        denied = authorised(request)
+        if denied:
+            return denied
+        data = await _json(request)
+        if isinstance(data, Response):
+            return data
+        to = _to(data)
+        if isinstance(to, Response):
+            return to
+        flow = None
+        if data.get("flow"):
+            try:
+                flow = load_flow(str(data["flow"]))
+            except (FlowError, OSError) as exc:
+                return JSONResponse({"error": f"flow: {exc}"}, status_code=400)
+        try:
+            call = await runtime.place_call(to, flow=flow)
+        except Refused as exc:
+            return JSONResponse({"error": "refused", **exc.refusal.as_dict()}, status_code=409)
+        except GraphError as exc:
+            return JSONResponse({"error": "Meta refused the call", "code": exc.code, "detail": str(exc)}, 502)
+        return JSONResponse({"id": call.id, "ref": call.ref, "to": to, "state": str(call.state)}, status_code=202)
+
+    async def list_calls(request: Request) -> Response:
+        denied = authorised(request)
+        if denied:
+            return denied
+        limit = min(int(request.query_params.get("limit", "20") or 20), 500)
+        return JSONResponse({"calls": [_record_json(r) for r in runtime.store.recent_calls(limit)]})
+
+    async def request_permission(request: Request) -> Response:
+        denied = authorised(request)
+        if denied:
+            return denied
+        data = await _json(request)
+        if isinstance(data, Response):
+            return data
+        to = _to(data)
+        if isinstance(to, Response):
+            return to
+        try:
+            message_id = await runtime.request_permission(to, data.get("text"))
+        except Refused as exc:
+            return JSONResponse({"error": "refused", **exc.refusal.as_dict()}, status_code=409)
+        except GraphError as exc:
+            return JSONResponse({"error": "Meta refused the request", "code": exc.code, "detail": str(exc)}, 502)
+        return JSONResponse({"message_id": message_id, "to": to}, status_code=202)
 
     return Starlette(
         routes=[
             Route("/webhook", verify, methods=["GET"]),
             Route("/webhook", receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/v1/calls", place_call, methods=["POST"]),
+            Route("/v1/calls", list_calls, methods=["GET"]),
+            Route("/v1/call-permissions", request_permission, methods=["POST"]),
         ]
     )

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,7 +22,7 @@ from agent.conversation import Conversation, ConversationConfig
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow
 from agent.media.peer import MediaError, MediaPeer
-from agent.media.sdp import SdpError
+from agent.media.sdp import SdpError, normalise_bic_answer, shape_offer
 from agent.media.tracks import InboundAudio
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class CallState(StrEnum):
+    DIALING = "dialing"
     RINGING = "ringing"
     CONNECTING = "connecting"
     ACTIVE = "active"
@@ -65,8 +67,10 @@ class Call:
         direction: str = "USER_INITIATED",
         on_ended: Callable[[Call], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ref: str | None = None,
     ) -> None:
         self.id = call_id
+        self.ref = ref or call_id  # our reference, sent as biz_opaque_callback_data on calls we place
         self.services = services
         self.flow = flow
         self.caller_number = caller_number
@@ -85,6 +89,22 @@ class Call:
         self._inbound: InboundAudio | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._terminate_sent = False
+        self.statuses: list[str] = []
+        self.wall_accepted_at: datetime | None = None
+
+    @property
+    def user_number(self) -> str | None:
+        return self.caller_number
+
+    @property
+    def outcome(self) -> str:
+        if self.accepted_at is not None:
+            return "answered"
+        if "REJECTED" in self.statuses or (self.end_reason or "").startswith("bad_offer"):
+            return "rejected"
+        if self.direction == "BUSINESS_INITIATED":
+            return "unanswered"
+        return self.end_reason or "missed"
 
     def __repr__(self) -> str:
         return f"Call({self.id[:18]}…, {self.state})"
@@ -129,9 +149,55 @@ class Call:
             return
         if self.state is CallState.ENDED:
             return
-        self.accepted_at = self._clock()
-        self.state = CallState.ACTIVE
+        self._mark_accepted()
         await self._start_media()
+
+    def _mark_accepted(self) -> None:
+        self.accepted_at = self._clock()
+        self.wall_accepted_at = datetime.now(UTC)
+        self.state = CallState.ACTIVE
+
+    # placing a call (business-initiated) ------------------------------------------
+    async def dial(self, to: str) -> str:
+        """Offer media to Meta with `connect`; Meta answers in a webhook, and the user picks up later."""
+        self.state = CallState.DIALING
+        self.peer = MediaPeer(
+            hosts=self.services.media_hosts, ice_servers=self.services.ice_servers, label=f"call to {to}"
+        )
+        offer = shape_offer(await self.peer.offer())
+        # The opening line is synthesised while the phone rings and waits in the closed outbound track.
+        self._create_conversation()
+        self.id = await self.services.graph.connect(to, offer, biz_opaque_callback_data=self.ref)
+        self.state = CallState.RINGING
+        return self.id
+
+    async def on_answer_sdp(self, sdp: str) -> None:
+        """Meta's SDP answer (connect webhook): media can connect while the user's phone still rings."""
+        assert self.peer is not None
+        try:
+            await self.peer.apply_answer(normalise_bic_answer(sdp))
+        except SdpError as exc:
+            log.error("call %s: Meta's answer was refused: %s", self.id, exc)
+            await self.hangup("bad_answer")
+
+    async def on_status(self, status: str) -> None:
+        """RINGING / ACCEPTED / REJECTED for calls we placed (spec §2.6)."""
+        self.statuses.append(status)
+        if self.state is CallState.ENDED:
+            return
+        if status == "ACCEPTED" and self.accepted_at is None:
+            assert self.peer is not None
+            try:
+                await self.peer.wait_connected(self.services.connect_timeout_s)
+            except MediaError as exc:
+                log.error("call %s: %s", self.id, exc)
+                await self.hangup("media_failed")
+                return
+            self._mark_accepted()
+            await self._start_media()
+        elif status == "REJECTED":
+            self._terminate_sent = True  # Meta ends it and sends terminate itself
+            await self.end("rejected")
 
     def _create_conversation(self) -> None:
         """Start the dialogue as soon as we know we answer: the greeting is synthesised while ICE and
@@ -184,7 +250,7 @@ class Call:
             return
         self._terminate_sent = True
         try:
-            if self.state is CallState.ACTIVE:
+            if self.state is CallState.ACTIVE or self.direction == "BUSINESS_INITIATED":
                 await self.services.graph.terminate(self.id)
             else:
                 await self.services.graph.reject(self.id)
@@ -228,6 +294,12 @@ class Call:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
+    @property
+    def slots(self) -> dict[str, Any]:
+        policy = self.conversation.policy if self.conversation else None
+        slots = getattr(policy, "slots", None)
+        return dict(slots) if isinstance(slots, dict) else {}
+
     def summary(self) -> dict[str, Any]:
         transcript = [] if self.conversation is None else self.conversation.transcript
         turns = [] if self.conversation is None else self.conversation.turns
@@ -240,6 +312,8 @@ class Call:
             "duration_s": None
             if self.accepted_at is None
             else round((self.ended_at or self._clock()) - self.accepted_at, 2),
+            "outcome": self.outcome,
+            "slots": self.slots,
             "transcript": [{"who": e.who, "text": e.text} for e in transcript],
             "turns": [t.as_dict() for t in turns],
         }

@@ -22,7 +22,12 @@ SECRET_ENV = {
     "whatsapp_token": "WHATSAPP_TOKEN",
     "app_secret": "WHATSAPP_APP_SECRET",
     "verify_token": "WHATSAPP_VERIFY_TOKEN",
+    "api_token": "WACALL_API_TOKEN",
+    "llm_api_key": "WACALL_LLM_API_KEY",
 }
+
+
+REQUIRED_SECRETS = {k: SECRET_ENV[k] for k in ("whatsapp_token", "app_secret", "verify_token")}
 
 
 class ConfigError(ValueError):
@@ -47,7 +52,7 @@ class SpeechSettings(BaseModel):
     tts_model: str | None = None
     tts_config: str | None = None
     inference_threads: int = Field(2, ge=1, le=64)
-    barge_in_min_ms: int = Field(300, ge=0, le=5000)
+    barge_in_min_ms: int = Field(600, ge=0, le=5000)
 
 
 class Settings(BaseModel):
@@ -68,8 +73,28 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     max_concurrent_calls: int = Field(8, ge=1, le=1000)
     answer_timeout_s: float = Field(20.0, gt=0, le=25.0)
+    data_dir: str = "data"
+    business_hours: dict[str, Any] | None = None  # {timezone, weekly: {monday: ["09:00-17:00"]}, holidays: [...]}
+    rate_card: str | None = None  # CSV path; default: the rate card shipped with wacall
+    sandbox_limits: bool = False  # Meta's looser limits for sandbox/test numbers
+    stale_event_s: float = Field(120.0, gt=0)  # a connect older than this is not answered (spec §1.2)
+    business_number: str = ""  # display number (digits); decides which countries allow outbound calls
+    api_token: str = Field("", repr=False)  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str = Field("", repr=False)
+    llm_timeout_s: float = Field(1.5, gt=0, le=30)
     vad: VadSettings = Field(default_factory=VadSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours_shape(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from agent.whatsapp.rules import BusinessHours
+
+            BusinessHours.from_config(v)  # raises ValueError with the problem
+        return v
 
     @field_validator("graph_version")
     @classmethod
@@ -99,7 +124,7 @@ class Settings(BaseModel):
         """`serve` refuses to start half-configured rather than fail on the first call."""
         missing = [
             env
-            for field, env in {**SECRET_ENV, "phone_number_id": "WHATSAPP_PHONE_NUMBER_ID"}.items()
+            for field, env in {**REQUIRED_SECRETS, "phone_number_id": "WHATSAPP_PHONE_NUMBER_ID"}.items()
             if not getattr(self, field)
         ]
         if missing:
@@ -114,6 +139,12 @@ ENV_FIELDS: dict[str, str] = {
     "WACALL_HOST": "host",
     "WACALL_PORT": "port",
     "WACALL_MAX_CALLS": "max_concurrent_calls",
+    "WACALL_DATA_DIR": "data_dir",
+    "WACALL_BUSINESS_NUMBER": "business_number",
+    "WACALL_RATE_CARD": "rate_card",
+    "WACALL_LLM_BASE_URL": "llm_base_url",
+    "WACALL_LLM_MODEL": "llm_model",
+    "WACALL_LLM_TIMEOUT_S": "llm_timeout_s",
 }
 
 

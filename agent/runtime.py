@@ -1,7 +1,8 @@
 """Shared resources of a running wacall process, and the registry that routes webhooks to calls.
 
 One loaded Whisper model and one Piper voice serve every call through one bounded thread pool; calls
-borrow them and never close them.
+borrow them and never close them. Every webhook is written to the ledger (SQLite) before it is
+acknowledged; only events not seen before are acted on.
 """
 
 from __future__ import annotations
@@ -9,26 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
 from agent.conversation import SORRY_TECHNICAL, ConversationConfig
 from agent.dialogue.flow import Flow, load_flow
+from agent.ledger import CallLedger, FreshEvents
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
 from agent.speech.tts import PiperSynthesizer, Synthesizer
 from agent.speech.vad import VadConfig
+from agent.store.base import CallRecord, Store
+from agent.store.sqlite import SqliteStore
 from agent.whatsapp.graph import GraphClient, GraphError
-from agent.whatsapp.webhooks import CallWebhook, WebhookPayload, call_events
+from agent.whatsapp.pricing import RateCard
+from agent.whatsapp.rules import DEFAULT_LIMITS, BusinessHours, CallingLimits, Refusal, Refused
+from agent.whatsapp.webhooks import CallWebhook, MessageWebhook, StatusWebhook, WebhookPayload
 
 log = logging.getLogger(__name__)
-
-TOMBSTONE_TTL_S = 120.0
 
 
 @dataclass
@@ -64,10 +71,24 @@ def static_lines(flow: Flow) -> list[str]:
     return lines
 
 
-class Runtime:
-    """Owns settings, models, the Graph client and live calls; turns webhook events into call actions."""
+def open_store(settings: Settings) -> Store:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return SqliteStore.in_data_dir(settings.data_dir)
 
-    def __init__(self, settings: Settings, models: Models, *, flow: Flow | None = None) -> None:
+
+class Runtime:
+    """Owns settings, models, the Graph client, the ledger and live calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: Models,
+        *,
+        flow: Flow | None = None,
+        store: Store | None = None,
+        limits: CallingLimits | None = None,
+        clock: Any = None,
+    ) -> None:
         self.settings = settings
         self.models = models
         self.flow = flow or load_flow(settings.flow)
@@ -77,6 +98,20 @@ class Runtime:
             phone_number_id=settings.phone_number_id,
             token=settings.whatsapp_token,
         )
+        self.store = store or open_store(settings)
+        ledger_kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
+        self.ledger = CallLedger(
+            self.store,
+            phone_number_id=settings.phone_number_id,
+            business_number=settings.business_number,
+            limits=limits or (CallingLimits.sandbox() if settings.sandbox_limits else DEFAULT_LIMITS),
+            hours=BusinessHours.from_config(settings.business_hours) if settings.business_hours else None,
+            rate_card=RateCard.load(settings.rate_card),
+            **ledger_kwargs,
+        )
+        restarted = self.store.mark_live_calls_ended(now=self.ledger.now())
+        if restarted:
+            log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
         vad = VadConfig(
             aggressiveness=settings.vad.aggressiveness,
             onset_frames=settings.vad.onset_frames,
@@ -98,8 +133,8 @@ class Runtime:
             ),
         )
         self.calls: dict[str, Call] = {}
+        self._by_ref: dict[str, Call] = {}
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._tombstones: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
 
@@ -121,15 +156,24 @@ class Runtime:
         log.info("pre-synthesised %d fixed lines of flow %s", done, flow.name)
         return done
 
-    # webhook dispatch ---------------------------------------------------------
-    def dispatch(self, payload: WebhookPayload) -> None:
-        """Called by the webhook route after the 200 is decided: work happens in the background."""
-        task = asyncio.create_task(self._handle(payload), name="webhook")
+    # webhooks -----------------------------------------------------------------
+    def accept_webhook(self, payload: WebhookPayload) -> FreshEvents:
+        """Write the delivery to the ledger (before the 200) and start handling what is new."""
+        fresh = self.ledger.record_webhook(payload)
+        if fresh.duplicates:
+            log.info("ignored %d duplicate webhook events", fresh.duplicates)
+        if fresh:
+            self._spawn(self._handle(fresh), "webhook")
+        return fresh
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _handle(self, payload: WebhookPayload) -> None:
-        for event in call_events(payload):
+    async def _handle(self, fresh: FreshEvents) -> None:
+        for event in fresh.calls:
             if event.phone_number_id != self.settings.phone_number_id:
                 log.warning("ignoring call event for another number %s", event.phone_number_id)
                 continue
@@ -142,56 +186,174 @@ class Runtime:
                     log.info("call %s: ignoring event %s", event.call.id, event.call.event)
             except Exception:
                 log.exception("call %s: failed handling %s", event.call.id, event.call.event)
+        for status in fresh.statuses:
+            await self._on_status(status)
+        for message in fresh.messages:
+            self._on_message(message)
+
+    def _find(self, call_id: str, ref: str | None) -> Call | None:
+        return self.calls.get(call_id) or (self._by_ref.get(ref) if ref else None)
 
     async def _on_connect(self, event: CallWebhook) -> None:
         call_event = event.call
+        if call_event.session is not None and call_event.session.sdp_type == "answer":
+            call = self._find(call_event.id, call_event.biz_opaque_callback_data)
+            if call is None:
+                log.warning("call %s: an answer for a call we do not know", call_event.id)
+                return
+            await call.on_answer_sdp(call_event.session.sdp)
+            return
         if call_event.id in self.calls or call_event.id in self.finished:
-            log.info("call %s: duplicate connect ignored", call_event.id)
+            log.info("call %s: connect for a known call ignored", call_event.id)
             return
-        if self._tombstones.pop(call_event.id, None) is not None:
-            log.info("call %s: connect after its terminate; not answering", call_event.id)
+        user = call_event.from_ or (event.contact.wa_id if event.contact else None) or "unknown"
+        if self.ledger.terminated_before_connect(call_event.id):
+            log.info("call %s: connect arrived after its terminate; not answering", call_event.id)
             return
-        if call_event.session is None or call_event.session.sdp_type != "offer":
-            log.info("call %s: connect without an offer (business-initiated) not handled yet", call_event.id)
+        age = self.ledger.now().timestamp() - call_event.timestamp
+        if age > self.settings.stale_event_s:
+            log.warning("call %s: connect is %.0f s old (stale); not answering", call_event.id, age)
             return
-        if len(self.calls) >= self.settings.max_concurrent_calls:
-            log.warning("call %s: rejecting, %d calls already live", call_event.id, len(self.calls))
-            with contextlib.suppress(GraphError):
-                await self.graph.reject(call_event.id)
+        if call_event.session is None:
+            log.warning("call %s: connect without an SDP offer; rejecting", call_event.id)
+            await self._reject_missed(call_event.id, user, "rejected", None)
+            return
+        refusal = self.ledger.check_inbound(len(self.calls), self.settings.max_concurrent_calls)
+        if refusal is not None:
+            log.warning("call %s: rejecting: %s", call_event.id, refusal.reason)
+            await self._reject_missed(call_event.id, user, self.ledger.missed_reason(refusal), refusal)
             return
         contact = event.contact
         call = Call(
             call_id=call_event.id,
             services=self.services,
             flow=self.flow,
-            caller_number=call_event.from_ or (contact.wa_id if contact else None),
+            caller_number=user,
             caller_name=contact.name if contact else None,
             on_ended=self._forget,
         )
-        self.calls[call.id] = call
+        self._register(call)
         log.info("call %s: incoming from %s", call.id, call.caller_number)
         await call.answer(call_event.session.sdp)
+        if call.accepted_at is not None:
+            self.ledger.user_call_connected(user)
+            self.ledger.call_updated(call.id, state="active", answered_at=call.wall_accepted_at)
+
+    async def _reject_missed(self, call_id: str, user: str, reason: str, refusal: Refusal | None) -> None:
+        with contextlib.suppress(GraphError):
+            await self.graph.reject(call_id)
+        self.ledger.call_started(
+            CallRecord(id=call_id, direction="USER_INITIATED", from_number=user, state="ended", outcome=reason)
+        )
+        self.ledger.call_updated(call_id, end_reason=reason, ended_at=self.ledger.now())
+        self.ledger.missed_call(user, reason, call_id, refusal)
+
+    def _register(self, call: Call) -> None:
+        self.calls[call.id] = call
+        self._by_ref[call.ref] = call
+        inbound = call.direction == "USER_INITIATED"
+        self.ledger.call_started(
+            CallRecord(
+                id=call.id,
+                direction=call.direction,
+                from_number=call.user_number if inbound else self.settings.business_number or None,
+                to_number=(self.settings.business_number or None) if inbound else call.user_number,
+                state=str(call.state),
+                biz_opaque_callback_data=call.ref,
+                flow=call.flow.name,
+            )
+        )
 
     async def _on_terminate(self, event: CallWebhook) -> None:
-        call = self.calls.get(event.call.id)
+        call = self._find(event.call.id, event.call.biz_opaque_callback_data)
         if call is None:
-            if event.call.id not in self.finished:
-                self._prune_tombstones()
-                self._tombstones[event.call.id] = time.monotonic()
-            return
+            return  # stored by the ledger; a later connect for it will not be answered
         await call.on_remote_terminate(event.call.status)
 
-    def _prune_tombstones(self) -> None:
-        cutoff = time.monotonic() - TOMBSTONE_TTL_S
-        for call_id, t in list(self._tombstones.items()):
-            if t < cutoff:
-                del self._tombstones[call_id]
+    async def _on_status(self, status: StatusWebhook) -> None:
+        st = status.status
+        call = self._find(st.id, st.biz_opaque_callback_data)
+        if call is None:
+            log.info("status %s for unknown call %s", st.status, st.id)
+            return
+        if st.status == "ACCEPTED" and call.accepted_at is None and call.user_number:
+            self.ledger.business_call_answered(call.user_number)
+        await call.on_status(st.status)
+        if call.accepted_at is not None:
+            self.ledger.call_updated(call.id, state="active", answered_at=call.wall_accepted_at)
 
+    def _on_message(self, message: MessageWebhook) -> None:
+        reply = message.permission_reply
+        if reply is not None:
+            log.info("user %s answered the call-permission request: %s", message.user, reply.response)
+
+    # calls we place -----------------------------------------------------------
+    async def place_call(self, to: str, *, flow: Flow | None = None) -> Call:
+        """Business-initiated call. Raises Refused (naming the rule) when Meta would refuse it."""
+        has_live = any(c.user_number == to for c in self.calls.values())
+        refusal = self.ledger.check_outbound(to, has_live_call=has_live)
+        if refusal is None and len(self.calls) >= self.settings.max_concurrent_calls:
+            from agent.whatsapp.rules import check_capacity
+
+            refusal = check_capacity(len(self.calls), self.settings.max_concurrent_calls)
+        if refusal is not None:
+            raise Refused(refusal)
+        ref = "wacall-" + secrets.token_urlsafe(9)
+        call = Call(
+            call_id=ref,
+            services=self.services,
+            flow=flow or self.flow,
+            caller_number=to,
+            direction="BUSINESS_INITIATED",
+            on_ended=self._forget,
+            ref=ref,
+        )
+        self._by_ref[ref] = call
+        try:
+            await call.dial(to)
+        except BaseException:
+            self._by_ref.pop(ref, None)
+            await call.end("dial_failed")
+            raise
+        self._register(call)
+        log.info("call %s: placed to %s", call.id, to)
+        return call
+
+    async def request_permission(self, to: str, text: str | None = None) -> str:
+        refusal = self.ledger.check_permission_request(to)
+        if refusal is not None:
+            raise Refused(refusal)
+        message_id = await self.graph.send_call_permission_request(to, text)
+        self.ledger.permission_requested(to)
+        return message_id
+
+    # endings ------------------------------------------------------------------
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.id, None)
-        self.finished[call.id] = call.summary()
+        self._by_ref.pop(call.ref, None)
+        summary = call.summary()
+        self.finished[call.id] = summary
         while len(self.finished) > 500:
             self.finished.popitem(last=False)
+        reached_meta = call.id != call.ref  # Meta gave it a call id: the user's phone rang
+        if call.direction == "BUSINESS_INITIATED" and reached_meta and call.accepted_at is None and call.user_number:
+            self.ledger.business_call_unanswered(call.user_number)
+            reason = "rejected" if "REJECTED" in call.statuses else "unanswered"
+            self.ledger.missed_call(call.user_number, reason, call.id)
+        try:
+            cost = self.ledger.call_finished(
+                call.id,
+                direction=call.direction,
+                callee=call.user_number if call.direction == "BUSINESS_INITIATED" else None,
+                outcome=call.outcome,
+                end_reason=call.end_reason or "ended",
+                answered_at=call.wall_accepted_at,
+                transcript=summary["transcript"],
+                slots=summary.get("slots", {}),
+            )
+            summary["cost"] = str(cost)
+        except Exception:
+            log.exception("call %s: could not write the call record", call.id)
 
     # shutdown -----------------------------------------------------------------
     async def aclose(self) -> None:
@@ -202,3 +364,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.graph.aclose()
+        self.store.close()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -84,14 +84,14 @@ class FakeFlow:
 
 @dataclass
 class FakeRuntime:
-    """Just what `create_app` uses: settings, dispatch, live calls and the flow's name."""
+    """Just what `create_app` uses: settings, accept_webhook, live calls and the flow's name."""
 
     settings: Settings
     calls: dict[str, object] = field(default_factory=dict)
     flow: FakeFlow = field(default_factory=FakeFlow)
     dispatched: list[WebhookPayload] = field(default_factory=list)
 
-    def dispatch(self, payload: WebhookPayload) -> None:
+    def accept_webhook(self, payload: WebhookPayload) -> None:
         self.dispatched.append(payload)
 
 

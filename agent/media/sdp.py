@@ -139,16 +139,26 @@ def _attributes(lines: list[str]) -> dict[str, list[str]]:
     return attrs
 
 
+def _sha256_only(sdp: str) -> str:
+    lines = [
+        line
+        for line in normalise_line_endings(sdp).split(CRLF)
+        if line
+        and not (line.startswith("a=fingerprint:") and not line.lower().startswith("a=fingerprint:sha-256 "))
+    ]
+    return CRLF.join(lines) + CRLF
+
+
+def shape_offer(sdp: str) -> str:
+    """Our offer for a call we place: SHA-256 fingerprint only, as Meta accepts (spec §7.3)."""
+    shaped = _sha256_only(sdp)
+    validate_offer(shaped)
+    return shaped
+
+
 def shape_answer(sdp: str) -> str:
     """Meta accepts only SHA-256 fingerprints; aiortc also lists sha-384/512, which Meta refuses."""
-    out: list[str] = []
-    for line in normalise_line_endings(sdp).split(CRLF):
-        if not line:
-            continue
-        if line.startswith("a=fingerprint:") and not line.lower().startswith("a=fingerprint:sha-256 "):
-            continue
-        out.append(line)
-    shaped = CRLF.join(out) + CRLF
+    shaped = _sha256_only(sdp)
     if "a=fingerprint:sha-256 " not in shaped.lower():
         raise SdpError("our answer has no SHA-256 fingerprint; Meta would refuse it")
     if "a=setup:actpass" in shaped:

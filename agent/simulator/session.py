@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,11 @@ class Simulation:
         cls, models: Models, *, flow: str | None = None, **settings_overrides: Any
     ) -> AsyncIterator[Simulation]:
         token, secret, verify = (secrets.token_urlsafe(24) for _ in range(3))
+        scratch = None
+        if "data_dir" not in settings_overrides:
+            # A simulated call must not mix into a real deployment's call records.
+            scratch = tempfile.TemporaryDirectory(prefix="wacall-sim-")
+            settings_overrides["data_dir"] = scratch.name
         meta_sock, app_sock = bound_socket(), bound_socket()
         meta_port, app_port = meta_sock.getsockname()[1], app_sock.getsockname()[1]
         phone_number_id = "106540000000002"
@@ -123,6 +129,8 @@ class Simulation:
                     await runtime.aclose()
         finally:
             await meta.aclose()
+            if scratch is not None:
+                scratch.cleanup()
 
     async def place_call(self, user: SimulatedUser, *, timeout: float = 20.0) -> tuple[SimCall, float]:
         """Dial the business; returns once the bot has accepted and media flows both ways."""

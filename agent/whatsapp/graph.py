@@ -137,6 +137,7 @@ class GraphClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/calls"
+        self._messages_url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/messages"
         # The token lives only in the client's default headers so no log line can pick it up by accident.
         self._client = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {token}"},
@@ -191,6 +192,33 @@ class GraphClient:
             )
         return call_id
 
+    async def send_call_permission_request(self, to: str, body_text: str | None = None) -> str:
+        """Ask a user for permission to call them (free-form interactive message, spec §4.2).
+
+        Needs an open customer-service window; returns the message id (wamid) the reply will refer to.
+        """
+        _require("to", to)
+        interactive: dict[str, Any] = {
+            "type": "call_permission_request",
+            "action": {"name": "call_permission_request"},
+        }
+        if body_text:
+            interactive["body"] = {"text": body_text}
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "interactive",
+            "interactive": interactive,
+        }
+        status, data = await self._post_json(self._messages_url, body, "call_permission_request", to)
+        messages = data.get("messages")
+        first = messages[0] if isinstance(messages, list) and messages else None
+        message_id = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(message_id, str) or not message_id:
+            raise GraphError(status=status, message="message response has no id", details=_snippet(str(data)))
+        return message_id
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -208,9 +236,21 @@ class GraphClient:
     async def _post(self, action: Action, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         body = {"messaging_product": "whatsapp", "action": action, **fields}
         target = fields.get("call_id") or fields.get("to")
-        logger.debug("Graph POST %s action=%s target=%s", self._url, action, target)
+        status, data = await self._post_json(self._url, body, action, target)
+        if action != "connect" and data.get("success") is not True:
+            raise GraphError(
+                status=status,
+                message=f'{action} was not confirmed (no "success": true)',
+                details=_snippet(json.dumps(data)),
+            )
+        return status, data
+
+    async def _post_json(
+        self, url: str, body: dict[str, Any], action: str, target: Any
+    ) -> tuple[int, dict[str, Any]]:
+        logger.debug("Graph POST %s action=%s target=%s", url, action, target)
         try:
-            response = await self._client.post(self._url, json=body)
+            response = await self._client.post(url, json=body)
         except httpx.HTTPError as exc:
             logger.debug("Graph POST action=%s failed: %r", action, exc)
             raise GraphTransportError(f"{action} request failed: {type(exc).__name__}: {exc}") from exc
@@ -230,12 +270,6 @@ class GraphClient:
                 status=response.status_code,
                 message=f"{action} response is not a JSON object",
                 details=_snippet(str(data)),
-            )
-        if action != "connect" and data.get("success") is not True:
-            raise GraphError(
-                status=response.status_code,
-                message=f'{action} was not confirmed (no "success": true)',
-                details=_snippet(json.dumps(data)),
             )
         return response.status_code, data
 

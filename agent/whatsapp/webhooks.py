@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -225,12 +226,45 @@ class CallsValue(_Model):
     errors: _ErrorList = Field(default_factory=list)
 
 
+class PermissionReply(_Model):
+    """`interactive.call_permission_reply` (spec §4.4): the user's answer to a call-permission request."""
+
+    response: Annotated[str, BeforeValidator(_lower)]
+    is_permanent: bool = False
+    expiration_timestamp: OptUnixSeconds = None
+    response_source: str | None = None
+
+
+class Interactive(_Model):
+    type: str | None = None
+    call_permission_reply: PermissionReply | None = None
+
+
+class UserMessage(_Model):
+    """A message from the user: any message opens the customer-service window (spec §8.1)."""
+
+    id: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    timestamp: UnixSeconds
+    type: str | None = None
+    context: dict[str, Any] | None = None
+    interactive: Interactive | None = None
+
+
+class MessagesValue(_Model):
+    messaging_product: str | None = None
+    metadata: Metadata
+    contacts: Annotated[list[Contact], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
+    messages: Annotated[list[UserMessage], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
+
+
 class Change(_Model):
-    """One change; `value` stays raw so fields we do not model yet (e.g. `messages`) never break parsing."""
+    """One change; `value` stays raw so fields we do not model (e.g. template updates) never break parsing."""
 
     field: str
     value: dict[str, Any] = Field(default_factory=dict)
     _calls: CallsValue | None = PrivateAttr(default=None)
+    _messages: MessagesValue | None = PrivateAttr(default=None)
 
 
 class Entry(_Model):
@@ -290,6 +324,27 @@ def _calls_changes(payload: WebhookPayload) -> list[tuple[Entry, CallsValue]]:
     return found
 
 
+MESSAGES_FIELD = "messages"
+
+
+def _messages_changes(payload: WebhookPayload) -> list[tuple[Entry, MessagesValue]]:
+    found: list[tuple[Entry, MessagesValue]] = []
+    for i, entry in enumerate(payload.entry):
+        for j, change in enumerate(entry.changes):
+            if change.field != MESSAGES_FIELD or "messages" not in change.value:
+                continue  # message *statuses* share the field; we have no use for them yet
+            if change._messages is None:
+                try:
+                    change._messages = MessagesValue.model_validate(change.value)
+                except ValidationError as exc:
+                    # Not our concern enough to refuse the whole delivery (it may carry call events too).
+                    problem = _payload_error(exc, f"entry[{i}].changes[{j}].value")
+                    logging.getLogger(__name__).warning("ignoring malformed messages change: %s", problem)
+                    continue
+            found.append((entry, change._messages))
+    return found
+
+
 def parse_webhook(body: bytes) -> WebhookPayload:
     """Parse and fully validate a POST body, so a malformed `calls` payload is refused up front."""
     try:
@@ -312,6 +367,7 @@ def parse_webhook(body: bytes) -> WebhookPayload:
     except ValidationError as exc:
         raise _payload_error(exc) from exc
     _calls_changes(payload)
+    _messages_changes(payload)
     return payload
 
 
@@ -380,3 +436,25 @@ def call_statuses(payload: WebhookPayload) -> list[StatusWebhook]:
         for entry, value in _calls_changes(payload)
         for status in value.statuses
     ]
+
+
+@dataclass(frozen=True)
+class MessageWebhook:
+    """A user message, flattened; `permission_reply` is set for call-permission replies."""
+
+    phone_number_id: str
+    user: str
+    message: UserMessage
+    permission_reply: PermissionReply | None
+
+
+def user_messages(payload: WebhookPayload) -> list[MessageWebhook]:
+    out: list[MessageWebhook] = []
+    for _entry, value in _messages_changes(payload):
+        for message in value.messages:
+            user = message.from_ or (value.contacts[0].wa_id if value.contacts else None)
+            if not user:
+                continue
+            reply = message.interactive.call_permission_reply if message.interactive else None
+            out.append(MessageWebhook(value.metadata.phone_number_id, user, message, reply))
+    return out
