@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -74,6 +75,65 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, object] | None = None) -> int:
+    """The running server owns calls (it receives their webhooks), so the CLI asks it over HTTP."""
+    import httpx
+
+    token = os.environ.get("WACALL_API_TOKEN", "")
+    if not token:
+        print("wacall: set WACALL_API_TOKEN (the same as the server's) to use the calls API", file=sys.stderr)
+        return 2
+    url = args.server.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"wacall: cannot reach the server at {args.server}: {exc}", file=sys.stderr)
+        return 1
+    data = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        reason = data.get("reason") or data.get("detail") or data.get("error") or response.text
+        print(f"wacall: refused ({response.status_code}): {reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"to": args.number}
+    if args.flow:
+        body["flow"] = str(Path(args.flow).resolve())
+    return _api(args, "POST", "/v1/calls", body)
+
+
+def cmd_permission(args: argparse.Namespace) -> int:
+    return _api(args, "POST", "/v1/call-permissions", {"to": args.number, "text": args.text})
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    """Read the call records straight from the store: works with the server stopped."""
+    from agent.store.sqlite import SqliteStore
+
+    settings = load_settings(args.config)
+    store = SqliteStore.in_data_dir(args.data_dir or settings.data_dir)
+    try:
+        records = store.recent_calls(args.limit)
+    finally:
+        store.close()
+    if not records:
+        print("no calls recorded yet")
+        return 0
+    print(f"{'when (UTC)':<20} {'direction':<9} {'number':<16} {'outcome':<14} {'duration':>8} {'cost':>9}")
+    for r in records:
+        when = r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "?"
+        inbound = r.direction == "USER_INITIATED"
+        number = (r.from_number if inbound else r.to_number) or "?"
+        duration = f"{r.duration_s:.0f} s" if r.duration_s is not None else "-"
+        cost = f"{r.cost:.4f}" if r.cost is not None else "-"
+        outcome = r.outcome or r.state
+        print(f"{when:<20} {'in' if inbound else 'out':<9} {number:<16} {outcome:<14} {duration:>8} {cost:>9}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wacall", description="AI voice agent for WhatsApp Business Calling")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -91,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--say", action="append", metavar="TEXT", help="a caller line (repeatable)")
     simulate.add_argument("--audio", action="append", metavar="FILE", help="a caller line as WAV/FLAC")
     simulate.set_defaults(func=cmd_simulate)
+
+    call = sub.add_parser("call", help="place a business-initiated call through the running server")
+    call.add_argument("number", help="the user's number, international format")
+    call.add_argument("--flow", help="YAML flow for this call (default: the server's)")
+    call.add_argument("--server", default="http://127.0.0.1:8080", help="wacall server URL")
+    call.set_defaults(func=cmd_call)
+
+    permission = sub.add_parser("permission", help="ask a user for permission to call them")
+    permission.add_argument("number")
+    permission.add_argument("--text", default="May we call you about your request?", help="message body")
+    permission.add_argument("--server", default="http://127.0.0.1:8080")
+    permission.set_defaults(func=cmd_permission)
+
+    calls = sub.add_parser("calls", help="list recent calls: direction, outcome, duration, cost")
+    calls.add_argument("--limit", type=int, default=20)
+    calls.add_argument("--data-dir", help="where the call records are (default: settings data_dir)")
+    calls.set_defaults(func=cmd_calls)
     return parser
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from agent.media.peer import MediaPeer
 from agent.media.tracks import OUT_RATE, InboundAudio
-from agent.simulator.phone_sdp import local_mid_answer, meta_shaped_offer
+from agent.simulator.phone_sdp import local_mid_answer, meta_shaped_answer, meta_shaped_offer
 from agent.speech.audio import resample
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
@@ -96,6 +96,7 @@ class SimulatedUser:
     ) -> None:
         self.transcriber = transcriber
         self.synthesizer = synthesizer
+        self.peer_hosts = list(hosts)
         self.peer = MediaPeer(hosts=hosts, label="sim-user")
         self.conversation = Conversation()
         self._endpointer = Endpointer(VadConfig(aggressiveness=3, end_silence_ms=listen_silence_ms))
@@ -119,6 +120,23 @@ class SimulatedUser:
         ice._role_set = True
         ice._connection.ice_controlling = False
         return meta_shaped_offer(await self.peer.offer())
+
+    async def answer_business_call(self, offer_sdp: str) -> str:
+        """The phone rings with a business's call: answer like Meta's relay (ICE-lite, sha-256, active)."""
+        from aiortc import RTCSessionDescription
+
+        from agent.media.peer import limit_host_addresses
+        from agent.media.sdp import normalise_line_endings
+
+        pc = self.peer.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=normalise_line_endings(offer_sdp), type="offer"))
+        pc.addTrack(self.peer.outbound)
+        limit_host_addresses(pc, self.peer_hosts)
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = meta_shaped_answer(pc.localDescription.sdp)
+        self._inbound = InboundAudio(await self.peer.remote_track(timeout=5), self._on_audio)
+        self.peer.outbound.open()
+        return answer
 
     async def apply_answer(self, answer_sdp: str) -> None:
         mid = self.peer.pc.getTransceivers()[0].mid or "0"

@@ -64,3 +64,17 @@ def local_mid_answer(answer_sdp: str, local_mid: str) -> str:
     return answer_sdp.replace(f"a=mid:{META_MID}\r\n", f"a=mid:{local_mid}\r\n").replace(
         f"a=group:BUNDLE {META_MID}\r\n", f"a=group:BUNDLE {local_mid}\r\n"
     )
+
+
+def meta_shaped_answer(sdp: str) -> str:
+    """Meta's answer to a business's offer (spec §7.3): ICE-lite, sha-256 fingerprint only, setup active."""
+    out: list[str] = []
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if not line:
+            continue
+        if line.startswith("a=fingerprint:") and not line.lower().startswith("a=fingerprint:sha-256"):
+            continue
+        out.append(line)
+        if line.startswith("t="):
+            out.append("a=ice-lite")
+    return "\r\n".join(out) + "\r\n"
