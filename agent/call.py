@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.conversation import Conversation, ConversationConfig
+from agent.conversation import Conversation, ConversationConfig, ConversationHooks, LlmStream
+from agent.dialogue.effects import Handover, Reply
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow
 from agent.media.peer import MediaError, MediaPeer
@@ -51,6 +52,10 @@ class CallServices:
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     connect_timeout_s: float = 10.0
     fallback_audio: np.ndarray | None = None
+    llm: LlmStream | None = None
+    # Set by the runtime when handover / permission requests are available.
+    on_handover: Callable[[Call, Handover], None] | None = None
+    on_permission_request: Callable[[Call, str], None] | None = None
 
 
 class Call:
@@ -90,6 +95,9 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._terminate_sent = False
         self.statuses: list[str] = []
+        self._taps: list[Callable[[np.ndarray, float], None]] = []
+        self.handover: Handover | None = None
+        self.handled_by: str | None = None
         self.wall_accepted_at: datetime | None = None
 
     @property
@@ -213,6 +221,11 @@ class Call:
             config=self.services.conversation,
             fallback_audio=self.services.fallback_audio,
             clock=self._clock,
+            hooks=ConversationHooks(
+                llm=self.services.llm,
+                on_handover=self._handover_requested if self.services.on_handover else None,
+                on_permission_request=self._permission_requested if self.services.on_permission_request else None,
+            ),
         )
         self.peer.outbound.on_play_start = self.conversation.on_audio_sent
         self.conversation.start()
@@ -227,8 +240,62 @@ class Call:
             log.error("call %s: no audio track from the caller", self.id)
             await self.hangup("no_caller_audio")
             return
-        self._inbound = InboundAudio(track, self.conversation.feed, clock=self._clock)
+        self._inbound = InboundAudio(track, self._on_caller_audio, clock=self._clock)
         self.spawn(self._watch_media(), "watch-media")
+
+    # what other parts (handover, bridge) may do with a live call -------------------
+    def _on_caller_audio(self, pcm16k: np.ndarray, t: float) -> None:
+        if self.conversation is not None:
+            self.conversation.feed(pcm16k, t)
+        for tap in list(self._taps):
+            tap(pcm16k, t)
+
+    def add_audio_tap(self, tap: Callable[[np.ndarray, float], None]) -> None:
+        """Receive the caller's audio (16 kHz mono int16) as it arrives, e.g. to bridge it to an agent."""
+        self._taps.append(tap)
+
+    def remove_audio_tap(self, tap: Callable[[np.ndarray, float], None]) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+
+    def play(self, pcm48k: np.ndarray) -> None:
+        """Queue audio (48 kHz mono int16) to the caller: the agent's voice while bridged."""
+        if self.peer is not None:
+            self.peer.outbound.enqueue(pcm48k)
+
+    def flush_audio(self) -> None:
+        if self.peer is not None:
+            self.peer.outbound.flush()
+
+    async def say(self, text: str) -> None:
+        """Speak to the caller outside the flow (hold and queue-position messages)."""
+        if self.conversation is not None:
+            await self.conversation.say(text)
+
+    def suspend_bot(self) -> None:
+        if self.conversation is not None:
+            self.conversation.suspend()
+
+    def resume_bot(self, node: str | None = None) -> None:
+        """Give the call back to the flow, at `node` if given (an agent's choice, or the queue's fallback)."""
+        if self.conversation is None:
+            return
+        engine = self.conversation.policy
+        goto = getattr(engine, "goto", None)
+        reply = goto(node) if (node and goto) else Reply(lines=[], node=engine.node)
+        self.conversation.resume(reply)
+
+    def transcript_pairs(self) -> list[tuple[str, str]]:
+        return [] if self.conversation is None else [(e.who, e.text) for e in self.conversation.transcript]
+
+    def _handover_requested(self, handover: Handover) -> None:
+        self.handover = handover
+        if self.services.on_handover is not None:
+            self.services.on_handover(self, handover)
+
+    def _permission_requested(self, reason: str) -> None:
+        if self.services.on_permission_request is not None:
+            self.services.on_permission_request(self, reason)
 
     async def _watch_media(self) -> None:
         assert self.peer is not None

@@ -19,12 +19,14 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from agent.actions import run_http
+from agent.dialogue.effects import Handover, HttpRequest, LlmRequest, RequestCallPermission, ToolCall
 from agent.dialogue.engine import FlowEngine, Reply
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
@@ -34,7 +36,9 @@ log = logging.getLogger(__name__)
 
 SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
 SORRY_TECHNICAL = "Sorry, something went wrong on our side. Please try again in a moment."
+SORRY_LLM = "Sorry, give me a moment. Could you say that again?"
 HANGUP_TAIL_S = 0.4
+MAX_FOLLOW_UPS = 8
 BACKCHANNELS = frozenset(
     {
         "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
@@ -121,6 +125,20 @@ class ConversationConfig:
     early_end_on_complete_sentence: bool = True
 
 
+class LlmStream(Protocol):
+    def stream_reply(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Any: ...
+
+
+@dataclass
+class ConversationHooks:
+    """What the conversation may ask of its call, beyond hanging up."""
+
+    llm: LlmStream | None = None
+    on_handover: Callable[[Handover], None] | None = None
+    on_permission_request: Callable[[str], None] | None = None
+    http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
+
+
 @dataclass
 class _Utterance:
     audio: np.ndarray
@@ -144,7 +162,11 @@ class Conversation:
         config: ConversationConfig | None = None,
         fallback_audio: np.ndarray | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hooks: ConversationHooks | None = None,
     ) -> None:
+        self.hooks = hooks or ConversationHooks()
+        self._http = self.hooks.http
+        self._suspended = False
         self.policy = policy
         self.transcriber = transcriber
         self.synthesizer = synthesizer
@@ -197,7 +219,7 @@ class Conversation:
     # audio in -----------------------------------------------------------------
     def feed(self, pcm16k: np.ndarray, t: float) -> None:
         """Caller audio (16 kHz mono int16). Runs on the event loop: VAD is microseconds per frame."""
-        if self._closed:
+        if self._closed or self._suspended:
             return
         for event in self._endpointer.feed(pcm16k):
             if event.kind == "start":
@@ -338,27 +360,112 @@ class Conversation:
             self._speaking.cancel()
             self.output.flush()
         self._interruptible = reply.interruptible
-        self._speaking = asyncio.create_task(self._speak(reply), name="speak")
+        self._speaking = asyncio.create_task(self._perform(reply), name="speak")
 
-    async def _speak(self, reply: Reply) -> None:
-        metrics = self._current
-        for line in reply.lines:
-            self.transcript.append(TranscriptEntry("bot", line, self._clock()))
-            try:
-                async for chunk in self.synthesizer.stream(line):
-                    if metrics is not None and metrics.first_audio_synthesized is None:
-                        metrics.first_audio_synthesized = self._clock()
-                    self.output.enqueue(chunk)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("text-to-speech failed for %r; playing the recorded fallback", line)
-                if self._fallback_audio is not None:
-                    self.output.enqueue(self._fallback_audio)
-                break
+    async def _perform(self, reply: Reply, depth: int = 0) -> None:
+        """Speak a reply, then carry out what it asks for: LLM turn, http call, handover, permission, end."""
+        if depth > MAX_FOLLOW_UPS:
+            log.error("flow kept chaining replies (%d deep); stopping here", depth)
+            return
+        self._interruptible = reply.interruptible
+        await self._say_lines(reply.lines)
+        if reply.llm is not None:
+            follow = await self._llm_turn(reply.llm)
+            await self._perform(follow, depth + 1)
+            return
+        for action in reply.actions:
+            if isinstance(action, HttpRequest):
+                ok, data = await self._http(action)
+                follow = self._policy_call(
+                    lambda action=action, ok=ok, data=data: self.policy.action_result(
+                        action.id, ok, data if isinstance(data, dict) else None
+                    )
+                )
+                await self._perform(follow, depth + 1)
+                return
+            if isinstance(action, Handover):
+                await self.output.wait_idle()
+                self._interruptible = True
+                if self.hooks.on_handover is not None:
+                    self.hooks.on_handover(action)
+                else:
+                    log.warning("flow asked for a handover to %r but handover is not configured", action.queue)
+                return
+            if isinstance(action, RequestCallPermission) and self.hooks.on_permission_request is not None:
+                self.hooks.on_permission_request(action.reason)
         await self.output.wait_idle()
         self._interruptible = True
         if reply.end_call:
             # Let the last words leave the jitter buffers before the media is torn down.
             await asyncio.sleep(HANGUP_TAIL_S)
             self._on_hangup("bot_ended")
+
+    async def _say_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            await self._say_text(line)
+
+    async def _say_text(self, line: str) -> None:
+        metrics = self._current
+        self.transcript.append(TranscriptEntry("bot", line, self._clock()))
+        try:
+            async for chunk in self.synthesizer.stream(line):
+                if metrics is not None and metrics.first_audio_synthesized is None:
+                    metrics.first_audio_synthesized = self._clock()
+                self.output.enqueue(chunk)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("text-to-speech failed for %r; playing the recorded fallback", line)
+            if self._fallback_audio is not None:
+                self.output.enqueue(self._fallback_audio)
+
+    async def _llm_turn(self, request: LlmRequest) -> Reply:
+        """Stream the LLM's answer sentence by sentence into speech; tools are applied by the engine."""
+        llm = self.hooks.llm
+        if llm is None:
+            log.error("flow node %s needs an LLM but none is configured (WACALL_LLM_BASE_URL)", request.node)
+            await self._say_text(SORRY_TECHNICAL)
+            return self._policy_call(lambda: self.policy.llm_result("", []))
+        messages = [{"role": "system", "content": request.system_prompt}, *request.messages]
+        spoken: list[str] = []
+        tools: list[ToolCall] = []
+        metrics = self._current
+        async for event in llm.stream_reply(messages, request.tools or None):
+            if event.kind == "sentence" and event.text:
+                if metrics is not None and metrics.reply_text_ready is None:
+                    metrics.reply_text_ready = self._clock()
+                spoken.append(event.text)
+                await self._say_text(event.text)
+            elif event.kind == "tool_call" and event.tool_call is not None:
+                tools.append(ToolCall(event.tool_call.name, dict(event.tool_call.arguments)))
+            elif event.kind == "error":
+                log.warning("LLM failed on node %s: %s; speaking the fallback", request.node, event.error)
+                if not spoken:
+                    await self._say_text(SORRY_LLM)
+                break
+        if metrics is not None:
+            metrics.reply = " ".join(spoken)
+        return self._policy_call(lambda: self.policy.llm_result(" ".join(spoken), tools))
+
+    # handover -----------------------------------------------------------------
+    def suspend(self) -> None:
+        """A human takes over: the bot stops talking and stops treating the caller's words as turns."""
+        self._suspended = True
+        if self._speaking is not None:
+            self._speaking.cancel()
+        self.output.flush()
+        self._drop_speculation()
+
+    def resume(self, reply: Reply) -> None:
+        """Back to the bot (agent handed the call back, or the queue gave up): say `reply` and listen."""
+        self._suspended = False
+        self._endpointer.reset()
+        while not self._utterances.empty():
+            self._utterances.get_nowait()
+        self._start_speaking(reply)
+
+    async def say(self, text: str, *, interruptible: bool = True) -> None:
+        """Speak outside the flow (hold messages, queue position); waits until it has been played."""
+        self._interruptible = interruptible
+        await self._say_text(text)
+        await self.output.wait_idle()

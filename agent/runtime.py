@@ -132,11 +132,29 @@ class Runtime:
                 early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
             ),
         )
+        self.llm = self._make_llm(settings)
+        self.services.llm = self.llm
         self.calls: dict[str, Call] = {}
         self._by_ref: dict[str, Call] = {}
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
+
+    @staticmethod
+    def _make_llm(settings: Settings) -> Any:
+        """An LLM client when one is configured; flows without LLM nodes never need it."""
+        if not settings.llm_base_url:
+            return None
+        from agent.dialogue.llm import LlmClient, LlmSettings
+
+        return LlmClient(
+            LlmSettings(
+                base_url=settings.llm_base_url,
+                model=settings.llm_model,
+                api_key=settings.llm_api_key or "none",
+                first_token_timeout_s=settings.llm_timeout_s,
+            )
+        )
 
     async def warm_up(self) -> None:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say."""
@@ -364,6 +382,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.graph.aclose()
+        if self.llm is not None:
+            await self.llm.aclose()
         self.store.close()
 
 
