@@ -43,15 +43,26 @@ BACKCHANNELS = frozenset(
     {
         "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
         "right", "sure", "got it", "i see", "alright", "all right", "uh", "um", "ah", "oh", "cool", "great",
-        "thanks", "thank you", "aha", "oh ok", "oh okay", "yeah yeah", "ok ok", "okay okay", "yes yes",
+        "thanks", "thank you", "aha", "ah ha", "a ha", "uh uh huh", "hmm hmm", "mm mm", "oh ok", "oh okay",
+        "yeah yeah", "ok ok", "okay okay", "yes yes", "i see i see", "oh i see", "yeah right", "yes please",
     }
 )
 
 
+# Short words that do mean "stop and listen to me", even when said over the bot.
+TAKE_TURN_WORDS = frozenset({"stop", "wait", "no", "hold", "sorry", "excuse", "pardon", "what", "agent", "person"})
+
+
 def is_backchannel(text: str) -> bool:
-    """Words a listener says to show they are listening, not to take the turn."""
+    """Words a listener says to show they are listening, not to take the turn.
+
+    Known backchannels, and any one- or two-word murmur without a word that asks for the turn: said over
+    the bot, "ah ha" or a misheard "a hat" is far more likely a backchannel than a request.
+    """
     words = re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
-    return not words or " ".join(words) in BACKCHANNELS
+    if not words or " ".join(words) in BACKCHANNELS:
+        return True
+    return len(words) <= 2 and not TAKE_TURN_WORDS.intersection(words)
 
 
 _TRAILING_FILLERS = ("and", "but", "or", "so", "um", "uh", "because", "the", "a", "to", "my", "is", "i")

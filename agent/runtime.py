@@ -374,10 +374,13 @@ class Runtime:
             log.exception("call %s: could not write the call record", call.id)
 
     # shutdown -----------------------------------------------------------------
-    async def aclose(self) -> None:
+    async def hang_up_all(self, reason: str = "shutdown") -> None:
         for call in list(self.calls.values()):
             if call.state is not CallState.ENDED:
-                await call.hangup("shutdown")
+                await call.hangup(reason)
+
+    async def aclose(self) -> None:
+        await self.hang_up_all()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,9 @@ class SimulatedUser:
         self.first_bot_audio_at: float | None = None
         self.bot_speaking = False
         self.hung_up = False
+        self._voiced_log: deque[tuple[float, bool]] = deque(maxlen=50 * 120)  # 2 minutes of 20 ms frames
+        self._mark_t: float | None = None
+        self.first_audio_after: float | None = None
         self._close_callbacks: list[Callable[[], object]] = []
         self._stream_t0: float | None = None
 
@@ -151,6 +155,9 @@ class SimulatedUser:
         if self._stream_t0 is None:
             self._stream_t0 = now
         voiced = _dbfs(pcm) > VOICED_DBFS
+        self._voiced_log.append((now, voiced))
+        if voiced and self._mark_t is not None and self.first_audio_after is None and now > self._mark_t:
+            self.first_audio_after = now
         if voiced:
             if self.first_bot_audio_at is None:
                 self.first_bot_audio_at = now
@@ -177,6 +184,27 @@ class SimulatedUser:
             self._heard.append(Heard(text, start, end))
             self.conversation.entries.append(("bot", text, start))
             self._heard_changed.notify_all()
+
+    def mark(self) -> None:
+        """Start watching for the bot's next audio (`first_audio_after`)."""
+        self._mark_t = time.monotonic()
+        self.first_audio_after = None
+
+    @property
+    def bot_audible(self) -> bool:
+        return self.last_bot_audio_at is not None and time.monotonic() - self.last_bot_audio_at < 0.15
+
+    def bot_stopped_after(self, t: float, gap_s: float = 0.3) -> float | None:
+        """Seconds from `t` until the bot's audio stopped at the caller (start of a gap ≥ `gap_s`)."""
+        last_voiced: float | None = None
+        for when, voiced in self._voiced_log:
+            if when < t:
+                continue
+            if voiced:
+                last_voiced = when
+            elif when - (last_voiced if last_voiced is not None else t) >= gap_s:
+                return max(0.0, (last_voiced if last_voiced is not None else t) - t)
+        return None
 
     def call_ended(self) -> None:
         """The call is over: whatever the bot was saying is complete, so stop waiting for silence."""

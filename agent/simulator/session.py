@@ -126,6 +126,8 @@ class Simulation:
                 try:
                     yield cls(settings=settings, runtime=runtime, meta=meta)
                 finally:
+                    await runtime.hang_up_all()
+                    await meta.drain_webhooks()  # Meta's terminate webhooks still reach a live server
                     await runtime.aclose()
         finally:
             await meta.aclose()
