@@ -1,8 +1,11 @@
-"""Meta's Graph API surface for calling: `POST /{version}/{phone_number_id}/calls`.
+"""Meta's Graph API surface for calling and call permissions.
+
+Routes: `POST /{version}/{phone_number_id}/calls` (spec §3), `POST .../messages` (permission
+requests, spec §4.2-§4.3) and `GET .../call_permissions` (spec §4.5).
 
 This module is the HTTP face only: it authenticates, checks the path and the request envelope,
-validates SDP answers the way Meta does, and renders errors in Graph's envelope (spec §3). What an
-action *does* to a call is the simulator's business and is delegated to an `ActionHandler`.
+validates SDP offers and answers the way Meta does, and renders errors in Graph's envelope (spec
+§3.3). What a request *does* is the simulator's business and is delegated to handlers.
 
 It deliberately shares no code with `agent.whatsapp`: the simulator re-derives every rule from the
 spec, so a misreading on either side fails a test instead of hiding in both.
@@ -73,6 +76,30 @@ def invalid_parameter(details: str) -> GraphApiError:
     return GraphApiError(100, details, message="(#100) Invalid parameter")
 
 
+# Code -> (HTTP status, short title) from the spec §3.3 table, so every refusal of the same rule
+# looks the same wherever it is raised. 132001 is not in the spec: it is the Cloud API's usual
+# "template does not exist" code, used for permission templates nobody registered.
+RULE_ERRORS: dict[int, tuple[int, str]] = {
+    613: (429, "Fetch call permission API limit hit"),
+    132001: (404, "Template name does not exist in the translation"),
+    138000: (401, "Calling not enabled"),
+    138002: (429, "Concurrent calls limit reached"),
+    138003: (400, "Duplicate call"),
+    138006: (401, "No approved call permission found"),
+    138009: (400, "Call permission request limit reached"),
+    138012: (400, "Business-initiated calls limit reached"),
+    138013: (400, "Business-initiated calling not available"),
+    138014: (400, "Calling restricted"),
+    138017: (400, "Call permission request not sent"),
+}
+
+
+def rule_error(code: int, details: str) -> GraphApiError:
+    """A Meta rule refusal with the HTTP status and message the spec lists for `code`."""
+    http_status, title = RULE_ERRORS[code]
+    return GraphApiError(code, details, http_status=http_status, message=f"(#{code}) {title}")
+
+
 @dataclass
 class GraphRequestRecord:
     """One Graph request as seen by Meta, so tests can assert on the server's exact calls."""
@@ -99,6 +126,8 @@ class GraphResult:
 
 
 ActionHandler = Callable[[str, dict[str, Any]], Awaitable[GraphResult]]
+MessagesHandler = Callable[[dict[str, Any]], Awaitable[GraphResult]]
+QueryHandler = Callable[[dict[str, str]], Awaitable[GraphResult]]
 
 
 class GraphApi:
@@ -111,17 +140,24 @@ class GraphApi:
         phone_number_id: str,
         handler: ActionHandler,
         requests: list[GraphRequestRecord],
+        messages_handler: MessagesHandler | None = None,
+        permissions_handler: QueryHandler | None = None,
     ) -> None:
         self._access_token = access_token
         self._phone_number_id = phone_number_id
         self._handler = handler
+        self._messages_handler = messages_handler
+        self._permissions_handler = permissions_handler
         self.requests = requests
-        self.app = Starlette(
-            routes=[
-                Route("/{version}/{phone_number_id}/calls", self._calls_endpoint, methods=["POST"]),
-                Route("/{path:path}", self._unsupported_endpoint, methods=_ALL_METHODS),
-            ]
-        )
+        routes = [Route("/{version}/{phone_number_id}/calls", self._calls_endpoint, methods=["POST"])]
+        if messages_handler is not None:
+            routes.append(Route("/{version}/{phone_number_id}/messages", self._messages_endpoint, methods=["POST"]))
+        if permissions_handler is not None:
+            routes.append(
+                Route("/{version}/{phone_number_id}/call_permissions", self._permissions_endpoint, methods=["GET"])
+            )
+        routes.append(Route("/{path:path}", self._unsupported_endpoint, methods=_ALL_METHODS))
+        self.app = Starlette(routes=routes)
 
     async def _calls_endpoint(self, request: Request) -> JSONResponse:
         body: dict[str, Any] | None = None
@@ -133,9 +169,44 @@ class GraphApi:
             action = _resolve_action(body)
             result = await self._handler(action, body)
         except GraphApiError as err:
-            self._record(request, action, body, err.http_status, err.code)
-            logger.info("graph %s -> %s (#%s) %s", action or "?", err.http_status, err.code, err.details)
-            return JSONResponse(err.body(), status_code=err.http_status, headers=err.headers)
+            return self._error(request, action, body, err)
+        return self._success(request, action, body, result)
+
+    async def _messages_endpoint(self, request: Request) -> JSONResponse:
+        assert self._messages_handler is not None
+        body: dict[str, Any] | None = None
+        try:
+            self._check_auth(request)
+            self._check_path(request.path_params["version"], request.path_params["phone_number_id"])
+            body = await _read_json_object(request)
+            result = await self._messages_handler(body)
+        except GraphApiError as err:
+            return self._error(request, None, body, err)
+        return self._success(request, None, body, result)
+
+    async def _permissions_endpoint(self, request: Request) -> JSONResponse:
+        assert self._permissions_handler is not None
+        query = dict(request.query_params)
+        try:
+            self._check_auth(request)
+            self._check_path(request.path_params["version"], request.path_params["phone_number_id"])
+            result = await self._permissions_handler(query)
+        except GraphApiError as err:
+            return self._error(request, None, dict(query), err)
+        return self._success(request, None, dict(query), result)
+
+    def _error(
+        self, request: Request, action: str | None, body: dict[str, Any] | None, err: GraphApiError
+    ) -> JSONResponse:
+        self._record(request, action, body, err.http_status, err.code)
+        logger.info(
+            "graph %s %s -> %s (#%s) %s", request.url.path, action or "", err.http_status, err.code, err.details
+        )
+        return JSONResponse(err.body(), status_code=err.http_status, headers=err.headers)
+
+    def _success(
+        self, request: Request, action: str | None, body: dict[str, Any] | None, result: GraphResult
+    ) -> JSONResponse:
         self._record(request, action, body, 200, None)
         background = BackgroundTask(result.after_response) if result.after_response else None
         return JSONResponse(result.body, status_code=200, background=background)
@@ -145,7 +216,7 @@ class GraphApi:
         err = GraphApiError(
             100,
             f"Unsupported {request.method} request to {request.url.path}: this simulator implements "
-            "only POST /{version}/{phone_number_id}/calls",
+            "only POST /{version}/{phone_number_id}/calls, POST .../messages and GET .../call_permissions",
             message=f"(#100) Unsupported {request.method.lower()} request.",
         )
         self._record(request, None, None, err.http_status, err.code)
@@ -287,28 +358,43 @@ def check_opaque_data(body: dict[str, Any]) -> str | None:
     return data
 
 
-def _sdp_lines(sdp: str) -> list[str]:
+def require_offer_session(body: dict[str, Any]) -> str:
+    """Return `session.sdp` of a BIC connect after checking it is an offer (spec §3.2, §7.1)."""
+    session = body.get("session")
+    if not isinstance(session, dict):
+        raise invalid_parameter("The parameter session is required")
+    sdp_type = session.get("sdp_type")
+    if sdp_type != "offer":
+        raise invalid_parameter(f"Invalid session.sdp_type {sdp_type!r}; connect needs 'offer'")
+    sdp = session.get("sdp")
+    if not isinstance(sdp, str) or not sdp:
+        raise invalid_parameter("The parameter session.sdp is required")
+    return sdp
+
+
+def _sdp_lines(sdp: str, kind: str) -> list[str]:
     lines = re.split(r"\r?\n", sdp)
     if lines and lines[-1] == "":
         lines.pop()
     if "\r\n" not in sdp:
         # RFC 8866 wants CRLF and the spec says to send it; we have no evidence Meta refuses bare
         # LF, so only warn.
-        logger.warning("graph: SDP answer does not use CRLF line endings")
+        logger.warning("graph: SDP %s does not use CRLF line endings", kind)
     return lines
 
 
-def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
-    """Validate a UIC answer as Meta does; raise code 100 with the reason in `details`.
+@dataclass
+class _MediaSection:
+    attrs: list[str]  # every a= line, without the "a=" prefix, session and media level together
+    formats: list[str]  # payload types on the m=audio line
+    rtpmaps: dict[str, str]  # payload type -> lowercased encoding/clock[/channels]
 
-    Rules come from spec §7.1-§7.3 and §7.6 rule 5. Beyond the listed ones we also refuse answers
-    that could never carry audio against Meta's ICE-lite, DTLS-SRTP offer (stream rejected with
-    port 0, an ICE-lite answer, a mid that does not match the offer): Meta would accept the
-    signalling and then the call would die silently, which is a worse test failure.
-    """
+
+def _check_common(sdp: str, kind: str) -> _MediaSection:
+    """Rules both directions share (spec §7.1, §7.3): one audio m-line over DTLS-SRTP, sha-256, ICE creds."""
     if not sdp.startswith("v=0"):
         raise invalid_parameter("Invalid SDP: must start with v=0")
-    lines = _sdp_lines(sdp)
+    lines = _sdp_lines(sdp, kind)
     for line in lines:
         if not _SDP_LINE_RE.match(line):
             raise invalid_parameter(f"Invalid SDP: malformed line {line[:60]!r}")
@@ -337,7 +423,7 @@ def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
     others = sorted({fp[0] for fp in fingerprints if fp and fp[0].lower() != "sha-256"})
     if others:
         # Meta only accepts SHA-256; aiortc also emits sha-384/sha-512 lines, which pipecat strips
-        # for this reason (spec §7.3).
+        # for this reason (spec §7.3, which applies to our answer and our BIC offer alike).
         raise invalid_parameter(
             f"Unsupported fingerprint hash function(s) {others}: only sha-256 is accepted"
         )
@@ -345,16 +431,32 @@ def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
         if len(fp) != 2 or not _FINGERPRINT_VALUE_RE.match(fp[1].strip()):
             raise invalid_parameter("Invalid SDP: malformed sha-256 fingerprint")
 
+    rtpmaps: dict[str, str] = {}
+    for a in attrs:
+        if a.startswith("rtpmap:"):
+            pt, _, encoding = a[len("rtpmap:") :].partition(" ")
+            rtpmaps[pt.strip()] = encoding.strip().lower()
+    return _MediaSection(attrs=attrs, formats=formats, rtpmaps=rtpmaps)
+
+
+def _check_setup(attrs: list[str], *, required: str, why: str) -> None:
     setups = [a[len("setup:") :].strip() for a in attrs if a.startswith("setup:")]
     if not setups:
-        raise invalid_parameter("Invalid SDP: a=setup is missing; the answer must use a=setup:active")
-    bad_setup = [s for s in setups if s != "active"]
+        raise invalid_parameter(f"Invalid SDP: a=setup is missing; the {why} must use a=setup:{required}")
+    bad_setup = [s for s in setups if s != required]
     if bad_setup:
+        role = "an offer" if required == "actpass" else "answer"
+        reason = (
+            "the business offers and Meta picks its DTLS role"
+            if required == "actpass"
+            else "Meta offers actpass and acts as the DTLS server"
+        )
         raise invalid_parameter(
-            f"Invalid SDP: a=setup:{bad_setup[0]} in answer; it must be a=setup:active "
-            "(Meta offers actpass and acts as the DTLS server)"
+            f"Invalid SDP: a=setup:{bad_setup[0]} in {role}; it must be a=setup:{required} ({reason})"
         )
 
+
+def _check_ice(attrs: list[str], *, kind: str) -> None:
     ufrags = [a[len("ice-ufrag:") :].strip() for a in attrs if a.startswith("ice-ufrag:")]
     pwds = [a[len("ice-pwd:") :].strip() for a in attrs if a.startswith("ice-pwd:")]
     if not ufrags or not pwds:
@@ -364,18 +466,29 @@ def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
         raise invalid_parameter("Invalid SDP: ice-ufrag must be 4-256 and ice-pwd 22-256 characters")
     if "ice-lite" in attrs:
         raise invalid_parameter(
-            "Invalid SDP: a=ice-lite in answer; Meta is ICE-lite, so the business must run full ICE"
+            f"Invalid SDP: a=ice-lite in {kind}; Meta is ICE-lite, so the business must run full ICE"
         )
 
-    rtpmaps: dict[str, str] = {}
-    for a in attrs:
-        if a.startswith("rtpmap:"):
-            pt, _, encoding = a[len("rtpmap:") :].partition(" ")
-            rtpmaps[pt.strip()] = encoding.strip().lower()
-    if not any(rtpmaps.get(pt) in ("opus/48000", "opus/48000/2") for pt in formats):
+
+def _check_opus(section: _MediaSection) -> None:
+    if not any(section.rtpmaps.get(pt) in ("opus/48000", "opus/48000/2") for pt in section.formats):
         raise invalid_parameter("Invalid SDP: no opus/48000 codec offered on the m=audio line")
-    for pt in formats:
-        encoding = rtpmaps.get(pt, "")
+
+
+def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
+    """Validate a UIC answer as Meta does; raise code 100 with the reason in `details`.
+
+    Rules come from spec §7.1-§7.3 and §7.6 rule 5. Beyond the listed ones we also refuse answers
+    that could never carry audio against Meta's ICE-lite, DTLS-SRTP offer (stream rejected with
+    port 0, an ICE-lite answer, a mid that does not match the offer): Meta would accept the
+    signalling and then the call would die silently, which is a worse test failure.
+    """
+    section = _check_common(sdp, "answer")
+    _check_setup(section.attrs, required="active", why="answer")
+    _check_ice(section.attrs, kind="answer")
+    _check_opus(section)
+    for pt in section.formats:
+        encoding = section.rtpmaps.get(pt, "")
         if encoding.startswith("telephone-event/") and encoding != "telephone-event/8000":
             raise invalid_parameter(
                 f"Invalid SDP: {encoding} is not supported; DTMF needs telephone-event/8000"
@@ -383,11 +496,24 @@ def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
 
     if offer_sdp is not None:
         offer_mids = [ln[6:].strip() for ln in _split_quiet(offer_sdp) if ln.startswith("a=mid:")]
-        mids = [a[4:].strip() for a in attrs if a.startswith("mid:")]
+        mids = [a[4:].strip() for a in section.attrs if a.startswith("mid:")]
         if offer_mids and mids and mids != offer_mids[:1]:
             raise invalid_parameter(
                 f"Invalid SDP: a=mid:{mids[0]} does not match the offer's {offer_mids[0]}"
             )
+
+
+def check_offer_sdp(sdp: str) -> None:
+    """Validate a BIC offer as Meta does; raise code 100 with the reason in `details`.
+
+    Same family as the answer (spec §7.3 "Our answer (UIC) and our offer (BIC)"), with the offerer's
+    DTLS role `actpass`. Extra telephone-event clock rates are tolerated, because Meta's own sample
+    BIC offer (a browser offer) lists telephone-event/48000 next to 126/8000 (spec §7.3, §7.5).
+    """
+    section = _check_common(sdp, "offer")
+    _check_setup(section.attrs, required="actpass", why="offer")
+    _check_ice(section.attrs, kind="offer")
+    _check_opus(section)
 
 
 def _split_quiet(sdp: str) -> list[str]:

@@ -431,25 +431,19 @@ async def test_missing_action_with_to_is_treated_as_connect(
     body = {"messaging_product": "whatsapp", "to": WA_ID, "session": {"sdp_type": "offer", "sdp": OFFER_SDP}}
     with caplog.at_level(logging.WARNING, logger="agent.simulator.graph_api"):
         resp = await post(graph, body)
-    assert_graph_error(resp, 400, 100, "business-initiated calls are not enabled")
+    # Meta's own (ICE-lite) offer is not a valid business offer: the refusal proves the request
+    # went down the connect path. Business-initiated calls are tested in test_meta_bic.py.
+    assert_graph_error(resp, 400, 100, "ice-lite in offer")
     assert any("treating it as connect" in r.getMessage() for r in caplog.records)
     assert sim.requests[-1].action == "connect"
 
 
-async def test_connect_is_not_enabled_yet(graph: httpx.AsyncClient) -> None:
-    body = {
-        "messaging_product": "whatsapp",
-        "action": "connect",
-        "to": WA_ID,
-        "session": {"sdp_type": "offer", "sdp": OFFER_SDP},
-    }
-    assert_graph_error(await post(graph, body), 400, 100, "business-initiated calls are not enabled")
-
-
 async def test_other_endpoints_answer_with_a_graph_error(graph: httpx.AsyncClient) -> None:
-    resp = await graph.post(f"/v23.0/{PNID}/messages", json={"messaging_product": "whatsapp"}, headers=AUTH)
+    resp = await graph.post(f"/v23.0/{PNID}/settings", json={"messaging_product": "whatsapp"}, headers=AUTH)
     assert_graph_error(resp, 400, 100, "Unsupported")
     resp = await graph.get(CALLS_PATH, headers=AUTH)
+    assert_graph_error(resp, 400, 100, "Unsupported GET")
+    resp = await graph.get(f"/v23.0/{PNID}/messages", headers=AUTH)
     assert_graph_error(resp, 400, 100, "Unsupported GET")
 
 
