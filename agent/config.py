@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.handover.config import HandoverSettings
+
 DEFAULT_FLOW = Path(__file__).resolve().parents[1] / "prompts" / "demo.yaml"
 
 SECRET_ENV = {
@@ -83,9 +85,11 @@ class Settings(BaseModel):
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str = Field("", repr=False)
-    llm_timeout_s: float = Field(1.5, gt=0, le=30)
+    llm_timeout_s: float = Field(1.0, gt=0, le=30)  # first-token deadline: the caller's silence budget
     vad: VadSettings = Field(default_factory=VadSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    # Human handover: queues and agents (see agent/handover/config.py); no queues means no console.
+    handover: HandoverSettings = Field(default_factory=HandoverSettings)
 
     @field_validator("business_hours")
     @classmethod

@@ -131,6 +131,9 @@ class ConversationConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     barge_in_min_ms: int = 600  # talking over the bot this long is an interruption, not a backchannel
     speculative_stt: bool = True
+    # An LLM that has not produced a first sentence this long after the caller stopped talking is replaced
+    # by a spoken fallback: never dead air.
+    llm_first_sentence_budget_s: float = 1.5
     # End the turn at the first pause when its transcript is a finished sentence ("…my order." / "…?"),
     # instead of waiting out the whole end-of-turn silence.
     early_end_on_complete_sentence: bool = True
@@ -356,7 +359,7 @@ class Conversation:
             self.turns.append(metrics)
             log.info("turn: %r -> %r (node %s)", text, metrics.reply, reply.node)
             self._current = metrics
-            if reply.lines or reply.end_call:
+            if reply.lines or reply.end_call or reply.llm is not None or reply.actions:
                 self._start_speaking(reply)
 
     def _policy_call(self, fn: Callable[[], Reply]) -> Reply:
@@ -380,7 +383,8 @@ class Conversation:
             return
         self._interruptible = reply.interruptible
         await self._say_lines(reply.lines)
-        if reply.llm is not None:
+        if reply.llm is not None and (reply.llm.messages or [{}])[-1].get("role") == "user":
+            # Only a caller's words start an LLM turn; entering an LLM node waits for them.
             follow = await self._llm_turn(reply.llm)
             await self._perform(follow, depth + 1)
             return
@@ -441,19 +445,39 @@ class Conversation:
         spoken: list[str] = []
         tools: list[ToolCall] = []
         metrics = self._current
-        async for event in llm.stream_reply(messages, request.tools or None):
-            if event.kind == "sentence" and event.text:
-                if metrics is not None and metrics.reply_text_ready is None:
-                    metrics.reply_text_ready = self._clock()
-                spoken.append(event.text)
-                await self._say_text(event.text)
-            elif event.kind == "tool_call" and event.tool_call is not None:
-                tools.append(ToolCall(event.tool_call.name, dict(event.tool_call.arguments)))
-            elif event.kind == "error":
-                log.warning("LLM failed on node %s: %s; speaking the fallback", request.node, event.error)
-                if not spoken:
+        # The caller's silence budget runs from the end of their speech, not from our request: whatever
+        # endpointing and STT took is already spent.
+        start = metrics.caller_speech_end if metrics and metrics.caller_speech_end else self._clock()
+        deadline = start + self.config.llm_first_sentence_budget_s
+        stream = llm.stream_reply(messages, request.tools or None)
+        try:
+            while True:
+                wait = None if spoken else max(0.05, deadline - self._clock())
+                try:
+                    event = await asyncio.wait_for(anext(stream), wait)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    log.warning("LLM silent past the caller's budget on node %s; speaking the fallback", request.node)
                     await self._say_text(SORRY_LLM)
-                break
+                    break
+                if event.kind == "sentence" and event.text:
+                    if metrics is not None and metrics.reply_text_ready is None:
+                        metrics.reply_text_ready = self._clock()
+                    spoken.append(event.text)
+                    await self._say_text(event.text)
+                elif event.kind == "tool_call" and event.tool_call is not None:
+                    tools.append(ToolCall(event.tool_call.name, dict(event.tool_call.arguments)))
+                elif event.kind == "error":
+                    log.warning("LLM failed on node %s: %s; speaking the fallback", request.node, event.error)
+                    if not spoken:
+                        await self._say_text(SORRY_LLM)
+                    break
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
         if metrics is not None:
             metrics.reply = " ".join(spoken)
         return self._policy_call(lambda: self.policy.llm_result(" ".join(spoken), tools))

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
-from agent.conversation import SORRY_TECHNICAL, ConversationConfig
+from agent.conversation import SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
 from agent.dialogue.flow import Flow, load_flow
 from agent.ledger import CallLedger, FreshEvents
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
@@ -34,6 +34,9 @@ from agent.whatsapp.graph import GraphClient, GraphError
 from agent.whatsapp.pricing import RateCard
 from agent.whatsapp.rules import DEFAULT_LIMITS, BusinessHours, CallingLimits, Refusal, Refused
 from agent.whatsapp.webhooks import CallWebhook, MessageWebhook, StatusWebhook, WebhookPayload
+
+if TYPE_CHECKING:
+    from agent.handover.service import HandoverService
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,27 @@ class Runtime:
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
+        self.handover = self._make_handover(settings)
+
+    def _make_handover(self, settings: Settings) -> HandoverService | None:
+        """The agent console's desk, when the config has queues; flows then hand callers over to people."""
+        if not settings.handover.enabled:
+            return None
+        from agent.handover.service import HandoverService
+
+        missing = settings.handover.missing_tokens()
+        if missing:
+            log.warning("agents cannot sign in to the console until these are set: %s", ", ".join(missing))
+        service = HandoverService(
+            settings.handover,
+            store=self.store,
+            transcriber=self.models.transcriber,
+            media_hosts=settings.media_hosts,
+            ice_servers=settings.ice_servers,
+            request_permission=self.request_permission,
+        )
+        self.services.on_handover = service.on_handover
+        return service
 
     @staticmethod
     def _make_llm(settings: Settings) -> Any:
@@ -160,6 +184,8 @@ class Runtime:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say."""
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
+            for line in (SORRY_LLM, SORRY_HEARING):
+                await self.models.synthesizer.synthesize(line)  # into the TTS cache: fallbacks must be instant
         await self.presynthesize(self.flow)
 
     async def presynthesize(self, flow: Flow) -> int:
@@ -349,6 +375,9 @@ class Runtime:
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.id, None)
         self._by_ref.pop(call.ref, None)
+        if self.handover is not None:
+            # First, so a caller who hangs up in the queue is recorded as abandoned and `handled_by` is final.
+            self.handover.call_ended(call)
         summary = call.summary()
         self.finished[call.id] = summary
         while len(self.finished) > 500:
@@ -368,6 +397,7 @@ class Runtime:
                 answered_at=call.wall_accepted_at,
                 transcript=summary["transcript"],
                 slots=summary.get("slots", {}),
+                handled_by=call.handled_by,
             )
             summary["cost"] = str(cost)
         except Exception:
@@ -384,6 +414,8 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.handover is not None:
+            await self.handover.aclose()
         await self.graph.aclose()
         if self.llm is not None:
             await self.llm.aclose()
