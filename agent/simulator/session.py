@@ -91,7 +91,12 @@ class Simulation:
     @classmethod
     @contextlib.asynccontextmanager
     async def start(
-        cls, models: Models, *, flow: str | None = None, **settings_overrides: Any
+        cls,
+        models: Models,
+        *,
+        flow: str | None = None,
+        business_number: str = "15550001111",
+        **settings_overrides: Any,
     ) -> AsyncIterator[Simulation]:
         token, secret, verify = (secrets.token_urlsafe(24) for _ in range(3))
         scratch = None
@@ -111,6 +116,7 @@ class Simulation:
             graph_base_url=f"http://127.0.0.1:{meta_port}",
             media_hosts=["127.0.0.1"],
             flow=flow,
+            business_number=business_number,
             **settings_overrides,
         )
         runtime = Runtime(settings, models)
@@ -120,6 +126,7 @@ class Simulation:
             app_secret=secret,
             access_token=token,
             phone_number_id=phone_number_id,
+            display_phone_number=business_number,
         )
         try:
             async with serve(meta.app, meta_sock), serve(create_app(runtime), app_sock):
