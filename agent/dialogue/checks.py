@@ -120,6 +120,8 @@ def templated_texts(flow: Flow) -> Iterator[tuple[PathKey, str]]:
             yield from _intent_texts(intent, (*base, "intents", i))
         if node.handover is not None:
             yield (*base, "handover", "reason"), node.handover.reason
+            for i, skill in enumerate(node.handover.skills):
+                yield (*base, "handover", "skills", i), skill
         if node.request_call_permission is not None:
             yield (*base, "request_call_permission", "reason"), node.request_call_permission.reason
         if node.http is not None:
@@ -229,7 +231,9 @@ class _Checker:
 
     def ref(self, target: str, path: PathKey, what: str) -> None:
         if target not in self.flow.nodes:
-            self.add(path, f"{what} '{target}' is not a node in this flow" + _did_you_mean(target, self.ids, list_all=True))
+            self.add(
+                path, f"{what} '{target}' is not a node in this flow" + _did_you_mean(target, self.ids, list_all=True)
+            )
 
     def identifier(self, name: str, path: PathKey, what: str, *, at_key: bool = False) -> None:
         if not IDENTIFIER_RE.fullmatch(name):
@@ -327,8 +331,11 @@ class _Checker:
         what = f"node '{node_id}'"
         terminal = "ends the call (end: true)" if node.end else "hands the call over (handover)"
         if node.end and node.handover is not None:
-            self.add((*base, "end"), f"{what} hands the call over, which already ends the bot's part; remove `end`",
-                     at_key=True)  # fmt: skip
+            self.add(
+                (*base, "end"),
+                f"{what} hands the call over, which already ends the bot's part; remove `end`",
+                at_key=True,
+            )
             return
         if node.end and node.next is not None:
             self.add(

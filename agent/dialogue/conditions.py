@@ -359,6 +359,4 @@ def evaluate(
         missing = value is None or (isinstance(value, str) and not value.strip())
         result = (not missing) if expr.what == "set" else missing
         return not result if expr.negate else result
-    return _compare(
-        expr.op, _value(expr.left, slots, caller, today), _value(expr.right, slots, caller, today)
-    )
+    return _compare(expr.op, _value(expr.left, slots, caller, today), _value(expr.right, slots, caller, today))

@@ -1,272 +1,112 @@
-"""Call-flow model, YAML loader and validation.
+"""Reading call flows from YAML, with every mistake pointing at ``file:line:column``.
 
 Flows are written by prompt authors, not programmers, so the loader's main job is to turn
-every mistake into a message that says *where* (``file:line:column``) and *what to do*. To
-get positions we never let PyYAML build plain Python objects: we compose the node tree
-(which keeps marks), walk it ourselves with a small schema, and remember the mark of every
-key and value by its path (``("nodes", "welcome", "intents", 0, "goto")``). Cross-reference
-checks (:func:`check_flow`) work on the finished model and report paths, which the loader
-maps back to positions; that keeps those rules usable for flows built in code as well.
+every mistake into a message that says *where* and *what to do*. To get positions we never
+let PyYAML build plain Python objects: we compose the node tree (which keeps marks), walk it
+ourselves, and remember the YAML node of every key and value by its path
+(``("nodes", "welcome", "intents", 0, "goto")``). Whole-flow rules live in
+:mod:`agent.dialogue.checks` and report paths (plus a character offset inside a text); the
+loader maps those back to positions, so the same rules serve flows built in code.
 
-The models are deliberately "wide" already (intents are objects, nodes are objects with
-optional behaviour flags) so later features (slots, ``ask``, conditions, actions) become new
-optional fields rather than a new shape.
+The data model lives in :mod:`agent.dialogue.model`; its names are re-exported here because
+this module is where callers have always found them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+
+from agent.dialogue.checks import FlowIssue, check_flow
+from agent.dialogue.model import (
+    DEFAULT_FALLBACK,
+    DEFAULT_HTTP_TIMEOUT_S,
+    DEFAULT_MAX_RETRIES,
+    HTTP_METHODS,
+    NO_MATCH_NODE,
+    SLOT_TYPES,
+    Ask,
+    Branch,
+    CallPermissionConfig,
+    Flow,
+    FlowError,
+    HandoverConfig,
+    HttpConfig,
+    Intent,
+    LlmConfig,
+    LlmTool,
+    Node,
+    SayItem,
+    SlotValue,
+    ToolParam,
+    Variants,
+)
+from agent.dialogue.templates import PLACEHOLDER_RE
 
 __all__ = [
+    "ASK_KEYS",
     "DEFAULT_FALLBACK",
     "DEFAULT_MAX_RETRIES",
+    "FLOW_KEYS",
+    "INTENT_KEYS",
+    "NODE_KEYS",
     "NO_MATCH_NODE",
     "PLACEHOLDER_RE",
+    "Ask",
+    "Branch",
     "Flow",
     "FlowError",
     "FlowIssue",
     "Intent",
     "Node",
     "check_flow",
+    "flow_errors",
     "load_flow",
     "parse_flow",
 ]
 
-DEFAULT_FALLBACK = "Sorry, could you say that again?"
-DEFAULT_MAX_RETRIES = 2
-#: A node with this id, if the flow has one, takes over once the caller has not been
-#: understood ``max_retries`` times in a row (a convention rather than a key, so authors
-#: opt in just by writing the node).
-NO_MATCH_NODE = "no_match"
-
-#: ``{{ caller.name }}``-style placeholders; shared with the engine so validation and
-#: rendering can never disagree about what counts as a placeholder.
-PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_CALLER_FIELD_RE = re.compile(r"caller\.[A-Za-z_][A-Za-z0-9_]*")
-
 PathKey = tuple[str | int, ...]
-
-
-class FlowError(ValueError):
-    """A flow file that cannot be used, with the position of the problem when known.
-
-    Subclasses ``ValueError`` so generic "bad input" handlers still catch it; the position
-    is also kept as attributes so tools (an editor, a web UI) need not parse the message.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        line: int | None = None,
-        column: int | None = None,
-    ) -> None:
-        self.reason = message
-        self.source = source
-        self.line = line
-        self.column = column
-        if source is not None and line is not None and column is not None:
-            prefix = f"{source}:{line}:{column}: "
-        elif source is not None:
-            prefix = f"{source}: "
-        else:
-            prefix = ""
-        super().__init__(prefix + message)
-
-
-class _Model(BaseModel):
-    # Frozen so one parsed flow can be shared by many concurrent calls without one call's
-    # engine mutating another's script; extra="forbid" mirrors the loader's typo checks for
-    # flows built in code.
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Intent(_Model):
-    """Something the caller may say, and where the conversation goes when they do."""
-
-    name: str
-    examples: list[str] = Field(default_factory=list)
-    keywords: list[str] = Field(default_factory=list)
-    goto: str
-
-
-class Node(_Model):
-    """One step of the conversation: what the bot says, then how it moves on."""
-
-    id: str
-    say: list[str] = Field(default_factory=list)
-    intents: list[Intent] = Field(default_factory=list)
-    end: bool = False
-    interruptible: bool = True
-    next: str | None = None
-
-
-class Flow(_Model):
-    """A whole call script, as loaded from one YAML file."""
-
-    name: str
-    start: str
-    fallback: list[str] = Field(default_factory=lambda: [DEFAULT_FALLBACK])
-    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0)
-    nodes: dict[str, Node]
-    global_intents: list[Intent] = Field(default_factory=list)
-    source: str = "<string>"
-
-    @property
-    def no_match(self) -> str | None:
-        """Id of the give-up node, so the engine does not hard-code the convention."""
-        return NO_MATCH_NODE if NO_MATCH_NODE in self.nodes else None
-
-
-@dataclass(frozen=True)
-class FlowIssue:
-    """A semantic problem found by :func:`check_flow`.
-
-    ``path`` names the offending YAML location; ``at_key`` says whether to point at the key
-    (e.g. the node id, where the author should add something) or at its value (e.g. a bad
-    ``goto`` target, which is what must be fixed).
-    """
-
-    path: PathKey
-    message: str
-    at_key: bool = False
-
-
-# --------------------------------------------------------------------------------------
-# Semantic checks (shared by the loader and by flows built in code)
-# --------------------------------------------------------------------------------------
-
-
-def _did_you_mean(word: str, choices: list[str], *, list_all: bool) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean '{close[0]}'?"
-    if list_all and choices:
-        shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
-        return f" (choose one of: {shown})"
-    return ""
-
-
-def check_flow(flow: Flow) -> list[FlowIssue]:
-    """Return every cross-reference / reachability problem in ``flow`` (empty = usable).
-
-    These rules need the whole flow (all node ids) so they cannot live in per-field type
-    validation; they are separate from the loader so engines can refuse hand-built flows
-    that would dead-end or loop mid-call.
-    """
-    issues: list[FlowIssue] = []
-    ids = list(flow.nodes)
-
-    def ref(target: str, path: PathKey, what: str) -> None:
-        if target not in flow.nodes:
-            issues.append(
-                FlowIssue(
-                    path, f"{what} '{target}' is not a node in this flow" + _did_you_mean(target, ids, list_all=True)
-                )
-            )
-
-    ref(flow.start, ("start",), "start node")
-    for i, intent in enumerate(flow.global_intents):
-        ref(intent.goto, ("global_intents", i, "goto"), f"goto of global intent '{intent.name}':")
-
-    for node_id, node in flow.nodes.items():
-        base: PathKey = ("nodes", node_id)
-        if node.id != node_id:
-            issues.append(FlowIssue(base, f"node stored as '{node_id}' has id '{node.id}'", at_key=True))
-        for i, intent in enumerate(node.intents):
-            ref(intent.goto, (*base, "intents", i, "goto"), f"goto of intent '{intent.name}':")
-        if node.next is not None:
-            ref(node.next, (*base, "next"), "next:")
-        if node.end and node.next is not None:
-            issues.append(
-                FlowIssue(
-                    (*base, "next"),
-                    f"node '{node_id}' ends the call (end: true), so its `next` would never be used; "
-                    "remove one of them",
-                    at_key=True,
-                )
-            )
-        if node.end and node.intents:
-            issues.append(
-                FlowIssue(
-                    (*base, "intents"),
-                    f"node '{node_id}' ends the call (end: true), so the caller never gets to answer "
-                    "its intents; remove `end` or the intents",
-                    at_key=True,
-                )
-            )
-        if node.next is not None and node.intents and not node.end:
-            issues.append(
-                FlowIssue(
-                    (*base, "intents"),
-                    f"node '{node_id}' moves straight on to '{node.next}' (next), so the caller never "
-                    "gets to answer its intents; remove `next` or the intents",
-                    at_key=True,
-                )
-            )
-        if not node.end and node.next is None and not node.intents:
-            issues.append(
-                FlowIssue(
-                    base,
-                    f"node '{node_id}' is a dead end: give it `intents` (what the caller can say next), "
-                    "`next: <node>` (where to go after speaking) or `end: true` (hang up)",
-                    at_key=True,
-                )
-            )
-
-    start = flow.nodes.get(flow.start)
-    if start is not None and not start.say:
-        issues.append(
-            FlowIssue(
-                ("nodes", flow.start),
-                f"the start node '{flow.start}' needs a `say`: it is the greeting the caller hears first",
-                at_key=True,
-            )
-        )
-
-    # A `next` cycle would make the engine talk forever without listening.
-    reported: set[str] = set()
-    for node_id in ids:
-        chain = [node_id]
-        current = flow.nodes[node_id]
-        while current.next is not None and current.next in flow.nodes and not current.end:
-            if current.next in chain:
-                loop = chain[chain.index(current.next) :]
-                if not reported.intersection(loop):
-                    reported.update(loop)
-                    issues.append(
-                        FlowIssue(
-                            ("nodes", chain[-1], "next"),
-                            "these nodes pass to each other with `next` forever, so the caller never gets "
-                            "to speak: " + " -> ".join([*loop, current.next]),
-                        )
-                    )
-                break
-            chain.append(current.next)
-            current = flow.nodes[current.next]
-    return issues
-
-
-# --------------------------------------------------------------------------------------
-# YAML reading with positions
-# --------------------------------------------------------------------------------------
 
 _TAG_STR = "tag:yaml.org,2002:str"
 _TAG_NULL = "tag:yaml.org,2002:null"
 _TAG_BOOL = "tag:yaml.org,2002:bool"
 _TAG_INT = "tag:yaml.org,2002:int"
+_TAG_FLOAT = "tag:yaml.org,2002:float"
 
-_FLOW_KEYS = ("name", "start", "fallback", "max_retries", "global_intents", "nodes")
-_NODE_KEYS = ("say", "intents", "next", "end", "interruptible")
-_INTENT_KEYS = ("name", "examples", "keywords", "goto")
+#: The keys each block accepts; shared with the JSON Schema so the two cannot drift apart.
+FLOW_KEYS = ("name", "start", "persona", "fallback", "max_retries", "slots", "global_intents", "nodes")
+NODE_KEYS = (
+    "say",
+    "ask",
+    "intents",
+    "branches",
+    "next",
+    "set",
+    "reprompt",
+    "max_retries",
+    "no_match",
+    "handover",
+    "http",
+    "request_call_permission",
+    "llm",
+    "end",
+    "interruptible",
+)
+INTENT_KEYS = ("name", "examples", "keywords", "goto", "repeat", "set")
+ASK_KEYS = ("slot", "type", "choices", "min", "max")
+BRANCH_KEYS = ("if", "goto")
+HANDOVER_KEYS = ("queue", "skills", "reason")
+HTTP_KEYS = ("method", "url", "headers", "json", "timeout", "store", "on_success", "on_error")
+PERMISSION_KEYS = ("reason",)
+LLM_KEYS = ("prompt", "transitions", "slots", "tools", "offline")
+TOOL_KEYS = ("name", "description", "parameters", "goto")
+PARAM_KEYS = ("type", "description")
+PARAM_TYPES = ("yes_no", "number", "date", "time", "text")
 
 
 def _describe(node: yaml.Node) -> str:
@@ -280,7 +120,7 @@ def _describe(node: yaml.Node) -> str:
         return "nothing"
     if node.tag == _TAG_BOOL:
         return f"true/false ({node.value})"
-    if node.tag in (_TAG_INT, "tag:yaml.org,2002:float"):
+    if node.tag in (_TAG_INT, _TAG_FLOAT):
         return f"a number ({node.value})"
     if node.tag == _TAG_STR:
         return f"text ({node.value!r})"
@@ -291,25 +131,61 @@ def _is_null(node: yaml.Node | None) -> bool:
     return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _TAG_NULL)
 
 
+def _construct(node: yaml.Node) -> Any:
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+
+
 class _Reader:
-    """Turns a composed YAML tree into :class:`Flow` while recording marks per path."""
+    """Turns a composed YAML tree into :class:`Flow` while recording YAML nodes per path."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.key_marks: dict[PathKey, yaml.Mark] = {}
-        self.value_marks: dict[PathKey, yaml.Mark] = {}
+        self.value_nodes: dict[PathKey, yaml.Node] = {}
 
     # -- errors ------------------------------------------------------------------------
 
     def error(self, mark: yaml.Mark, message: str, *, column_offset: int = 0) -> FlowError:
         return FlowError(message, source=self.source, line=mark.line + 1, column=mark.column + 1 + column_offset)
 
+    def position_in(self, node: yaml.Node, index: int) -> tuple[int, int]:
+        """1-based line/column of character ``index`` of a (stripped) text value.
+
+        Exact for one-line plain or quoted texts and for ``|`` blocks; otherwise the start
+        of the text, which is the honest answer once YAML has folded or unescaped it.
+        """
+        mark = node.start_mark
+        if not isinstance(node, yaml.ScalarNode):
+            return mark.line + 1, mark.column + 1
+        raw = str(node.value)
+        index += len(raw) - len(raw.lstrip())
+        if node.style == "|" and mark.buffer is not None:
+            before = raw[:index]
+            line_in_block = before.count("\n")
+            col_in_line = index - (before.rfind("\n") + 1)
+            lines = mark.buffer.split("\n")
+            first = mark.line + 1
+            if first < len(lines):
+                indent = len(lines[first]) - len(lines[first].lstrip(" "))
+                return first + line_in_block + 1, indent + col_in_line + 1
+        if mark.line != node.end_mark.line or "\n" in raw:
+            return mark.line + 1, mark.column + 1
+        if node.style is None:
+            return mark.line + 1, mark.column + 1 + index
+        if node.style in ("'", '"') and "\\" not in raw and "''" not in raw:
+            return mark.line + 1, mark.column + 2 + index
+        return mark.line + 1, mark.column + 1
+
     def locate(self, issue: FlowIssue) -> FlowError:
         """Point a semantic issue at the closest recorded position on its path."""
-        table = self.key_marks if issue.at_key else self.value_marks
+        if issue.offset is not None and issue.path in self.value_nodes:
+            line, column = self.position_in(self.value_nodes[issue.path], issue.offset)
+            return FlowError(issue.message, source=self.source, line=line, column=column)
         path = issue.path
         while path:
-            mark = table.get(path) or self.value_marks.get(path)
+            mark = self.key_marks.get(path) if issue.at_key else None
+            if mark is None and path in self.value_nodes:
+                mark = self.value_nodes[path].start_mark
             if mark is not None:
                 return self.error(mark, issue.message)
             path = path[:-1]
@@ -346,8 +222,13 @@ class _Reader:
             first_seen[key] = key_node.start_mark
             out[key] = value_node
             self.key_marks[(*path, key)] = key_node.start_mark
-            self.value_marks[(*path, key)] = value_node.start_mark
+            self.value_nodes[(*path, key)] = value_node
         return out
+
+    def require(self, fields: dict[str, yaml.Node], key: str, at: yaml.Node, message: str) -> yaml.Node:
+        if _is_null(fields.get(key)):
+            raise self.error(at.start_mark, message)
+        return fields[key]
 
     def identifier(self, node: yaml.Node, what: str) -> str:
         """Read a name/target.
@@ -372,10 +253,11 @@ class _Reader:
         return value
 
     def spoken(self, node: yaml.Node, what: str) -> str:
-        """Read a line the bot will speak, checking its placeholders.
+        """Read a line the bot will speak (or another text with placeholders).
 
         Unlike examples, a number or true/false here is almost surely a mistake (``say: 5``),
-        so it is rejected with a hint to quote it.
+        so it is rejected with a hint to quote it. Placeholders are checked later, with the
+        rest of the flow, so their errors can name slots set anywhere in the file.
         """
         if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG_STR:
             hint = (
@@ -387,44 +269,7 @@ class _Reader:
         value = str(node.value).strip()
         if not value:
             raise self.error(node.start_mark, f"{what} must not be empty")
-        self.check_placeholders(node, what)
         return value
-
-    def check_placeholders(self, node: yaml.ScalarNode, what: str) -> None:
-        text = str(node.value)
-
-        def offset(index: int) -> int:
-            # Exact column only when the scalar is one source line without escapes; otherwise
-            # the scalar's start is the honest answer.
-            if node.start_mark.line != node.end_mark.line:
-                return 0
-            if node.style is None:
-                return index
-            if node.style in ("'", '"') and "\\" not in text and "''" not in text:
-                return index + 1
-            return 0
-
-        for match in PLACEHOLDER_RE.finditer(text):
-            if not _CALLER_FIELD_RE.fullmatch(match.group(1)):
-                raise self.error(
-                    node.start_mark,
-                    f"unknown placeholder {match.group(0)} in {what}; placeholders look like {{{{caller.name}}}}",
-                    column_offset=offset(match.start()),
-                )
-        leftover = PLACEHOLDER_RE.sub("", text)
-        for brace in ("{", "}"):
-            if brace in leftover:
-                # Find the stray brace in the original text for the column.
-                index = next(
-                    i
-                    for i, ch in enumerate(text)
-                    if ch == brace and not any(m.start() <= i < m.end() for m in PLACEHOLDER_RE.finditer(text))
-                )
-                raise self.error(
-                    node.start_mark,
-                    f"stray '{brace}' in {what}; placeholders use double braces, like {{{{caller.name}}}}",
-                    column_offset=offset(index),
-                )
 
     def one_or_many(
         self, node: yaml.Node, path: PathKey, what: str, read: Callable[[yaml.Node, str], str]
@@ -433,26 +278,99 @@ class _Reader:
         if isinstance(node, yaml.SequenceNode):
             items = []
             for i, item in enumerate(node.value):
-                self.value_marks[(*path, i)] = item.start_mark
+                self.value_nodes[(*path, i)] = item
                 items.append(read(item, f"item {i + 1} of {what}"))
             return items
         if isinstance(node, yaml.ScalarNode) and not _is_null(node):
+            self.value_nodes[(*path, 0)] = node
             return [read(node, what)]
         raise self.error(node.start_mark, f"{what} must be text or a list of text, not {_describe(node)}")
 
     def boolean(self, node: yaml.Node, what: str) -> bool:
         if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_BOOL:
-            return bool(yaml.constructor.SafeConstructor().construct_object(node))
+            return bool(_construct(node))
         raise self.error(node.start_mark, f"{what} must be true or false, not {_describe(node)}")
 
     def count(self, node: yaml.Node, what: str) -> int:
         if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_INT:
-            value = int(yaml.constructor.SafeConstructor().construct_object(node))
+            value = int(_construct(node))
             if value >= 0:
                 return value
         raise self.error(node.start_mark, f"{what} must be a whole number (0 or more), not {_describe(node)}")
 
-    # -- structure ---------------------------------------------------------------------
+    def number(self, node: yaml.Node, what: str) -> float:
+        if isinstance(node, yaml.ScalarNode) and node.tag in (_TAG_INT, _TAG_FLOAT):
+            return float(_construct(node))
+        raise self.error(node.start_mark, f"{what} must be a number, not {_describe(node)}")
+
+    def choice_of(self, node: yaml.Node, what: str, options: tuple[str, ...]) -> str:
+        value = self.identifier(node, what)
+        if value not in options:
+            close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise self.error(node.start_mark, f"unknown {what} '{value}'{hint} (choose one of: {', '.join(options)})")
+        return value
+
+    def optional(self, fields: dict[str, yaml.Node], key: str) -> yaml.Node | None:
+        node = fields.get(key)
+        return None if _is_null(node) else node
+
+    def names(self, node: yaml.Node, path: PathKey, what: str) -> list[str]:
+        return self.one_or_many(node, path, what, self.identifier)
+
+    def slot_value(self, node: yaml.Node, what: str) -> SlotValue:
+        if not isinstance(node, yaml.ScalarNode) or _is_null(node):
+            raise self.error(node.start_mark, f"{what} must be a single value (text, number, true/false or a date)")
+        value = _construct(node)
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, bool | int | float | dt.date | str):
+            return value.strip() if isinstance(value, str) else value
+        return str(node.value)
+
+    def assignments(self, node: yaml.Node, path: PathKey, what: str) -> dict[str, SlotValue]:
+        fields = self.entries(node, path, what, None)
+        return {name: self.slot_value(value, f"slot '{name}' in {what}") for name, value in fields.items()}
+
+    def plain(self, node: yaml.Node, path: PathKey) -> Any:
+        """Any YAML value as JSON-ready data (for request bodies), recording text positions."""
+        self.value_nodes[path] = node
+        if isinstance(node, yaml.MappingNode):
+            fields = self.entries(node, path, "`json`", None)
+            return {key: self.plain(value, (*path, key)) for key, value in fields.items()}
+        if isinstance(node, yaml.SequenceNode):
+            return [self.plain(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = _construct(node)
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        return value
+
+    # -- blocks ------------------------------------------------------------------------
+
+    def say_items(self, node: yaml.Node, path: PathKey, what: str) -> list[SayItem]:
+        """Lines to speak; an item ``{one_of: [...]}`` is one line with alternative wordings."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if isinstance(node, yaml.MappingNode):
+            items = [node]
+        out: list[SayItem] = []
+        for i, item in enumerate(items):
+            item_path = (*path, i)
+            self.value_nodes[item_path] = item
+            label = what if len(items) == 1 and not isinstance(node, yaml.SequenceNode) else f"item {i + 1} of {what}"
+            if isinstance(item, yaml.MappingNode):
+                fields = self.entries(item, item_path, label, ("one_of",))
+                variants_node = self.require(
+                    fields, "one_of", item, f"{label} needs `one_of`: the alternative wordings"
+                )
+                variants = self.one_or_many(variants_node, (*item_path, "one_of"), f"`one_of` of {label}", self.spoken)
+                if not variants:
+                    raise self.error(variants_node.start_mark, f"`one_of` of {label} needs at least one line")
+                out.append(Variants(one_of=variants))
+            elif isinstance(item, yaml.ScalarNode) and not _is_null(item):
+                out.append(self.spoken(item, label))
+            else:
+                raise self.error(item.start_mark, f"{label} must be text, not {_describe(item)}")
+        return out
 
     def intents(self, node: yaml.Node | None, path: PathKey, what: str) -> list[Intent]:
         if node is None or _is_null(node):
@@ -465,8 +383,8 @@ class _Reader:
         seen: dict[str, yaml.Mark] = {}
         for i, item in enumerate(node.value):
             item_path = (*path, i)
-            self.value_marks[item_path] = item.start_mark
-            fields = self.entries(item, item_path, f"intent {i + 1} of {what}", _INTENT_KEYS)
+            self.value_nodes[item_path] = item
+            fields = self.entries(item, item_path, f"intent {i + 1} of {what}", INTENT_KEYS)
             if _is_null(fields.get("name")):
                 raise self.error(item.start_mark, f"intent {i + 1} of {what} needs a `name`")
             name = self.identifier(fields["name"], "intent name")
@@ -477,9 +395,20 @@ class _Reader:
                     f"duplicate {label} in {what} (already used on line {seen[name].line + 1})",
                 )
             seen[name] = fields["name"].start_mark
-            if _is_null(fields.get("goto")):
-                raise self.error(item.start_mark, f"{label} needs a `goto`: the node to go to when it matches")
-            goto = self.identifier(fields["goto"], f"goto of {label}")
+            repeat_node = self.optional(fields, "repeat")
+            repeat = False if repeat_node is None else self.boolean(repeat_node, f"`repeat` of {label}")
+            goto_node = self.optional(fields, "goto")
+            if goto_node is None and not repeat:
+                raise self.error(
+                    item.start_mark,
+                    f"{label} needs a `goto`: the node to go to when it matches (or `repeat: true` to say the last "
+                    "thing again)",
+                )
+            if goto_node is not None and repeat:
+                raise self.error(
+                    self.key_marks[(*item_path, "repeat")], f"{label} has both `goto` and `repeat`; keep one"
+                )
+            goto = None if goto_node is None else self.identifier(goto_node, f"goto of {label}")
             examples = self.optional_phrases(fields, "examples", item_path, label)
             keywords = self.optional_phrases(fields, "keywords", item_path, label)
             if not examples and not keywords:
@@ -487,7 +416,11 @@ class _Reader:
                     item.start_mark,
                     f"{label} needs `examples` (things a caller might say) or `keywords`, otherwise it can never match",
                 )
-            result.append(Intent(name=name, examples=examples, keywords=keywords, goto=goto))
+            set_node = self.optional(fields, "set")
+            assign = {} if set_node is None else self.assignments(set_node, (*item_path, "set"), f"`set` of {label}")
+            result.append(
+                Intent(name=name, examples=examples, keywords=keywords, goto=goto, repeat=repeat, assign=assign)
+            )
         return result
 
     def optional_phrases(self, fields: dict[str, yaml.Node], key: str, path: PathKey, label: str) -> list[str]:
@@ -496,27 +429,224 @@ class _Reader:
             return []
         return self.one_or_many(node, (*path, key), f"`{key}` of {label}", self.phrase)
 
+    def ask(self, node: yaml.Node, path: PathKey, what: str) -> Ask:
+        label = f"`ask` of {what}"
+        fields = self.entries(node, path, label, ASK_KEYS)
+        slot_node = self.require(fields, "slot", node, f"{label} needs a `slot`: the name to store the answer under")
+        slot = self.identifier(slot_node, f"`slot` of {label}")
+        type_node = self.optional(fields, "type")
+        slot_type = "text" if type_node is None else self.choice_of(type_node, "slot type", SLOT_TYPES)
+        choices: dict[str, list[str]] = {}
+        choices_node = self.optional(fields, "choices")
+        if choices_node is not None:
+            choices = self.choices(choices_node, (*path, "choices"), f"`choices` of {label}")
+        bounds: dict[str, float | None] = {"min": None, "max": None}
+        for key in bounds:
+            bound = self.optional(fields, key)
+            if bound is not None:
+                bounds[key] = self.number(bound, f"`{key}` of {label}")
+        return Ask(slot=slot, type=slot_type, choices=choices, min=bounds["min"], max=bounds["max"])  # type: ignore[arg-type]
+
+    def choices(self, node: yaml.Node, path: PathKey, what: str) -> dict[str, list[str]]:
+        if isinstance(node, yaml.MappingNode):
+            fields = self.entries(node, path, what, None)
+            return {
+                value: (
+                    [] if _is_null(syn) else self.one_or_many(syn, (*path, value), f"choice '{value}'", self.phrase)
+                )
+                for value, syn in fields.items()
+            }
+        return {value: [] for value in self.one_or_many(node, path, what, self.phrase)}
+
+    def branches(self, node: yaml.Node, path: PathKey, what: str) -> list[Branch]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(
+                node.start_mark, f"{what} must be a list (each item starting with '- if:'), not {_describe(node)}"
+            )
+        out = []
+        for i, item in enumerate(node.value):
+            item_path = (*path, i)
+            self.value_nodes[item_path] = item
+            label = f"branch {i + 1} of {what}"
+            fields = self.entries(item, item_path, label, BRANCH_KEYS)
+            condition_node = self.require(fields, "if", item, f"{label} needs an `if`: the condition to check")
+            if not isinstance(condition_node, yaml.ScalarNode):
+                raise self.error(condition_node.start_mark, f"`if` of {label} must be a condition like `size > 8`")
+            condition = str(condition_node.value).strip()
+            goto_node = self.require(fields, "goto", item, f"{label} needs a `goto`: where to go when `if` holds")
+            out.append(Branch(condition=condition, goto=self.identifier(goto_node, f"goto of {label}")))
+        return out
+
+    def handover(self, node: yaml.Node, path: PathKey, what: str) -> HandoverConfig:
+        label = f"`handover` of {what}"
+        fields = self.entries(node, path, label, HANDOVER_KEYS)
+        queue = self.identifier(
+            self.require(fields, "queue", node, f"{label} needs a `queue`: which team takes the call"), "`queue`"
+        )
+        skills_node = self.optional(fields, "skills")
+        skills = (
+            [] if skills_node is None else self.one_or_many(skills_node, (*path, "skills"), "`skills`", self.phrase)
+        )
+        reason_node = self.optional(fields, "reason")
+        reason = "" if reason_node is None else self.spoken(reason_node, f"`reason` of {label}")
+        return HandoverConfig(queue=queue, skills=skills, reason=reason)
+
+    def http(self, node: yaml.Node, path: PathKey, what: str) -> HttpConfig:
+        label = f"`http` of {what}"
+        fields = self.entries(node, path, label, HTTP_KEYS)
+        method_node = self.optional(fields, "method")
+        method = "GET"
+        if method_node is not None:
+            method = self.choice_of(method_node, "HTTP method", HTTP_METHODS + tuple(m.lower() for m in HTTP_METHODS))
+            method = method.upper()
+        url = self.spoken(self.require(fields, "url", node, f"{label} needs a `url`"), f"`url` of {label}")
+        headers: dict[str, str] = {}
+        headers_node = self.optional(fields, "headers")
+        if headers_node is not None:
+            for key, value in self.entries(headers_node, (*path, "headers"), f"`headers` of {label}", None).items():
+                headers[key] = self.spoken(value, f"header '{key}'")
+        json_node = self.optional(fields, "json")
+        json_body = None if json_node is None else self.plain(json_node, (*path, "json"))
+        timeout_node = self.optional(fields, "timeout")
+        timeout = DEFAULT_HTTP_TIMEOUT_S
+        if timeout_node is not None:
+            timeout = self.number(timeout_node, f"`timeout` of {label}")
+            if timeout <= 0:
+                raise self.error(timeout_node.start_mark, f"`timeout` of {label} must be more than 0 seconds")
+        store: dict[str, str] = {}
+        store_node = self.optional(fields, "store")
+        if store_node is not None:
+            for slot, value in self.entries(store_node, (*path, "store"), f"`store` of {label}", None).items():
+                store[slot] = self.phrase(value, f"where to find '{slot}' in the answer")
+        targets = {}
+        for key, meaning in (("on_success", "when the request works"), ("on_error", "when it fails or times out")):
+            target_node = self.require(fields, key, node, f"{label} needs `{key}`: the node to go to {meaning}")
+            targets[key] = self.identifier(target_node, f"`{key}` of {label}")
+        return HttpConfig(
+            method=method, url=url, headers=headers, json_body=json_body, timeout_s=timeout, store=store, **targets
+        )
+
+    def permission(self, node: yaml.Node, path: PathKey, what: str) -> CallPermissionConfig:
+        label = f"`request_call_permission` of {what}"
+        if isinstance(node, yaml.ScalarNode):
+            self.value_nodes[(*path, "reason")] = node
+            return CallPermissionConfig(reason=self.spoken(node, label))
+        fields = self.entries(node, path, label, PERMISSION_KEYS)
+        reason_node = self.require(fields, "reason", node, f"{label} needs a `reason` the caller will see")
+        return CallPermissionConfig(reason=self.spoken(reason_node, f"`reason` of {label}"))
+
+    def llm(self, node: yaml.Node, path: PathKey, what: str) -> LlmConfig:
+        label = f"`llm` of {what}"
+        fields = self.entries(node, path, label, LLM_KEYS)
+        prompt = self.spoken(
+            self.require(fields, "prompt", node, f"{label} needs a `prompt`: instructions for the LLM"),
+            f"`prompt` of {label}",
+        )
+        lists: dict[str, list[str]] = {}
+        for key in ("transitions", "slots"):
+            value = self.optional(fields, key)
+            lists[key] = [] if value is None else self.names(value, (*path, key), f"`{key}` of {label}")
+        offline_node = self.optional(fields, "offline")
+        offline = None if offline_node is None else self.identifier(offline_node, f"`offline` of {label}")
+        tools: list[LlmTool] = []
+        tools_node = self.optional(fields, "tools")
+        if tools_node is not None:
+            if not isinstance(tools_node, yaml.SequenceNode):
+                raise self.error(
+                    tools_node.start_mark, f"`tools` of {label} must be a list, not {_describe(tools_node)}"
+                )
+            for i, item in enumerate(tools_node.value):
+                tools.append(self.tool(item, (*path, "tools", i), f"tool {i + 1} of {label}"))
+        return LlmConfig(
+            prompt=prompt, transitions=lists["transitions"], slots=lists["slots"], tools=tools, offline=offline
+        )
+
+    def tool(self, node: yaml.Node, path: PathKey, label: str) -> LlmTool:
+        self.value_nodes[path] = node
+        fields = self.entries(node, path, label, TOOL_KEYS)
+        name = self.identifier(self.require(fields, "name", node, f"{label} needs a `name`"), "tool name")
+        description_node = self.optional(fields, "description")
+        description = "" if description_node is None else self.spoken(description_node, f"`description` of {label}")
+        goto = self.identifier(
+            self.require(fields, "goto", node, f"{label} needs a `goto`: where the call goes when the LLM uses it"),
+            f"goto of tool '{name}'",
+        )
+        parameters: dict[str, ToolParam] = {}
+        params_node = self.optional(fields, "parameters")
+        if params_node is not None:
+            for param, spec in self.entries(
+                params_node, (*path, "parameters"), f"`parameters` of {label}", None
+            ).items():
+                param_label = f"parameter '{param}'"
+                if isinstance(spec, yaml.MappingNode):
+                    spec_fields = self.entries(spec, (*path, "parameters", param), param_label, PARAM_KEYS)
+                    type_node = self.optional(spec_fields, "type")
+                    param_type = (
+                        "text" if type_node is None else self.choice_of(type_node, "parameter type", PARAM_TYPES)
+                    )
+                    desc_node = self.optional(spec_fields, "description")
+                    desc = "" if desc_node is None else self.spoken(desc_node, f"`description` of {param_label}")
+                    parameters[param] = ToolParam(type=param_type, description=desc)  # type: ignore[arg-type]
+                else:
+                    param_type = self.choice_of(spec, "parameter type", PARAM_TYPES)
+                    parameters[param] = ToolParam(type=param_type)  # type: ignore[arg-type]
+        return LlmTool(name=name, description=description, parameters=parameters, goto=goto)
+
     def node(self, node_id: str, value: yaml.Node) -> Node:
         path: PathKey = ("nodes", node_id)
         what = f"node '{node_id}'"
-        fields = {} if _is_null(value) else self.entries(value, path, what, _NODE_KEYS)
-        say: list[str] = []
-        if not _is_null(fields.get("say")):
-            say = self.one_or_many(fields["say"], (*path, "say"), f"`say` of {what}", self.spoken)
+        fields = {} if _is_null(value) else self.entries(value, path, what, NODE_KEYS)
+
+        def opt(key: str) -> yaml.Node | None:
+            return self.optional(fields, key)
+
+        say_node = opt("say")
+        say = [] if say_node is None else self.say_items(say_node, (*path, "say"), f"`say` of {what}")
         intents = self.intents(fields.get("intents"), (*path, "intents"), f"`intents` of {what}")
-        nxt = None if _is_null(fields.get("next")) else self.identifier(fields["next"], f"`next` of {what}")
-        end = False if _is_null(fields.get("end")) else self.boolean(fields["end"], f"`end` of {what}")
-        interruptible = (
-            True
-            if _is_null(fields.get("interruptible"))
-            else self.boolean(fields["interruptible"], f"`interruptible` of {what}")
+        reprompt_node = opt("reprompt")
+        reprompt = (
+            []
+            if reprompt_node is None
+            else self.one_or_many(reprompt_node, (*path, "reprompt"), f"`reprompt` of {what}", self.spoken)
         )
-        return Node(id=node_id, say=say, intents=intents, end=end, interruptible=interruptible, next=nxt)
+        retries_node = opt("max_retries")
+        set_node = opt("set")
+        branches_node = opt("branches")
+        ask_node, handover_node, http_node = opt("ask"), opt("handover"), opt("http")
+        permission_node, llm_node = opt("request_call_permission"), opt("llm")
+        nxt_node, no_match_node = opt("next"), opt("no_match")
+        end_node, interruptible_node = opt("end"), opt("interruptible")
+        return Node(
+            id=node_id,
+            say=say,
+            intents=intents,
+            end=False if end_node is None else self.boolean(end_node, f"`end` of {what}"),
+            interruptible=(
+                True if interruptible_node is None else self.boolean(interruptible_node, f"`interruptible` of {what}")
+            ),
+            next=None if nxt_node is None else self.identifier(nxt_node, f"`next` of {what}"),
+            ask=None if ask_node is None else self.ask(ask_node, (*path, "ask"), what),
+            branches=[]
+            if branches_node is None
+            else self.branches(branches_node, (*path, "branches"), f"`branches` of {what}"),
+            assign={} if set_node is None else self.assignments(set_node, (*path, "set"), f"`set` of {what}"),
+            reprompt=reprompt,
+            max_retries=None if retries_node is None else self.count(retries_node, f"`max_retries` of {what}"),
+            no_match=None if no_match_node is None else self.identifier(no_match_node, f"`no_match` of {what}"),
+            handover=None if handover_node is None else self.handover(handover_node, (*path, "handover"), what),
+            http=None if http_node is None else self.http(http_node, (*path, "http"), what),
+            request_call_permission=(
+                None
+                if permission_node is None
+                else self.permission(permission_node, (*path, "request_call_permission"), what)
+            ),
+            llm=None if llm_node is None else self.llm(llm_node, (*path, "llm"), what),
+        )
 
     def flow(self, root: yaml.Node | None) -> Flow:
         if root is None:
             raise FlowError("the flow file is empty", source=self.source, line=1, column=1)
-        fields = self.entries(root, (), "the flow", _FLOW_KEYS)
+        fields = self.entries(root, (), "the flow", FLOW_KEYS)
         for required in ("start", "nodes"):
             if _is_null(fields.get(required)):
                 mark = self.key_marks.get((required,), root.start_mark)
@@ -538,14 +668,17 @@ class _Reader:
         max_retries = DEFAULT_MAX_RETRIES
         if not _is_null(fields.get("max_retries")):
             max_retries = self.count(fields["max_retries"], "`max_retries`")
+        persona = "" if _is_null(fields.get("persona")) else self.spoken(fields["persona"], "`persona`")
+        slots: dict[str, SlotValue | None] = {}
+        if not _is_null(fields.get("slots")):
+            for slot, value in self.entries(fields["slots"], ("slots",), "`slots`", None).items():
+                slots[slot] = None if _is_null(value) else self.slot_value(value, f"slot '{slot}'")
         global_intents = self.intents(fields.get("global_intents"), ("global_intents",), "`global_intents`")
 
         node_map = self.entries(fields["nodes"], ("nodes",), "`nodes`", None)
         if not node_map:
             raise self.error(fields["nodes"].start_mark, "`nodes` must contain at least one node")
-        nodes: dict[str, Node] = {}
-        for node_id, value in node_map.items():
-            nodes[node_id] = self.node(node_id, value)
+        nodes = {node_id: self.node(node_id, value) for node_id, value in node_map.items()}
 
         return Flow(
             name=name,
@@ -554,15 +687,15 @@ class _Reader:
             max_retries=max_retries,
             nodes=nodes,
             global_intents=global_intents,
+            slots=slots,
+            persona=persona,
             source=self.source,
         )
 
 
-def parse_flow(text: str, source: str = "<string>") -> Flow:
-    """Parse and fully validate a flow; ``source`` is only used to label error positions."""
-    reader = _Reader(source)
+def _compose(text: str, reader: _Reader) -> yaml.Node | None:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -574,26 +707,49 @@ def parse_flow(text: str, source: str = "<string>") -> Flow:
         if "\\t" in problem:
             problem += " (indent with spaces, not tabs)"
         if mark is None:
-            raise FlowError(problem, source=source) from exc
+            raise FlowError(problem, source=reader.source) from exc
         raise reader.error(mark, problem) from exc
     except yaml.YAMLError as exc:  # e.g. a stream-level reader error without a mark
-        raise FlowError(str(exc), source=source) from exc
+        raise FlowError(str(exc), source=reader.source) from exc
 
-    flow = reader.flow(root)
-    issues = check_flow(flow)
-    if issues:
-        errors = [reader.locate(issue) for issue in issues]
+
+def flow_errors(text: str, source: str = "<string>") -> tuple[Flow | None, list[FlowError]]:
+    """Every problem in a flow text, in reading order (for ``wacall flows check``).
+
+    A file that is not even well-formed stops at its first structural mistake; the
+    whole-flow rules then report all their findings at once so an author can fix a batch.
+    """
+    reader = _Reader(source)
+    try:
+        flow = reader.flow(_compose(text, reader))
+    except FlowError as exc:
+        return None, [exc]
+    except ValueError as exc:  # a model rule the reader did not anticipate
+        return None, [FlowError(str(exc), source=source, line=1, column=1)]
+    errors = [reader.locate(issue) for issue in check_flow(flow)]
+    errors.sort(key=lambda e: (e.line or 0, e.column or 0))
+    return (None, errors) if errors else (flow, [])
+
+
+def parse_flow(text: str, source: str = "<string>") -> Flow:
+    """Parse and fully validate a flow; ``source`` is only used to label error positions."""
+    flow, errors = flow_errors(text, source)
+    if errors:
         # Report the first problem in reading order: that is where the author will look first.
-        raise min(errors, key=lambda e: (e.line or 0, e.column or 0))
+        raise errors[0]
+    assert flow is not None
     return flow
+
+
+def read_flow_text(path: str | Path) -> str:
+    """The text of a flow file; I/O and decoding failures become :class:`FlowError`."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"cannot read flow file: {exc}", source=str(path)) from exc
 
 
 def load_flow(path: str | Path) -> Flow:
     """Read a flow file; I/O and decoding failures become :class:`FlowError` too so callers
     (CLI, server start-up) have a single exception to report to the author."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FlowError(f"cannot read flow file: {exc}", source=source) from exc
-    return parse_flow(text, source=source)
+    return parse_flow(read_flow_text(path), source=str(path))

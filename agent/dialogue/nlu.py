@@ -22,7 +22,15 @@ from functools import lru_cache
 
 from agent.dialogue.model import Intent
 
-__all__ = ["DEFAULT_THRESHOLD", "content_tokens", "match_intent", "normalize", "score_intent", "tokens"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "content_tokens",
+    "match_intent",
+    "normalize",
+    "rank_intents",
+    "score_intent",
+    "tokens",
+]
 
 #: Minimum score for a match. Tuned so paraphrases and ASR-damaged versions of examples, and
 #: any keyword hit, pass, while unrelated sentences sharing only function words stay below.
@@ -187,6 +195,12 @@ def score_intent(text: str, intent: Intent) -> float:
     return round(min(best, 1.0), 4)
 
 
+def rank_intents(text: str, intents: Sequence[Intent]) -> list[tuple[Intent, float]]:
+    """Every intent with its score, in the given order; what ``wacall flows chat`` shows so
+    authors can see which examples almost matched."""
+    return [(intent, score_intent(text, intent)) for intent in intents]
+
+
 def match_intent(
     text: str, intents: Sequence[Intent], *, threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[Intent | None, float]:
@@ -198,8 +212,7 @@ def match_intent(
     """
     best: Intent | None = None
     best_score = 0.0
-    for intent in intents:
-        score = score_intent(text, intent)
+    for intent, score in rank_intents(text, intents):
         if score > best_score:
             best, best_score = intent, score
     if best is None or best_score < threshold:

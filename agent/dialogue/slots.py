@@ -39,32 +39,26 @@ __all__ = [
     "speak",
 ]
 
-_UNITS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-}  # fmt: skip
-_TEENS = {
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}  # fmt: skip
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
-         "eighty": 80, "ninety": 90}  # fmt: skip
+
+def _indexed(words: str, start: int = 0, step: int = 1) -> dict[str, int]:
+    return {word: start + i * step for i, word in enumerate(words.split())}
+
+
+_UNITS = _indexed("zero one two three four five six seven eight nine")
+_TEENS = _indexed("ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen", 10)
+_TENS = {**_indexed("twenty thirty forty fifty sixty seventy eighty ninety", 20, 10), "fourty": 40}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
-_ORDINAL_UNITS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9,
-}  # fmt: skip
-_ORDINAL_TEENS = {
-    "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14, "fifteenth": 15,
-    "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
-}  # fmt: skip
+_ORDINAL_UNITS = _indexed("first second third fourth fifth sixth seventh eighth ninth", 1)
+_ORDINAL_TEENS = _indexed(
+    "tenth eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth", 10
+)
 _ORDINAL_TENS = {"twentieth": 20, "thirtieth": 30}
 _MONTHS = {
-    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4, "may": 5,
-    "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9, "sept": 9, "sep": 9,
-    "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12, "dec": 12,
-}  # fmt: skip
-_WEEKDAYS = {
-    "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
-}  # fmt: skip
+    **_indexed("january february march april may june july august september october november december", 1),
+    **_indexed("jan feb mar apr", 1),
+    **{"jun": 6, "jul": 7, "aug": 8, "sep": 9, "sept": 9, "oct": 10, "nov": 11, "dec": 12},
+}
+_WEEKDAYS = _indexed("monday tuesday wednesday thursday friday saturday sunday")
 _DIGIT_ORDINAL_RE = re.compile(r"(\d+)(st|nd|rd|th)")
 
 
@@ -184,9 +178,9 @@ def _number_runs(words: Sequence[str]) -> list[list[_Chunk]]:
             start = i
         current += value
         last = kind
-        if is_ord:
+        if is_ord:  # "the third one" is 3, not 31: an ordinal ends the number
             ordinal = True
-            close(i + 1)
+            end_run(i + 1)
         i += 1
     end_run(len(words))
     return runs
@@ -204,15 +198,16 @@ def _run_as_number(run: Sequence[_Chunk]) -> float | None:
 
 _UNSURE = ("not sure", "do not know", "no idea", "maybe", "perhaps", "i am unsure", "not certain")
 _YES_PHRASES = (
-    "no problem", "no worries", "not a problem", "of course", "go ahead", "sounds good", "that is right",
-    "that is correct", "please do", "i do", "i would", "i will", "i can", "i am", "that works", "uh huh",
-    "why not", "you bet", "all right", "yes please",
-)  # fmt: skip
+    *("no problem", "no worries", "not a problem", "of course", "go ahead", "sounds good", "that works"),
+    *("that is right", "that is correct", "please do", "i do", "i would", "i will", "i can", "i am"),
+    *("uh huh", "why not", "you bet", "all right", "yes please"),
+    *("that is me", "it is me", "this is me", "speaking"),
+)
 _NO_PHRASES = (
-    "not really", "i do not", "do not", "not now", "i would not", "i can not", "can not", "not right",
-    "not correct", "rather not", "no thanks", "no thank you", "i will not", "not at all", "i am not",
-    "not okay", "not ok", "not yet",
-)  # fmt: skip
+    *("not really", "i do not", "do not", "not now", "i would not", "i can not", "can not", "not right"),
+    *("not correct", "rather not", "no thanks", "no thank you", "i will not", "not at all", "i am not"),
+    *("not okay", "not ok", "not yet"),
+)
 _YES_WORDS = frozenset(
     "yes yeah yea yep yup ya yah sure ok okay correct right absolutely definitely certainly affirmative "
     "alright fine indeed exactly perfect yess".split()
@@ -294,7 +289,9 @@ def _year_from(run: Sequence[_Chunk]) -> int | None:
     return None
 
 
-def _month_day(words: list[str], runs: list[list[_Chunk]], today: dt.date) -> dt.date | None:
+def _month_day(words: list[str], runs: list[list[_Chunk]], today: dt.date) -> tuple[bool, dt.date | None]:
+    """``(named, date)``: whether a month with a day was said, and the date if it exists
+    ("february 30th" is named but no date, and must not fall back to "the 30th")."""
     for index, word in enumerate(words):
         month = _MONTHS.get(word)
         if month is None or (word == "may" and not _near_number(words, index)):
@@ -305,9 +302,7 @@ def _month_day(words: list[str], runs: list[list[_Chunk]], today: dt.date) -> dt
             # "the fifth of december", "5th december", "5 december"
             before = run[-1].end in (index, index - 1) and (run[-1].end == index or words[index - 1] == "of")
             # "december fifth", "december the 5th", "december 5"
-            after = run[0].start in (index + 1, index + 2) and (
-                run[0].start == index + 1 or words[index + 1] == "the"
-            )
+            after = run[0].start in (index + 1, index + 2) and (run[0].start == index + 1 or words[index + 1] == "the")
             if before and 1 <= run[-1].value <= 31:
                 day = int(run[-1].value)
                 following = [r for r in runs if r[0].start in (index + 1, index + 2)]
@@ -325,16 +320,16 @@ def _month_day(words: list[str], runs: list[list[_Chunk]], today: dt.date) -> dt
         if day is None:
             continue
         if year is not None:
-            return _safe_date(year, month, day)
+            return True, _safe_date(year, month, day)
         candidate = _safe_date(today.year, month, day)
         if candidate is not None and candidate < today:
             candidate = _safe_date(today.year + 1, month, day)
-        return candidate
-    return None
+        return True, candidate
+    return False, None
 
 
 def _near_number(words: list[str], index: int) -> bool:
-    """"may" is a month only next to a day number ("may fifth", not "may I")."""
+    """ "may" is a month only next to a day number ("may fifth", not "may I")."""
 
     def numeric(word: str) -> bool:
         return (
@@ -359,15 +354,9 @@ def parse_date(text: str, today: dt.date) -> dt.date | None:
     if re.search(r"\bday after tomorrow\b", joined):
         return today + dt.timedelta(days=2)
     runs = _number_runs(words)
-    explicit = _month_day(words, runs, today)
-    if explicit is not None:
+    named, explicit = _month_day(words, runs, today)
+    if named:
         return explicit
-    if "tomorrow" in words:
-        return today + dt.timedelta(days=1)
-    if "today" in words or "tonight" in words:
-        return today
-    if "yesterday" in words:
-        return today - dt.timedelta(days=1)
     relative = re.search(r"\bin (\w+(?: \w+)?) (day|days|week|weeks)\b", joined) or re.search(
         r"\b(\w+(?: \w+)?) (day|days|week|weeks) from (?:now|today)\b", joined
     )
@@ -377,6 +366,12 @@ def parse_date(text: str, today: dt.date) -> dt.date | None:
         if amount is not None and float(amount).is_integer() and amount > 0:
             unit = 7 if relative.group(2).startswith("week") else 1
             return today + dt.timedelta(days=int(amount) * unit)
+    if "tomorrow" in words:
+        return today + dt.timedelta(days=1)
+    if "today" in words or "tonight" in words:
+        return today
+    if "yesterday" in words:
+        return today - dt.timedelta(days=1)
     for index, word in enumerate(words):
         if word in _WEEKDAYS:
             modifier = words[index - 1] if index > 0 else ""
@@ -434,12 +429,19 @@ def parse_time(text: str) -> dt.time | None:
             return _clock(int(clock.group(1)), int(clock.group(2)), meridiem)
     runs = [run for run in _number_runs(words) if not run[0].ordinal]
     joined = " ".join(words)
-    relative = re.search(r"\b(half|quarter|[a-z0-9 ]+?) (?:minutes? )?(past|after|to|before) ([a-z0-9]+)\b", joined)
-    if relative:
+    for relative in re.finditer(
+        r"\b(half|quarter|[a-z0-9 ]+?) (?:minutes? )?(past|after|to|before) ([a-z0-9]+)\b", joined
+    ):
         hour = parse_number(relative.group(3))
         what = relative.group(1).split()[-2:] if relative.group(1) not in ("half", "quarter") else [relative.group(1)]
         minutes = {"half": 30, "quarter": 15}.get(what[-1]) or parse_number(" ".join(what))
-        if hour is not None and minutes is not None and float(hour).is_integer() and 0 < minutes < 60:
+        if (
+            hour is not None
+            and minutes is not None
+            and float(hour).is_integer()
+            and 0 <= hour <= 24
+            and 0 < minutes < 60
+        ):
             hour, minutes = int(hour), int(minutes)
             if relative.group(2) in ("to", "before"):
                 hour, minutes = (hour - 1) % 24, 60 - minutes
@@ -533,20 +535,17 @@ def coerce(value: Any, slot_type: str | None, *, today: dt.date) -> Any:
 
 # -- speaking values -------------------------------------------------------------------------
 
-_SMALL = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
-]  # fmt: skip
+_SMALL = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
 _TENS_WORDS = ["", "", "twenty", "thirty", "forty", "fifty"]
 _ORDINAL_WORDS = [
-    "", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
-    "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth",
-    "nineteenth", "twentieth",
-]  # fmt: skip
-_MONTH_NAMES = [
-    "", "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
-]  # fmt: skip
+    "",
+    *"first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth".split(),
+    *"fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split(),
+]
+_MONTH_NAMES = ["", *"January February March April May June July August September October November December".split()]
 _DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 

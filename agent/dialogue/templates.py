@@ -16,7 +16,16 @@ from typing import Any
 
 from agent.dialogue.model import IDENTIFIER_RE
 
-__all__ = ["PLACEHOLDER_RE", "Placeholder", "TemplateProblem", "parse_template", "render"]
+__all__ = [
+    "PLACEHOLDER_RE",
+    "Placeholder",
+    "TemplateProblem",
+    "iso",
+    "lookup",
+    "parse_template",
+    "render",
+    "single_placeholder",
+]
 
 #: ``{{ caller.name }}``-style placeholders; shared with the engine so validation and
 #: rendering can never disagree about what counts as a placeholder.
@@ -75,6 +84,21 @@ def parse_template(text: str) -> tuple[list[Placeholder], list[TemplateProblem]]
     return found, problems
 
 
+def lookup(inner: str, context: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The value a placeholder's inside (``caller.name`` / ``slot``) names, or ``None``."""
+    scope, dot, key = inner.strip().partition(".")
+    if dot:
+        return context.get(scope, {}).get(key)
+    return context.get("slots", {}).get(scope)
+
+
+def single_placeholder(text: str) -> str | None:
+    """The inside of ``text`` when it is exactly one placeholder, so a request body field
+    ``"{{party_size}}"`` can keep the slot's type instead of becoming text."""
+    match = PLACEHOLDER_RE.fullmatch(text.strip())
+    return match.group(1) if match else None
+
+
 def _plain(value: Any) -> str:
     if value is None:
         return ""
@@ -92,21 +116,17 @@ def render(
 ) -> str:
     """Fill ``{{caller.name}}`` / ``{{slot}}`` placeholders, never failing on missing data.
 
-    Slots are looked up in ``context["slots"]`` and turned into words by ``speak`` (dates and
-    times read naturally). A missing value becomes empty and, with ``tidy``, the surrounding
-    text is tidied ("Hi {{caller.name}}," -> "Hi,") because a caller hearing "Hi none" or a
-    crashed call is worse than a slightly plainer sentence. ``tidy=False`` is for URLs and
+    Slots are looked up in ``context["slots"]``; values become text through ``speak`` (so
+    dates and times read naturally, or are URL-quoted in a URL). A missing value becomes
+    empty and, with ``tidy``, the surrounding text is tidied ("Hi {{caller.name}}," -> "Hi,")
+    because a caller hearing "Hi none" or a crashed call is worse than a slightly plainer
+    sentence. ``tidy=False`` is for URLs and
     request bodies, where whitespace and punctuation are data.
     """
     to_text = speak or _plain
 
     def fill(match: re.Match[str]) -> str:
-        inner = match.group(1)
-        scope, dot, key = inner.partition(".")
-        if dot:
-            value = context.get(scope, {}).get(key)
-            return "" if value is None else _plain(value)
-        value = context.get("slots", {}).get(inner)
+        value = lookup(match.group(1), context)
         return "" if value is None else to_text(value)
 
     text = PLACEHOLDER_RE.sub(fill, template)

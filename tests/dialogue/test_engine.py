@@ -255,6 +255,12 @@ def test_interruptible_flag_is_reported() -> None:
               - name: help
                 examples: [help me]
                 goto: ask
+              - name: bye
+                examples: [goodbye]
+                goto: bye
+          bye:
+            say: Bye.
+            end: true
     """)
     engine = FlowEngine(flow)
     assert engine.start().interruptible is False  # the chain contains a must-hear line

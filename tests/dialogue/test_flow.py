@@ -137,6 +137,12 @@ def test_intent_with_only_keywords_is_fine() -> None:
               - name: bill
                 keywords: [bill]
                 goto: a
+              - name: bye
+                keywords: [bye]
+                goto: bye
+          bye:
+            say: Bye.
+            end: true
     """)
     assert flow.nodes["a"].intents[0].examples == []
 

@@ -1,0 +1,124 @@
+"""What the flow engine asks the outside world to do: speak, hang up, hand over, call a
+business system, request a call permission, or let an LLM answer.
+
+The engine stays pure by *describing* effects instead of performing them; the call runtime
+(or a test, or ``wacall flows chat``) carries them out and reports back through
+``FlowEngine.action_result`` / ``FlowEngine.llm_result``. Plain dataclasses, so replies can be
+compared in tests and logged as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+__all__ = [
+    "Action",
+    "Handover",
+    "HttpRequest",
+    "LlmRequest",
+    "Reply",
+    "RequestCallPermission",
+    "ToolCall",
+    "ToolCallLike",
+]
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Transfer the caller to a human in ``queue``; the bot's part of the call is over."""
+
+    kind: ClassVar[str] = "handover"
+    queue: str
+    skills: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """Call a business system; answer with ``FlowEngine.action_result(id, ok, data)``.
+
+    ``store`` maps slot names to dotted paths in the JSON answer; the engine does the
+    storing so the runtime needs no knowledge of the flow.
+    """
+
+    kind: ClassVar[str] = "http"
+    id: str
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    json_body: Any = None
+    timeout_s: float = 5.0
+    store: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RequestCallPermission:
+    """Ask the caller (by WhatsApp message) for permission to call them back later."""
+
+    kind: ClassVar[str] = "request_call_permission"
+    reason: str
+
+
+Action = Handover | HttpRequest | RequestCallPermission
+
+
+class ToolCallLike(Protocol):
+    """Any tool-call record with a name and arguments (the LLM client has its own class)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def arguments(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call from the LLM, as the runtime received it."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LlmRequest:
+    """Everything the runtime needs to let an LLM take this turn.
+
+    ``messages`` is the call so far as OpenAI chat messages (without the system prompt, which
+    is separate so the runtime can place it as its API wants); ``tools`` are OpenAI tool
+    JSON schemas. The runtime streams the LLM's words to the caller, then reports the text
+    and tool calls with ``FlowEngine.llm_result``.
+    """
+
+    node: str
+    system_prompt: str
+    messages: list[dict[str, str]]
+    tools: list[dict[str, Any]]
+    allowed_transitions: list[str]
+
+
+@dataclass
+class Reply:
+    """What the bot does in response to one event (call start, caller utterance, result).
+
+    Structured rather than a bare string so the voice pipeline can act on it (hang up,
+    disable barge-in, hand over, call an API, run the LLM). On a fallback ``intent`` is
+    ``None`` and ``score`` is the best (too low) match score, which is what one needs when
+    tuning examples from call logs; ``scores`` has every candidate's score for this turn.
+    """
+
+    lines: list[str]
+    node: str
+    end_call: bool = False
+    intent: str | None = None
+    score: float = 0.0
+    interruptible: bool = True
+    slots: dict[str, Any] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+    llm: LlmRequest | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def handover(self) -> Handover | None:
+        """The handover in this reply, if any (the common question, made one lookup)."""
+        return next((a for a in self.actions if isinstance(a, Handover)), None)
