@@ -213,7 +213,7 @@ class Call:
         assert self.peer is not None
         caller = {"name": self.caller_name or "", "number": self.caller_number or ""}
         self.conversation = Conversation(
-            policy=FlowEngine(self.flow, caller=caller),
+            policy=FlowEngine(self.flow, caller=caller, llm_available=self.services.llm is not None),
             transcriber=self.services.transcriber,
             synthesizer=self.services.synthesizer,
             output=self.peer.outbound,

@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--limit", type=int, default=20)
     calls.add_argument("--data-dir", help="where the call records are (default: settings data_dir)")
     calls.set_defaults(func=cmd_calls)
+
+    from agent.flows_cli import add_flows_parser
+
+    add_flows_parser(sub)
     return parser
 
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
 from agent.conversation import SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
-from agent.dialogue.flow import Flow, load_flow
+from agent.dialogue.flow import Flow
+from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
@@ -94,7 +95,10 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.models = models
-        self.flow = flow or load_flow(settings.flow)
+        # A flow passed in is fixed (tests, simulate); a flow from a file is re-read when it changes, and a
+        # broken edit is refused with its file:line:col while calls go on with the last good version.
+        self._reloader = None if flow is not None else FlowReloader(settings.flow)
+        self._fixed_flow = flow
         self.graph = GraphClient(
             base_url=settings.graph_base_url,
             version=settings.graph_version,
@@ -163,6 +167,14 @@ class Runtime:
         )
         self.services.on_handover = service.on_handover
         return service
+
+    @property
+    def flow(self) -> Flow:
+        """The flow for a new call."""
+        if self._reloader is None:
+            assert self._fixed_flow is not None
+            return self._fixed_flow
+        return self._reloader.current()
 
     @staticmethod
     def _make_llm(settings: Settings) -> Any:
