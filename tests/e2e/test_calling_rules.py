@@ -136,8 +136,17 @@ async def test_call_over_capacity_is_rejected_not_half_answered(models: Models) 
             await second.close()
 
 
+async def test_outbound_call_from_a_us_number_is_refused(models: Models) -> None:
+    """Meta offers no business-initiated calls from US numbers (spec §8): refused here, naming the rule."""
+    async with Simulation.start(models, business_number="15550001111") as sim:
+        with pytest.raises(Refused) as refused:
+            await sim.runtime.place_call("447700900123")
+        assert refused.value.refusal.rule == "bic.country_blocked"
+        assert refused.value.refusal.meta_error_code == 138013
+
+
 async def test_outbound_call_without_permission_is_refused_before_meta(models: Models) -> None:
-    async with Simulation.start(models) as sim:
+    async with Simulation.start(models, business_number="447700900111") as sim:
         with pytest.raises(Refused) as refused:
             await sim.runtime.place_call("447700900123")
         assert refused.value.refusal.rule == "permission.none"
@@ -146,7 +155,7 @@ async def test_outbound_call_without_permission_is_refused_before_meta(models: M
 
 
 async def test_permission_request_needs_an_open_window(models: Models) -> None:
-    async with Simulation.start(models) as sim:
+    async with Simulation.start(models, business_number="447700900111") as sim:
         with pytest.raises(Refused) as refused:
             await sim.runtime.request_permission("447700900123")
         assert refused.value.refusal.rule == "permission.window_closed"
