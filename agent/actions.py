@@ -23,8 +23,8 @@ async def run_http(request: HttpRequest, *, transport: httpx.AsyncBaseTransport 
             response = await client.request(
                 request.method.upper(), request.url, headers=request.headers or None, json=request.json_body
             )
-    except httpx.HTTPError as exc:
-        log.warning("http action %s %s failed: %s", request.method, request.url, exc)
+    except Exception as exc:  # httpx.HTTPError, but also InvalidURL and friends: the error branch, not a crash
+        log.warning("http action %s %s failed: %r", request.method, request.url, exc)
         return False, None
     if not response.is_success:
         log.warning("http action %s %s answered %d", request.method, request.url, response.status_code)

@@ -160,6 +160,12 @@ class _Utterance:
     speech_ms: int
     overlapped: bool  # started while the bot was talking
     confirmed_barge_in: bool
+    guess: asyncio.Task[str] | None = None  # the transcript started at this utterance's last pause
+
+
+async def _close_quietly(closer: Callable[[], Awaitable[Any]]) -> None:
+    with contextlib.suppress(Exception):
+        await closer()
 
 
 class Conversation:
@@ -181,6 +187,8 @@ class Conversation:
         self.hooks = hooks or ConversationHooks()
         self._http = self.hooks.http
         self._suspended = False
+        self._barged_in = False
+        self._finished_replies: set[int] = set()
         self.policy = policy
         self.transcriber = transcriber
         self.synthesizer = synthesizer
@@ -288,7 +296,17 @@ class Conversation:
         if silence_s is None:
             silence_s = self.config.vad.end_silence_ms / 1000
         end_of_speech = t - silence_s
-        self._utterances.put_nowait(_Utterance(audio, end_of_speech, speech_ms, overlapped, confirmed))
+        # The guess belongs to this utterance only if it was made on exactly this audio; hand it over now,
+        # before the next utterance's pause can replace it.
+        guess = None
+        if self._speculation is not None:
+            guessed_ms, task = self._speculation
+            self._speculation = None
+            if guessed_ms == speech_ms and not task.cancelled():
+                guess = task
+            else:
+                task.cancel()
+        self._utterances.put_nowait(_Utterance(audio, end_of_speech, speech_ms, overlapped, confirmed, guess))
 
     def _check_barge_in(self, t: float) -> None:
         if self._speech_started_at is None or not self._overlapped or not self._interruptible:
@@ -303,7 +321,8 @@ class Conversation:
 
     def _interrupt(self, why: str) -> None:
         dropped = self.output.flush()
-        if self._speaking is not None:
+        if self._speaking is not None and not self._speaking.done():
+            self._barged_in = True
             self._speaking.cancel()
         if self._current is not None:
             self._current.interrupted = True
@@ -320,12 +339,9 @@ class Conversation:
             self._speculation = None
 
     async def _recognise(self, utterance: _Utterance, metrics: TurnMetrics) -> str:
-        speculation, self._speculation = self._speculation, None
-        if speculation is not None and speculation[0] == utterance.speech_ms and not speculation[1].cancelled():
+        if utterance.guess is not None and not utterance.guess.cancelled():
             metrics.speculative = True
-            return await speculation[1]
-        if speculation is not None:
-            speculation[1].cancel()
+            return await utterance.guess
         return await self._transcribe(utterance.audio)
 
     # turns --------------------------------------------------------------------
@@ -343,6 +359,8 @@ class Conversation:
                 self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
                 continue
             metrics.transcript_ready = self._clock()
+            if self._suspended:
+                continue  # a human took the call while this was being recognised: not ours to answer
             if utterance.overlapped and not utterance.confirmed_barge_in:
                 if is_backchannel(text):
                     self.false_interruptions += 1
@@ -374,6 +392,7 @@ class Conversation:
             self._speaking.cancel()
             self.output.flush()
         self._interruptible = reply.interruptible
+        self._barged_in = False
         self._speaking = asyncio.create_task(self._perform(reply), name="speak")
 
     async def _perform(self, reply: Reply, depth: int = 0) -> None:
@@ -381,6 +400,25 @@ class Conversation:
         if depth > MAX_FOLLOW_UPS:
             log.error("flow kept chaining replies (%d deep); stopping here", depth)
             return
+        try:
+            await self._perform_steps(reply, depth)
+        except asyncio.CancelledError:
+            if self._barged_in:
+                self._finish_after_interruption(reply)
+            raise
+
+    def _finish_after_interruption(self, reply: Reply) -> None:
+        """The caller talked over the bot: its words are dropped, but a handover or hang-up still happens."""
+        if id(reply) in self._finished_replies:
+            return
+        self._finished_replies.add(id(reply))
+        handover = next((a for a in reply.actions if isinstance(a, Handover)), None)
+        if handover is not None and self.hooks.on_handover is not None:
+            self.hooks.on_handover(handover)
+        elif reply.end_call:
+            self._on_hangup("bot_ended")
+
+    async def _perform_steps(self, reply: Reply, depth: int) -> None:
         self._interruptible = reply.interruptible
         await self._say_lines(reply.lines)
         if reply.llm is not None and (reply.llm.messages or [{}])[-1].get("role") == "user":
@@ -450,6 +488,7 @@ class Conversation:
         start = metrics.caller_speech_end if metrics and metrics.caller_speech_end else self._clock()
         deadline = start + self.config.llm_first_sentence_budget_s
         stream = llm.stream_reply(messages, request.tools or None)
+        interrupted = False
         try:
             while True:
                 wait = None if spoken else max(0.05, deadline - self._clock())
@@ -473,11 +512,21 @@ class Conversation:
                     if not spoken:
                         await self._say_text(SORRY_LLM)
                     break
+        except asyncio.CancelledError:
+            interrupted = True
+            if self._barged_in:
+                # Keep the engine in step with what the caller heard, and honour a hang-up or handover.
+                self._finish_after_interruption(
+                    self._policy_call(lambda: self.policy.llm_result(" ".join(spoken), tools))
+                )
+            raise
         finally:
             closer = getattr(stream, "aclose", None)
-            if closer is not None:
+            if closer is not None and not interrupted:
                 with contextlib.suppress(Exception):
                     await closer()
+            elif closer is not None:
+                asyncio.get_running_loop().create_task(_close_quietly(closer))
         if metrics is not None:
             metrics.reply = " ".join(spoken)
         return self._policy_call(lambda: self.policy.llm_result(" ".join(spoken), tools))
