@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from agent.dialogue.engine import FlowEngine, Reply
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
 from agent.speech.vad import Endpointer, VadConfig
+from agent.turn_record import TranscriptEntry, TurnMetrics
+from agent.turn_signals import is_backchannel, looks_complete
 
 log = logging.getLogger(__name__)
 
@@ -39,44 +40,6 @@ SORRY_TECHNICAL = "Sorry, something went wrong on our side. Please try again in 
 SORRY_LLM = "Sorry, give me a moment. Could you say that again?"
 HANGUP_TAIL_S = 0.4
 MAX_FOLLOW_UPS = 8
-BACKCHANNELS = frozenset(
-    {
-        "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
-        "right", "sure", "got it", "i see", "alright", "all right", "uh", "um", "ah", "oh", "cool", "great",
-        "thanks", "thank you", "aha", "ah ha", "a ha", "uh uh huh", "hmm hmm", "mm mm", "oh ok", "oh okay",
-        "yeah yeah", "ok ok", "okay okay", "yes yes", "i see i see", "oh i see", "yeah right", "yes please",
-    }
-)
-
-
-# Short words that do mean "stop and listen to me", even when said over the bot.
-TAKE_TURN_WORDS = frozenset({"stop", "wait", "no", "hold", "sorry", "excuse", "pardon", "what", "agent", "person"})
-
-
-def is_backchannel(text: str) -> bool:
-    """Words a listener says to show they are listening, not to take the turn.
-
-    Known backchannels, and any one- or two-word murmur without a word that asks for the turn: said over
-    the bot, "ah ha" or a misheard "a hat" is far more likely a backchannel than a request.
-    """
-    words = re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
-    if not words or " ".join(words) in BACKCHANNELS:
-        return True
-    return len(words) <= 2 and not TAKE_TURN_WORDS.intersection(words)
-
-
-_TRAILING_FILLERS = ("and", "but", "or", "so", "um", "uh", "because", "the", "a", "to", "my", "is", "i")
-
-
-def looks_complete(text: str) -> bool:
-    """Whisper punctuates; a transcript ending in . ? or ! (and not in a filler) reads as a whole turn."""
-    stripped = text.strip()
-    if not stripped or stripped[-1] not in ".?!":
-        return False
-    last = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()
-    return bool(last) and last[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")
-
-
 class AudioOutput(Protocol):
     """Where the bot's voice goes: the call's outbound track."""
 
@@ -89,41 +52,6 @@ class AudioOutput(Protocol):
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     async def wait_idle(self) -> None: ...
-
-
-@dataclass
-class TurnMetrics:
-    """Timestamps (monotonic seconds) of one exchange, so slow stages can be found per turn."""
-
-    caller_speech_end: float | None = None
-    transcript_ready: float | None = None
-    reply_text_ready: float | None = None
-    first_audio_synthesized: float | None = None
-    first_audio_sent: float | None = None
-    transcript: str = ""
-    reply: str = ""
-    interrupted: bool = False
-    speculative: bool = False
-
-    def as_dict(self) -> dict[str, float | str | bool | None]:
-        base = self.caller_speech_end
-        out: dict[str, float | str | bool | None] = {
-            "transcript": self.transcript,
-            "reply": self.reply,
-            "interrupted": self.interrupted,
-            "speculative_stt": self.speculative,
-        }
-        for name in ("transcript_ready", "reply_text_ready", "first_audio_synthesized", "first_audio_sent"):
-            value = getattr(self, name)
-            out[f"{name}_ms"] = None if value is None or base is None else round((value - base) * 1000, 1)
-        return out
-
-
-@dataclass
-class TranscriptEntry:
-    who: str  # "caller" | "bot"
-    text: str
-    t: float
 
 
 @dataclass

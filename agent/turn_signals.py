@@ -1,0 +1,45 @@
+"""What a caller's words say about turn-taking: a backchannel, or a finished turn.
+
+Plain text rules, kept apart from the conversation loop so they can be tuned (and tested) on their own.
+"""
+
+from __future__ import annotations
+
+import re
+
+BACKCHANNELS = frozenset(
+    {
+        "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
+        "right", "sure", "got it", "i see", "alright", "all right", "uh", "um", "ah", "oh", "cool", "great",
+        "thanks", "thank you", "aha", "ah ha", "a ha", "uh uh huh", "hmm hmm", "mm mm", "oh ok", "oh okay",
+        "yeah yeah", "ok ok", "okay okay", "yes yes", "i see i see", "oh i see", "yeah right", "yes please",
+    }
+)
+
+
+# Short words that do mean "stop and listen to me", even when said over the bot.
+TAKE_TURN_WORDS = frozenset({"stop", "wait", "no", "hold", "sorry", "excuse", "pardon", "what", "agent", "person"})
+
+
+def is_backchannel(text: str) -> bool:
+    """Words a listener says to show they are listening, not to take the turn.
+
+    Known backchannels, and any one- or two-word murmur without a word that asks for the turn: said over
+    the bot, "ah ha" or a misheard "a hat" is far more likely a backchannel than a request.
+    """
+    words = re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
+    if not words or " ".join(words) in BACKCHANNELS:
+        return True
+    return len(words) <= 2 and not TAKE_TURN_WORDS.intersection(words)
+
+
+_TRAILING_FILLERS = ("and", "but", "or", "so", "um", "uh", "because", "the", "a", "to", "my", "is", "i")
+
+
+def looks_complete(text: str) -> bool:
+    """Whisper punctuates; a transcript ending in . ? or ! (and not in a filler) reads as a whole turn."""
+    stripped = text.strip()
+    if not stripped or stripped[-1] not in ".?!":
+        return False
+    last = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()
+    return bool(last) and last[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")

@@ -1,0 +1,33 @@
+"""Backchannels and complete turns, as the turn-taking loop reads a transcript."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.turn_signals import is_backchannel, looks_complete
+
+
+@pytest.mark.parametrize("text", ["Uh-huh.", "mm hmm", "Okay.", "Yeah", "ah ha", "", "Right, right."])
+def test_backchannels(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", ["Stop.", "Wait a second", "No.", "What is your address?", "I want a person"])
+def test_words_that_take_the_turn(text: str) -> None:
+    assert not is_backchannel(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [
+        ("I want to check the status of my order.", True),
+        ("Can I talk to a person?", True),
+        ("I want to check the status of my", False),
+        ("I'd like to book it and", False),
+        ("So um.", False),
+        ("Well...", False),
+        ("", False),
+    ],
+)
+def test_complete_turns(text: str, complete: bool) -> None:
+    assert looks_complete(text) is complete
