@@ -6,6 +6,7 @@ place "may I call this user?", "was this webhook seen before?" and "what did thi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from agent.whatsapp.rules import (
     CallingLimits,
     Refusal,
     UserCallingState,
+    check_calling_enabled,
     check_can_call,
     check_can_request_permission,
     check_inbound_call,
@@ -45,6 +47,8 @@ from agent.whatsapp.webhooks import (
 )
 
 log = logging.getLogger(__name__)
+
+SETTINGS_KEY = "account:settings"  # where settings webhooks are kept, so a restart knows the latest
 
 
 def _utc(ts: int | None) -> datetime | None:
@@ -87,6 +91,10 @@ class CallLedger:
         self.hours = hours or BusinessHours.always_open()
         self.rate_card = rate_card or RateCard.load()
         self.now = clock
+        self.calling_enabled = True
+        self.bic_restricted_until: datetime | None = None
+        for event in self.store.list_events(SETTINGS_KEY):
+            self._apply_settings(dict(event.payload or {}))
 
     # webhooks -----------------------------------------------------------------
     def record_webhook(self, payload: WebhookPayload) -> FreshEvents:
@@ -116,6 +124,10 @@ class CallLedger:
                 fresh.statuses.append(status)
             else:
                 fresh.duplicates += 1
+        for change in (c for entry in payload.entry for c in entry.changes if c.field == "account_settings_update"):
+            key = _key("settings", change.value)
+            if self.store.record_event(SETTINGS_KEY, change.field, received, change.value, dedupe_key=key):
+                self._apply_settings(change.value)
         for message in user_messages(payload):
             msg = message.message
             at = _utc(msg.timestamp) or received
@@ -142,6 +154,23 @@ class CallLedger:
                 )
         return fresh
 
+    def _apply_settings(self, value: dict[str, Any]) -> None:
+        """Meta's own record of the number's call settings (spec §5): calling on/off, BIC restrictions."""
+        calling = (value.get("phone_number_settings") or {}).get("calling") or value.get("calling")
+        if not isinstance(calling, dict):
+            return
+        if isinstance(calling.get("status"), str):
+            self.calling_enabled = calling["status"].upper() != "DISABLED"
+            log.info("calling is %s on this number (settings update)", calling["status"])
+        restrictions = (calling.get("restrictions") or {}).get("restrictions_list") or []
+        until = None
+        for item in restrictions:
+            if isinstance(item, dict) and item.get("type") == "RESTRICTED_BUSINESS_INITIATED_CALLING":
+                expiry = item.get("expiration")
+                with contextlib.suppress(TypeError, ValueError):
+                    until = datetime.fromtimestamp(int(expiry), UTC)
+        self.bic_restricted_until = until
+
     def terminated_before_connect(self, call_id: str) -> bool:
         """Meta does not order deliveries: a terminate stored before its connect means do not answer."""
         return any(e.event == "terminate" for e in self.store.list_events(call_id))
@@ -157,8 +186,13 @@ class CallLedger:
         return state
 
     def check_outbound(self, user: str, *, has_live_call: bool) -> Refusal | None:
-        return check_can_call(
-            self.user_state(user), self.business_number, self.now(), limits=self.limits, has_live_call=has_live_call
+        return check_calling_enabled(self.calling_enabled) or check_can_call(
+            self.user_state(user),
+            self.business_number,
+            self.now(),
+            limits=self.limits,
+            has_live_call=has_live_call,
+            restricted_until=self.bic_restricted_until,
         )
 
     def check_permission_request(self, user: str) -> Refusal | None:

@@ -188,6 +188,7 @@ RULE_NAMES: Mapping[str, str] = {
     "bic.restricted": "business-initiated calling restricted by Meta",
     "bic.duplicate_call": "one call at a time per user",
     "capacity.full": "concurrent-call cap",
+    "calling.disabled": "calling disabled on this business number",
     "hours.closed": "outside business hours",
     "hours.holiday": "business holiday",
 }
@@ -708,6 +709,17 @@ def check_can_call(
             code=138003,
         )
     return None
+
+
+def check_calling_enabled(enabled: bool) -> Refusal | None:
+    """Meta answers 138000 while calling is off in the number's settings (spec §5, account_settings_update)."""
+    if enabled:
+        return None
+    return _refuse(
+        "calling.disabled",
+        "the number's call settings say status DISABLED; enable calling in WhatsApp Manager or via /settings",
+        code=138000,
+    )
 
 
 def validate_capacity(cap: int) -> int:

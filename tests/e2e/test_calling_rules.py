@@ -201,3 +201,39 @@ async def test_restart_on_the_same_database_keeps_everything(models: Models, tmp
         await runtime.aclose()
     finally:
         store.close()
+
+
+async def test_settings_updates_are_obeyed_and_survive_a_restart(models: Models, tmp_path: Any) -> None:
+    """account_settings_update (spec §5): calling off → 138000 first; a BIC restriction → 138014 first."""
+    data_dir = str(tmp_path / "data")
+
+    def settings_payload(sim: Simulation, calling: dict[str, Any]) -> dict[str, Any]:
+        value = {"phone_number_settings": {"calling": calling}}
+        change = {"field": "account_settings_update", "value": value}
+        return {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]}
+
+    async with Simulation.start(models, business_number="447700900111", data_dir=data_dir) as sim:
+        reply = {"from": "34600111222", "id": "wamid.GRANT", "timestamp": str(int(time.time())),
+                 "type": "interactive", "interactive": {"type": "call_permission_reply", "call_permission_reply": {
+                     "response": "accept", "is_permanent": True, "response_source": "user_action"}}}
+        await sim.meta.send_webhook(_call_payload(sim, reply, field="messages"))
+        await sim.meta.send_webhook(settings_payload(sim, {"status": "DISABLED"}))
+        with pytest.raises(Refused) as refused:
+            await sim.runtime.place_call("34600111222")
+        assert refused.value.refusal.rule == "calling.disabled" and refused.value.refusal.meta_error_code == 138000
+        until = int(time.time()) + 3600
+        restricted = {"status": "ENABLED", "restrictions": {"restrictions_list": [
+            {"type": "RESTRICTED_BUSINESS_INITIATED_CALLING", "reason": "low pickup rate", "expiration": until}]}}
+        await sim.meta.send_webhook(settings_payload(sim, restricted))
+        with pytest.raises(Refused) as refused:
+            await sim.runtime.place_call("34600111222")
+        assert refused.value.refusal.rule == "bic.restricted" and refused.value.refusal.meta_error_code == 138014
+    store = SqliteStore.in_data_dir(data_dir)
+    try:
+        runtime = Runtime(sim.settings, models, store=store)
+        with pytest.raises(Refused) as refused:
+            await runtime.place_call("34600111222")
+        assert refused.value.refusal.rule == "bic.restricted"
+        await runtime.aclose()
+    finally:
+        store.close()
