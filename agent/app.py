@@ -9,7 +9,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from agent.dialogue.flow import FlowError, load_flow
 from agent.runtime import Runtime
@@ -41,6 +41,15 @@ def _record_json(record: Any) -> dict[str, Any]:
         "duration_s": record.duration_s,
         "cost": str(record.cost) if record.cost is not None else None,
         "currency": record.currency,
+        "handled_by": record.handled_by,
+        "handover": None
+        if record.handover_queue is None
+        else {
+            "queue": record.handover_queue,
+            "queue_wait_s": record.queue_wait_s,
+            "talk_s": record.talk_s,
+            "outcome": record.handover_outcome,
+        },
     }
 
 
@@ -152,13 +161,18 @@ def create_app(runtime: Runtime) -> Starlette:
             return JSONResponse({"error": "Meta refused the request", "code": exc.code, "detail": str(exc)}, 502)
         return JSONResponse({"message_id": message_id, "to": to}, status_code=202)
 
-    return Starlette(
-        routes=[
-            Route("/webhook", verify, methods=["GET"]),
-            Route("/webhook", receive, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/v1/calls", place_call, methods=["POST"]),
-            Route("/v1/calls", list_calls, methods=["GET"]),
-            Route("/v1/call-permissions", request_permission, methods=["POST"]),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/webhook", verify, methods=["GET"]),
+        Route("/webhook", receive, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/calls", place_call, methods=["POST"]),
+        Route("/v1/calls", list_calls, methods=["GET"]),
+        Route("/v1/call-permissions", request_permission, methods=["POST"]),
+    ]
+    handover = getattr(runtime, "handover", None)
+    if handover is not None:
+        # The agent console (agent/handover/console.py): only when the config has handover queues.
+        from agent.handover.console import Console
+
+        routes.append(Mount("/console", routes=Console(handover, settings.handover).routes))
+    return Starlette(routes=routes)

@@ -150,10 +150,24 @@ class Runtime:
 
     def _make_handover(self, settings: Settings) -> HandoverService | None:
         """The agent console's desk, when the config has queues; flows then hand callers over to people."""
+        # {queue: fixed extra skills} of the flow's handover nodes; templated skills are only known per call.
+        wanted = {
+            node.handover.queue: [s for s in node.handover.skills if "{{" not in s]
+            for node in self.flow.nodes.values()
+            if getattr(node, "handover", None) is not None
+        }
         if not settings.handover.enabled:
+            if wanted:
+                log.warning(
+                    "flow %s hands over to %s, but the config has no handover queues: callers would wait in silence",
+                    self.flow.name,
+                    ", ".join(sorted(wanted)),
+                )
             return None
         from agent.handover.service import HandoverService
 
+        for problem in settings.handover.queue_problems(wanted):
+            log.warning("flow %s: %s", self.flow.name, problem)
         missing = settings.handover.missing_tokens()
         if missing:
             log.warning("agents cannot sign in to the console until these are set: %s", ", ".join(missing))

@@ -73,7 +73,12 @@ class CallRecord:
     flow: str | None = None
     slots: dict[str, Any] = field(default_factory=dict)
     transcript: list[Any] = field(default_factory=list)
-    handled_by: str | None = None
+    handled_by: str | None = None  # the human agent who last talked to the caller, if the call was handed over
+    # The handover, when there was one (None otherwise): totals add up across a requeue after a dropped agent.
+    handover_queue: str | None = None
+    queue_wait_s: float | None = None
+    talk_s: float | None = None
+    handover_outcome: str | None = None  # answered, abandoned, timed_out, returned_to_bot, agent/caller_hung_up
 
 
 @dataclass(frozen=True)

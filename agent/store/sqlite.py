@@ -110,8 +110,18 @@ CREATE INDEX contact_events_by_user ON contact_events (user_id, at);
 CREATE INDEX contact_events_by_at ON contact_events (at);
 """
 
+# v2: the handover part of a call record (agent console): which queue, how long the caller waited, how long
+# they talked to a person, and how the handover ended. Columns rather than JSON so `calls` can be queried and
+# summed by queue or agent in the sqlite3 shell.
+_SCHEMA_V2 = """
+ALTER TABLE calls ADD COLUMN handover_queue TEXT;
+ALTER TABLE calls ADD COLUMN queue_wait_s REAL;
+ALTER TABLE calls ADD COLUMN talk_s REAL;
+ALTER TABLE calls ADD COLUMN handover_outcome TEXT;
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -171,6 +181,10 @@ def _call_from_row(row: sqlite3.Row) -> CallRecord:
         slots=json.loads(row["slots"]),
         transcript=json.loads(row["transcript"]),
         handled_by=row["handled_by"],
+        handover_queue=row["handover_queue"],
+        queue_wait_s=row["queue_wait_s"],
+        talk_s=row["talk_s"],
+        handover_outcome=row["handover_outcome"],
     )
 
 

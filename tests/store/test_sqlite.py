@@ -88,7 +88,7 @@ def connect_payload(call_id: str, ts: int = 1760681506) -> dict[str, object]:
 def test_new_database_is_created_under_the_data_dir(data_dir: Path, store: SqliteStore) -> None:
     assert default_db_path(data_dir) == data_dir / "wacall.sqlite3"
     assert (data_dir / "wacall.sqlite3").exists()
-    assert store.schema_version == SCHEMA_VERSION == 1
+    assert store.schema_version == SCHEMA_VERSION == 2
     assert isinstance(store, Store)
     with sqlite3.connect(data_dir / "wacall.sqlite3") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -339,6 +339,43 @@ def test_same_webhook_from_many_threads_is_stored_once(store: SqliteStore) -> No
         w.join()
     assert sorted(results) == [False] * 5 + [True]
     assert len(store.list_events("wacid.RACE")) == 1
+
+
+def test_version_1_file_is_upgraded_with_the_handover_columns(data_dir: Path) -> None:
+    from agent.store import sqlite as sqlite_module
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = default_db_path(data_dir)
+    with sqlite3.connect(path) as raw:
+        raw.executescript(sqlite_module._SCHEMA_V1)
+        raw.execute("PRAGMA user_version = 1")
+        raw.execute(
+            "INSERT INTO calls (id, direction, state, created_at) VALUES ('wacid.OLD', 'USER_INITIATED', 'ended', "
+            "'2026-01-01T00:00:00+00:00')"
+        )
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == 2
+        old = store.get_call("wacid.OLD")
+        assert old is not None and old.handover_queue is None and old.talk_s is None
+        updated = store.update_call(
+            "wacid.OLD",
+            handled_by="ana",
+            handover_queue="support",
+            queue_wait_s=12.5,
+            talk_s=61.0,
+            handover_outcome="agent_hung_up",
+        )
+        assert updated is not None
+        assert (updated.handled_by, updated.handover_queue, updated.queue_wait_s, updated.talk_s) == (
+            "ana",
+            "support",
+            12.5,
+            61.0,
+        )
+        assert updated.handover_outcome == "agent_hung_up"
+    finally:
+        store.close()
 
 
 def test_newer_schema_is_refused(data_dir: Path) -> None:
