@@ -40,7 +40,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await runtime.warm_up()
-        config = uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port, lifespan="off")
+        config = uvicorn.Config(
+            create_app(runtime),
+            host=settings.host,
+            port=settings.port,
+            lifespan="off",
+            timeout_graceful_shutdown=5,  # open console event streams must not hold up a restart
+        )
         try:
             await uvicorn.Server(config).serve()
         finally:

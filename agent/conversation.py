@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
 SORRY_TECHNICAL = "Sorry, something went wrong on our side. Please try again in a moment."
 SORRY_LLM = "Sorry, give me a moment. Could you say that again?"
+NO_AGENTS = "Sorry, nobody is available to take your call right now. Please call us again later. Goodbye."
 HANGUP_TAIL_S = 0.4
 MAX_FOLLOW_UPS = 8
 class AudioOutput(Protocol):
@@ -369,8 +370,13 @@ class Conversation:
                 self._interruptible = True
                 if self.hooks.on_handover is not None:
                     self.hooks.on_handover(action)
-                else:
-                    log.warning("flow asked for a handover to %r but handover is not configured", action.queue)
+                    return
+                # No desk to hand over to: say so rather than leave the caller in silence.
+                log.warning("flow asked for a handover to %r but handover is not configured", action.queue)
+                await self._say_text(NO_AGENTS)
+                await self.output.wait_idle()
+                await asyncio.sleep(HANGUP_TAIL_S)
+                self._on_hangup("no_handover")
                 return
             if isinstance(action, RequestCallPermission) and self.hooks.on_permission_request is not None:
                 self.hooks.on_permission_request(action.reason)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
-from agent.conversation import SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
+from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
@@ -141,6 +141,7 @@ class Runtime:
         )
         self.llm = self._make_llm(settings)
         self.services.llm = self.llm
+        self.services.on_permission_request = self._permission_requested_by_flow
         self.calls: dict[str, Call] = {}
         self._by_ref: dict[str, Call] = {}
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -210,7 +211,8 @@ class Runtime:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say."""
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
-            for line in (SORRY_LLM, SORRY_HEARING):
+            extra = [q.hold_message for q in self.settings.handover.queues] if self.handover is not None else []
+            for line in (SORRY_LLM, SORRY_HEARING, NO_AGENTS, *extra):
                 await self.models.synthesizer.synthesize(line)  # into the TTS cache: fallbacks must be instant
         await self.presynthesize(self.flow)
 
@@ -388,6 +390,21 @@ class Runtime:
         self._register(call)
         log.info("call %s: placed to %s", call.id, to)
         return call
+
+    def _permission_requested_by_flow(self, call: Call, reason: str) -> None:
+        """A flow's `request_call_permission`: ask the caller by WhatsApp message, if the rules allow."""
+        if not call.user_number:
+            return
+
+        async def send() -> None:
+            try:
+                await self.request_permission(call.user_number or "", reason or None)
+            except Refused as exc:
+                log.info("call %s: call-permission request not sent: %s", call.id, exc.refusal.reason)
+            except GraphError as exc:
+                log.warning("call %s: Meta refused the call-permission request: %s", call.id, exc)
+
+        self._spawn(send(), "permission-request")
 
     async def request_permission(self, to: str, text: str | None = None) -> str:
         refusal = self.ledger.check_permission_request(to)

@@ -224,6 +224,20 @@ class FlowEngine:
             return self._follow(intent, score, scores)
         return self._miss(node, score, scores)
 
+    def goto(self, node: str) -> Reply:
+        """Continue the call at `node`: a human agent handing the call back, or a queue's fallback.
+
+        A handover ends the engine's part of the call; this resumes it, as if the flow had moved there.
+        """
+        if node not in self.flow.nodes:
+            raise KeyError(f"no node {node!r} in flow {self.flow.name!r}")
+        self.ended = False
+        self._hung_up = False
+        self.misses = 0
+        turn = _Turn()
+        self._run(node, turn)
+        return self._reply(turn)
+
     def repeat(self) -> Reply:
         """Say the last thing again (the global "repeat that"), without moving or counting
         it as a misunderstanding."""

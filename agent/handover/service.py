@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.conversation import TranscriptEntry
-from agent.dialogue.effects import Handover, Reply
+from agent.dialogue.effects import Handover
 from agent.handover.bridge import Bridge
 from agent.handover.config import HandoverSettings
 from agent.handover.queues import (
@@ -514,12 +514,6 @@ class HandoverService:
         self.agent_disconnected(agent_id)
 
     def _resume_bot(self, call: HandoverCall, node: str) -> None:
-        conversation = getattr(call, "conversation", None)
-        policy = getattr(conversation, "policy", None)
-        if conversation is not None and policy is not None and not hasattr(policy, "goto"):
-            # FlowEngine has no public goto yet; until it does, enter the node the way the engine enters its own.
-            conversation.resume(_engine_goto(policy, node))
-            return
         call.resume_bot(node)
 
     async def _give_up(self, call: HandoverCall, reason: str) -> None:
@@ -564,13 +558,3 @@ class HandoverService:
                 log.exception("handover tick failed")
 
 
-def _engine_goto(engine: Any, node: str) -> Reply:
-    """Resume a `FlowEngine` that ended at a handover, at `node`: what a public `FlowEngine.goto` would do."""
-    from agent.dialogue.engine import _Turn
-
-    engine.ended = False
-    engine._hung_up = False
-    turn = _Turn()
-    engine._run(node, turn)
-    reply: Reply = engine._reply(turn)
-    return reply
