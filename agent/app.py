@@ -112,7 +112,8 @@ def create_app(runtime: Runtime) -> Starlette:
             return JSONResponse({"error": "`to` must be a phone number in international format"}, status_code=400)
         return to
 
-    async def place_call(request: Request) -> Response:
+    async def _api_request(request: Request) -> tuple[dict[str, Any], str] | Response:
+        """Bearer check, JSON body, and a `to` number: what every calls-API POST starts with."""
         denied = authorised(request)
         if denied:
             return denied
@@ -122,6 +123,18 @@ def create_app(runtime: Runtime) -> Starlette:
         to = _to(data)
         if isinstance(to, Response):
             return to
+        return data, to
+
+    def _refused(exc: Refused | GraphError, what: str) -> Response:
+        if isinstance(exc, Refused):
+            return JSONResponse({"error": "refused", **exc.refusal.as_dict()}, status_code=409)
+        return JSONResponse({"error": f"Meta refused the {what}", "code": exc.code, "detail": str(exc)}, 502)
+
+    async def place_call(request: Request) -> Response:
+        parsed = await _api_request(request)
+        if isinstance(parsed, Response):
+            return parsed
+        data, to = parsed
         flow = None
         if data.get("flow"):
             try:
@@ -130,10 +143,8 @@ def create_app(runtime: Runtime) -> Starlette:
                 return JSONResponse({"error": f"flow: {exc}"}, status_code=400)
         try:
             call = await runtime.place_call(to, flow=flow)
-        except Refused as exc:
-            return JSONResponse({"error": "refused", **exc.refusal.as_dict()}, status_code=409)
-        except GraphError as exc:
-            return JSONResponse({"error": "Meta refused the call", "code": exc.code, "detail": str(exc)}, 502)
+        except (Refused, GraphError) as exc:
+            return _refused(exc, "call")
         return JSONResponse({"id": call.id, "ref": call.ref, "to": to, "state": str(call.state)}, status_code=202)
 
     async def list_calls(request: Request) -> Response:
@@ -144,21 +155,14 @@ def create_app(runtime: Runtime) -> Starlette:
         return JSONResponse({"calls": [_record_json(r) for r in runtime.store.recent_calls(limit)]})
 
     async def request_permission(request: Request) -> Response:
-        denied = authorised(request)
-        if denied:
-            return denied
-        data = await _json(request)
-        if isinstance(data, Response):
-            return data
-        to = _to(data)
-        if isinstance(to, Response):
-            return to
+        parsed = await _api_request(request)
+        if isinstance(parsed, Response):
+            return parsed
+        data, to = parsed
         try:
             message_id = await runtime.request_permission(to, data.get("text"))
-        except Refused as exc:
-            return JSONResponse({"error": "refused", **exc.refusal.as_dict()}, status_code=409)
-        except GraphError as exc:
-            return JSONResponse({"error": "Meta refused the request", "code": exc.code, "detail": str(exc)}, 502)
+        except (Refused, GraphError) as exc:
+            return _refused(exc, "request")
         return JSONResponse({"message_id": message_id, "to": to}, status_code=202)
 
     routes: list[BaseRoute] = [

@@ -134,3 +134,21 @@ async def test_unanswered_outbound_call_is_recorded_as_missed(models: Models) ->
         [missed] = sim.runtime.store.list_contact_events(user=USER)
         assert missed.reason == "unanswered"
         assert sim.runtime.ledger.user_state(USER).consecutive_unanswered == 1
+
+
+async def test_calls_api_needs_the_token_and_explains_refusals(models: Models) -> None:
+    import httpx
+
+    from agent.app import create_app
+
+    async with Simulation.start(models, business_number=BUSINESS, api_token="sekret") as sim:
+        transport = httpx.ASGITransport(app=create_app(sim.runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wacall.test") as client:
+            assert (await client.post("/v1/calls", json={"to": USER})).status_code == 401
+            bad = await client.post("/v1/calls", json={"to": "12"}, headers={"Authorization": "Bearer sekret"})
+            assert bad.status_code == 400
+            refused = await client.post("/v1/calls", json={"to": USER}, headers={"Authorization": "Bearer sekret"})
+            assert refused.status_code == 409
+            assert refused.json()["rule"] == "permission.none" and refused.json()["meta_error_code"] == 138006
+            listing = await client.get("/v1/calls", headers={"Authorization": "Bearer sekret"})
+            assert listing.status_code == 200 and listing.json() == {"calls": []}
