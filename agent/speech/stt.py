@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 SHORT_WINDOW_TAIL_FRAMES = 300  # ≥ 3 s of padding after the speech lets the decoder find the end
-SHORT_WINDOW_MIN_FRAMES = 150  # single words ("yes", "no") are decoded with the full window: more reliable
+SHORT_WINDOW_MIN_FRAMES = 60  # under 0.6 s ("yes", "no") the full window is more reliable
 
 
 def looks_degenerate(text: str) -> bool:
@@ -30,6 +30,10 @@ def looks_degenerate(text: str) -> bool:
     words = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
     half = len(words) // 2
     if len(words) >= 2 and len(words) % 2 == 0 and words[:half] == words[half:]:
+        return True
+    # A short turn that says the same three words twice is the decoder starting over, not the caller.
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    if len(grams) != len(set(grams)):
         return True
     for size in range(1, 9):
         for start in range(len(words) - 3 * size + 1):

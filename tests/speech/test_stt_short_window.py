@@ -26,6 +26,7 @@ SENTENCES = [
         ("Can I talk to a person? Can I talk to a person? Can I talk to a person?", True),
         ("I want to check the status of my order.", False),
         ("no no", True),
+        ("Where is my order? Where is my", True),
         ("yes please", False),
         ("", False),
     ],
