@@ -443,6 +443,10 @@ class Runtime:
                 handled_by=call.handled_by,
             )
             summary["cost"] = str(cost)
+            # Each turn's stage timings stay with the call (as its events), for finding slow turns later.
+            for n, turn in enumerate(summary.get("turns", []), 1):
+                log.info("call %s turn %d: %s", call.id, n, turn)
+                self.store.record_event(call.id, "turn", self.ledger.now(), turn, dedupe_key=f"{call.id}:turn:{n}")
         except Exception:
             log.exception("call %s: could not write the call record", call.id)
 

@@ -68,9 +68,12 @@ async def test_appointment_booked_over_a_call(
             deadline = time.monotonic() + 10
             while sim_call.id not in sim.runtime.finished and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            turns = [e.payload for e in sim.runtime.store.list_events(sim_call.id) if e.event == "turn"]
         finally:
             await user.close()
         summary = sim.runtime.finished[sim_call.id]
+        # Every turn's stage timings are kept with the call record.
+        assert len(turns) >= 4 and all(t and t["transcript_ready_ms"] is not None for t in turns), turns
         assert str(summary["slots"].get("date")) == tomorrow.isoformat(), (summary["slots"], heard)
         assert str(summary["slots"].get("time"))[:5] == "15:30", (summary["slots"], heard)
         assert summary["slots"].get("booking_id") == 981
