@@ -33,7 +33,12 @@ def is_backchannel(text: str) -> bool:
     return len(words) <= 2 and not TAKE_TURN_WORDS.intersection(words)
 
 
-_TRAILING_FILLERS = ("and", "but", "or", "so", "um", "uh", "because", "the", "a", "to", "my", "is", "i")
+# A turn that ends on one of these is still going ("half past…", "book it for…"), whatever Whisper's full stop
+# says: articles, prepositions, conjunctions, possessives and fillers.
+_TRAILING_FILLERS = frozenset(
+    "and but or so um uh because the a an to my your our their his her its is are was were i we it "
+    "at for of on in past from with about by into than then like if".split()
+)
 
 
 def looks_complete(text: str) -> bool:

@@ -25,6 +25,8 @@ def test_words_that_take_the_turn(text: str) -> None:
         ("I want to check the status of my", False),
         ("I'd like to book it and", False),
         ("So um.", False),
+        ("Half past.", False),
+        ("I'd like to book it for.", False),
         ("Well...", False),
         ("", False),
     ],
