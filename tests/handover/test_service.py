@@ -25,7 +25,6 @@ from agent.handover.service import (
     NOBODY_MESSAGE,
     ActionError,
     HandoverService,
-    _engine_goto,
 )
 from agent.media.sdp import SdpError
 from agent.store.base import CallRecord
@@ -523,7 +522,7 @@ def test_a_flow_that_ended_at_a_handover_resumes_at_the_chosen_node() -> None:
     engine.start()
     handed = engine.handle("I want to talk to a person")
     assert handed.handover is not None and engine.ended
-    reply = _engine_goto(engine, "anything_else")
+    reply = engine.goto("anything_else")
     assert reply.lines == ["Is there anything else I can help with?"]
     assert not engine.ended and engine.node == "anything_else"
     assert engine.handle("no thanks").end_call
