@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.conversation import Conversation, ConversationConfig, ConversationHooks, LlmStream
+from agent.conversation import Conversation, ConversationConfig, ConversationHooks, EndpointCheck, LlmStream
 from agent.dialogue.effects import Handover, Reply
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow
@@ -53,6 +53,7 @@ class CallServices:
     connect_timeout_s: float = 10.0
     fallback_audio: np.ndarray | None = None
     llm: LlmStream | None = None
+    endpoint_check: EndpointCheck | None = None
     # Set by the runtime when handover / permission requests are available.
     on_handover: Callable[[Call, Handover], None] | None = None
     on_permission_request: Callable[[Call, str], None] | None = None
@@ -223,6 +224,7 @@ class Call:
             clock=self._clock,
             hooks=ConversationHooks(
                 llm=self.services.llm,
+                endpoint_check=self.services.endpoint_check,
                 on_handover=self._handover_requested if self.services.on_handover else None,
                 on_permission_request=self._permission_requested if self.services.on_permission_request else None,
             ),

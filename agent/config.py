@@ -45,6 +45,8 @@ class VadSettings(BaseModel):
     pause_ms: int | None = Field(200, ge=60, le=3000)  # start STT this far into a silence (None: off)
     speculative_stt: bool = True
     early_end_on_complete_sentence: bool = True
+    silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)
+    partial_stt_every_ms: int | None = Field(None, ge=300, le=10000)  # partial transcripts while talking
 
 
 class SpeechSettings(BaseModel):

@@ -66,6 +66,12 @@ class ConversationConfig:
     # End the turn at the first pause when its transcript is a finished sentence ("…my order." / "…?"),
     # instead of waiting out the whole end-of-turn silence.
     early_end_on_complete_sentence: bool = True
+    # Partial transcripts while the caller is still talking, every this much speech (None: off; costs CPU).
+    partial_stt_every_ms: int | None = None
+
+
+class EndpointCheck(Protocol):
+    async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool: ...
 
 
 class LlmStream(Protocol):
@@ -79,6 +85,8 @@ class ConversationHooks:
     llm: LlmStream | None = None
     on_handover: Callable[[Handover], None] | None = None
     on_permission_request: Callable[[str], None] | None = None
+    endpoint_check: EndpointCheck | None = None  # second opinion before an early end of turn
+    on_partial: Callable[[str], None] | None = None  # partial transcripts while the caller speaks
     http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
 
 
@@ -118,6 +126,10 @@ class Conversation:
         self._suspended = False
         self._barged_in = False
         self._finished_replies: set[int] = set()
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_at_ms = 0
+        self.partial_transcript = ""
         self.policy = policy
         self.transcriber = transcriber
         self.synthesizer = synthesizer
@@ -149,7 +161,13 @@ class Conversation:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [self._speaking, self._worker, self._speculation[1] if self._speculation else None]
+        tasks = [
+            self._speaking,
+            self._worker,
+            self._speculation[1] if self._speculation else None,
+            self._partial,
+            *self._side_tasks,
+        ]
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -184,6 +202,32 @@ class Conversation:
             elif event.kind == "end":
                 self._on_end(event.audio, event.speech_ms, t)
         self._check_barge_in(t)
+        self._maybe_partial()
+
+    def _maybe_partial(self) -> None:
+        """While the caller talks, transcribe what they said so far every `partial_stt_every_ms` of speech
+        (one at a time): the console shows it live and flows can see where the caller is going."""
+        every = self.config.partial_stt_every_ms
+        ep = self._endpointer
+        if not every or not ep.in_speech or (self._partial is not None and not self._partial.done()):
+            return
+        if ep.voiced_ms < self._partial_at_ms + every:
+            return
+        self._partial_at_ms = ep.voiced_ms
+        audio = ep.current_audio()
+        if audio is not None:
+            self._partial = asyncio.create_task(self._transcribe_partial(audio), name="stt-partial")
+
+    async def _transcribe_partial(self, audio: np.ndarray) -> None:
+        try:
+            text = await self._transcribe(audio)
+        except Exception:
+            return
+        if text and self._endpointer.in_speech:
+            self.partial_transcript = text
+            log.debug("partial transcript: %r", text)
+            if self.hooks.on_partial is not None:
+                self.hooks.on_partial(text)
 
     def _on_pause(self, audio: np.ndarray, speech_ms: int, t: float) -> None:
         if self._overlapped and not self._barge_confirmed and self.output.paused:
@@ -194,19 +238,35 @@ class Conversation:
             task = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
             self._speculation = (speech_ms, task)
             if self.config.early_end_on_complete_sentence and not self._overlapped:
-                task.add_done_callback(lambda done: self._maybe_end_early(done, speech_ms, t))
+                early = asyncio.create_task(self._try_end_early(task, speech_ms, t, audio), name="early-end")
+                self._side_tasks.add(early)
+                early.add_done_callback(self._side_tasks.discard)
+
+    async def _try_end_early(
+        self, task: asyncio.Task[str], speech_ms: int, paused_at: float, audio: np.ndarray
+    ) -> None:
+        """The guess came back while the caller is still silent: if it reads as a finished sentence (and
+        Silero, as a second opinion, hears no speech in the pause), the turn is over now. Speech that
+        resumed in the meantime (more voiced audio) cancels this."""
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            return
+        if self._closed or task.cancelled() or self._speculation is None or self._speculation[1] is not task:
+            return
+        if not looks_complete(task.result()):
+            return
+        check = self.hooks.endpoint_check
+        if check is not None and await check.still_talking(audio, self.config.vad.pause_ms or 0):
+            log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")
+            return
+        self._maybe_end_early(task, speech_ms, paused_at)
 
     def _maybe_end_early(self, task: asyncio.Task[str], speech_ms: int, paused_at: float) -> None:
-        """The guess came back while the caller is still silent: if it reads as a finished sentence, the
-        turn is over now. Speech that resumed in the meantime (more voiced audio) cancels this."""
-        if task.cancelled() or task.exception() is not None or self._closed:
-            return
         if self._speculation is None or self._speculation[1] is not task:
             return
         ep = self._endpointer
         if not ep.in_speech or ep.voiced_now or ep.voiced_ms != speech_ms:
-            return
-        if not looks_complete(task.result()):
             return
         event = ep.end_now()
         if event is not None:
@@ -215,6 +275,8 @@ class Conversation:
 
     def _on_end(self, audio: np.ndarray | None, speech_ms: int, t: float, silence_s: float | None = None) -> None:
         overlapped, confirmed = self._overlapped, self._barge_confirmed
+        self._partial_at_ms = 0
+        self.partial_transcript = ""
         self._speech_started_at = None
         self._overlapped = self._barge_confirmed = False
         if self.output.paused and not confirmed:

@@ -137,8 +137,13 @@ class Runtime:
                 barge_in_min_ms=settings.speech.barge_in_min_ms,
                 speculative_stt=settings.vad.speculative_stt,
                 early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
+                partial_stt_every_ms=settings.vad.partial_stt_every_ms,
             ),
         )
+        if settings.vad.silero_second_opinion and models.executor is not None:
+            from agent.speech.endpoint_check import SileroEndpointCheck
+
+            self.services.endpoint_check = SileroEndpointCheck(models.executor)
         self.llm = self._make_llm(settings)
         self.services.llm = self.llm
         self.services.on_permission_request = self._permission_requested_by_flow

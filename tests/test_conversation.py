@@ -1160,3 +1160,51 @@ async def test_llm_turn_is_cancelled_by_a_barge_in(make_call: Callable[..., Call
     await call.turn(2)
     tts.release.set()
     await until(lambda: call.heard()[-1] == "Goodbye.", what="the goodbye")
+
+
+class FakeEndpointCheck:
+    """Silero stand-in: says whether the caller is still talking in the pause."""
+
+    def __init__(self, still_talking: bool) -> None:
+        self.answer = still_talking
+        self.asked = 0
+
+    async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool:
+        self.asked += 1
+        return self.answer
+
+
+@pytest.mark.parametrize("still_talking", [False, True])
+async def test_second_opinion_can_hold_back_an_early_end(make_call: Callable[..., Call], still_talking: bool) -> None:
+    check = FakeEndpointCheck(still_talking)
+    hooks = ConversationHooks(endpoint_check=check)
+    call = make_call(stt=FakeTranscriber(["What are your opening hours?"]), hooks=hooks)
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.26))
+    await asyncio.sleep(0.02)
+    assert check.asked == 1
+    # Without the second opinion's doubt the turn ended at the pause; with it, only after the full silence.
+    assert len(call.conv.turns) == (0 if still_talking else 1)
+    await call.feed(silence(0.4))
+    await call.turn(1)
+    await call.play_out()
+
+
+async def test_partial_transcripts_while_the_caller_talks(make_call: Callable[..., Call]) -> None:
+    partials: list[str] = []
+    call = make_call(
+        stt=FakeTranscriber(["What are", "What are your", "What are your opening", "What are your opening hours?"]),
+        config=ConversationConfig(vad=VAD, partial_stt_every_ms=400, speculative_stt=False),
+        hooks=ConversationHooks(on_partial=partials.append),
+    )
+    await call.start()
+    for _ in range(5):
+        await call.feed(voice(0.25))
+        await asyncio.sleep(0.01)
+    assert partials and partials[0] == "What are"
+    assert call.conv.partial_transcript in partials
+    await call.feed(silence(0.6))
+    await call.turn(1)
+    assert call.conv.partial_transcript == ""
+    await call.play_out()

@@ -115,6 +115,10 @@ class Endpointer:
         """Voiced audio in the current utterance so far (0 outside speech)."""
         return self._voiced_frames * self.config.frame_ms if self._in_speech else 0
 
+    def current_audio(self) -> np.ndarray | None:
+        """The utterance so far (for partial transcripts while the caller is still talking)."""
+        return np.concatenate(self._utterance) if self._in_speech and self._utterance else None
+
     def end_now(self) -> VadEvent | None:
         """End the current utterance early (the caller's words already make a complete turn).
 

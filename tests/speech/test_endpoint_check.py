@@ -1,0 +1,22 @@
+"""Silero's second opinion: silence after a sentence is silence; a sentence cut mid-word is not over."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import numpy as np
+
+from agent.runtime import Models
+from agent.speech.audio import resample
+from agent.speech.endpoint_check import SileroEndpointCheck
+
+
+async def test_silence_after_speech_is_an_end_and_cut_speech_is_not(models: Models) -> None:
+    speech = resample(await models.synthesizer.synthesize("I would like to check the status of my order"), 48000, 16000)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        check = SileroEndpointCheck(pool)
+        finished = np.concatenate([np.zeros(3200, np.int16), speech, np.zeros(4000, np.int16)])
+        assert not await check.still_talking(finished, silence_ms=200)
+        loud = np.flatnonzero(np.abs(speech.astype(np.int32)) > 1000)
+        cut = np.concatenate([np.zeros(3200, np.int16), speech[: int(loud[len(loud) // 2])]])
+        assert await check.still_talking(cut, silence_ms=200)
