@@ -61,7 +61,8 @@ async def test_appointment_booked_over_a_call(
         try:
             sim_call, _ = await sim.place_call(user)
             heard = [await user.listen(timeout=25)]
-            for line in ("I'd like to book a check up.", "Tomorrow, please.", "Half past three.", "Yes, please."):
+            lines = ("I'd like to book a check up.", "Tomorrow, please.", "Three thirty in the afternoon.", "Yes.")
+            for line in lines:
                 await user.say(line)
                 heard.append(await user.listen(timeout=25, quiet_s=1.5))
             await asyncio.wait_for(sim_call.ended.wait(), 20)
