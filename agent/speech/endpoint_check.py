@@ -29,15 +29,16 @@ class SileroEndpointCheck:
         )
 
     def still_talking_sync(self, audio16k: np.ndarray, silence_ms: int) -> bool:
-        """True when Silero hears speech inside the last `silence_ms`, which webrtcvad called silence."""
+        """True when Silero hears speech well inside the last `silence_ms`, which webrtcvad called silence."""
         window = np.asarray(audio16k[-RATE * 2 :], dtype=np.float32)
         if audio16k.dtype == np.int16:
             window = window / 32768.0
         segments = self._detect(window, self._options)
         if not segments:
             return False
-        tail_start = window.size - silence_ms * RATE // 1000
-        return int(segments[-1]["end"]) > tail_start + RATE // 50  # 20 ms of slack for the segment edge
+        # Silero's segments end 20-50 ms after the last loud sample (its 32 ms windows), so only speech
+        # reaching into the second half of the pause counts as the caller still talking.
+        return int(segments[-1]["end"]) > window.size - (silence_ms // 2) * RATE // 1000
 
     async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool:
         loop = asyncio.get_running_loop()

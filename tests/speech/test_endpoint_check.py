@@ -15,7 +15,9 @@ async def test_silence_after_speech_is_an_end_and_cut_speech_is_not(models: Mode
     speech = resample(await models.synthesizer.synthesize("I would like to check the status of my order"), 48000, 16000)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         check = SileroEndpointCheck(pool)
-        finished = np.concatenate([np.zeros(3200, np.int16), speech, np.zeros(4000, np.int16)])
+        loud_end = int(np.flatnonzero(np.abs(speech.astype(np.int32)) > 500)[-1])
+        # Exactly what the endpointer hands over at a 200 ms pause: the sentence, then 200 ms of silence.
+        finished = np.concatenate([np.zeros(3200, np.int16), speech[:loud_end], np.zeros(3200, np.int16)])
         assert not await check.still_talking(finished, silence_ms=200)
         loud = np.flatnonzero(np.abs(speech.astype(np.int32)) > 1000)
         cut = np.concatenate([np.zeros(3200, np.int16), speech[: int(loud[len(loud) // 2])]])
