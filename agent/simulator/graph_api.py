@@ -333,18 +333,22 @@ def require_call_id(body: dict[str, Any]) -> str:
     return call_id
 
 
-def require_answer_session(body: dict[str, Any]) -> str:
-    """Return `session.sdp` after checking the session object is an answer (spec §3 rule 1)."""
+def _require_session(body: dict[str, Any], sdp_type: str, needs: str) -> str:
     session = body.get("session")
     if not isinstance(session, dict):
         raise invalid_parameter("The parameter session is required")
-    sdp_type = session.get("sdp_type")
-    if sdp_type != "answer":
-        raise invalid_parameter(f"Invalid session.sdp_type {sdp_type!r}; this action needs 'answer'")
+    got = session.get("sdp_type")
+    if got != sdp_type:
+        raise invalid_parameter(f"Invalid session.sdp_type {got!r}; {needs} '{sdp_type}'")
     sdp = session.get("sdp")
     if not isinstance(sdp, str) or not sdp:
         raise invalid_parameter("The parameter session.sdp is required")
     return sdp
+
+
+def require_answer_session(body: dict[str, Any]) -> str:
+    """Return `session.sdp` after checking the session object is an answer (spec §3 rule 1)."""
+    return _require_session(body, "answer", "this action needs")
 
 
 def check_opaque_data(body: dict[str, Any]) -> str | None:
@@ -360,16 +364,7 @@ def check_opaque_data(body: dict[str, Any]) -> str | None:
 
 def require_offer_session(body: dict[str, Any]) -> str:
     """Return `session.sdp` of a BIC connect after checking it is an offer (spec §3.2, §7.1)."""
-    session = body.get("session")
-    if not isinstance(session, dict):
-        raise invalid_parameter("The parameter session is required")
-    sdp_type = session.get("sdp_type")
-    if sdp_type != "offer":
-        raise invalid_parameter(f"Invalid session.sdp_type {sdp_type!r}; connect needs 'offer'")
-    sdp = session.get("sdp")
-    if not isinstance(sdp, str) or not sdp:
-        raise invalid_parameter("The parameter session.sdp is required")
-    return sdp
+    return _require_session(body, "offer", "connect needs")
 
 
 def _sdp_lines(sdp: str, kind: str) -> list[str]:
