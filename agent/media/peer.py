@@ -5,6 +5,8 @@
 - Host addresses for ICE can be limited per connection (`media_hosts`): needed behind NAT, and for local
   runs on 127.0.0.1, which aioice skips by default. This is done on each connection's own ICE agent,
   never by patching aioice for the whole process.
+- Audio is received without aiortc's fixed 80 ms prefetch (`agent.media.jitter`): the bot analyses the
+  caller's audio rather than playing it, so every packet goes to the decoder as soon as it is in order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from agent.media.jitter import use_low_latency_audio_buffer
 from agent.media.sdp import OfferSummary, SdpError, normalise_line_endings, shape_answer, validate_offer
 from agent.media.tracks import OutboundAudioTrack
 
@@ -71,6 +74,7 @@ class MediaPeer:
         hosts: Sequence[str] | None = None,
         ice_servers: Sequence[str] = (),
         label: str = "call",
+        low_latency_receive: bool = True,
     ) -> None:
         self.label = label
         self._hosts = list(hosts) if hosts else None
@@ -85,8 +89,13 @@ class MediaPeer:
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio" and not self._remote_track.done():
-                self._remote_track.set_result(track)
+            if track.kind != "audio" or self._remote_track.done():
+                return
+            if low_latency_receive:
+                for transceiver in self.pc.getTransceivers():
+                    if transceiver.receiver.track is track and not use_low_latency_audio_buffer(transceiver.receiver):
+                        log.warning("%s: this aiortc has no swappable jitter buffer; receiving with its own", label)
+            self._remote_track.set_result(track)
 
         @self.pc.on("connectionstatechange")
         async def _on_state() -> None:
