@@ -42,7 +42,7 @@ class VadSettings(BaseModel):
     onset_frames: int = Field(3, ge=1, le=20)
     end_silence_ms: int = Field(500, ge=100, le=3000)
     min_speech_ms: int = Field(200, ge=20, le=5000)
-    pause_ms: int | None = Field(200, ge=60, le=3000)  # start STT this far into a silence (None: off)
+    pause_ms: int | None = Field(100, ge=60, le=3000)  # start STT this far into a silence (None: off)
     speculative_stt: bool = True
     early_end_on_complete_sentence: bool = True
     silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)

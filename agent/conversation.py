@@ -247,19 +247,27 @@ class Conversation:
     ) -> None:
         """The guess came back while the caller is still silent: if it reads as a finished sentence (and
         Silero, as a second opinion, hears no speech in the pause), the turn is over now. Speech that
-        resumed in the meantime (more voiced audio) cancels this."""
-        try:
-            await asyncio.shield(task)
-        except Exception:
-            return
-        if self._closed or task.cancelled() or self._speculation is None or self._speculation[1] is not task:
-            return
-        if not looks_complete(task.result()):
-            return
+        resumed in the meantime (more voiced audio) cancels this. Silero runs alongside the recognition
+        (the pool has a thread for each), so the second opinion costs no extra wait."""
         check = self.hooks.endpoint_check
-        if check is not None and await check.still_talking(audio, self.config.vad.pause_ms or 0):
-            log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")
-            return
+        opinion = (
+            asyncio.ensure_future(check.still_talking(audio, self._endpointer.pause_ms)) if check is not None else None
+        )
+        try:
+            try:
+                await asyncio.shield(task)
+            except Exception:
+                return
+            if self._closed or task.cancelled() or self._speculation is None or self._speculation[1] is not task:
+                return
+            if not looks_complete(task.result()):
+                return
+            if opinion is not None and await opinion:
+                log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")
+                return
+        finally:
+            if opinion is not None and not opinion.done():
+                opinion.cancel()
         self._maybe_end_early(task, speech_ms, paused_at)
 
     def _maybe_end_early(self, task: asyncio.Task[str], speech_ms: int, paused_at: float) -> None:
@@ -271,7 +279,7 @@ class Conversation:
         event = ep.end_now()
         if event is not None:
             log.debug("early end of turn on a complete sentence: %r", task.result())
-            self._on_end(event.audio, event.speech_ms, paused_at, silence_s=(self.config.vad.pause_ms or 0) / 1000)
+            self._on_end(event.audio, event.speech_ms, paused_at, silence_s=self._endpointer.pause_ms / 1000)
 
     def _on_end(self, audio: np.ndarray | None, speech_ms: int, t: float, silence_s: float | None = None) -> None:
         overlapped, confirmed = self._overlapped, self._barge_confirmed

@@ -44,6 +44,9 @@ class VadConfig:
     energy_gate_dbfs: float = -55.0
     # Emit a "pause" event this far into a silence, so STT can start before the turn has surely ended.
     pause_ms: int | None = None
+    # Trailing audio kept after the last voiced frame (soft word endings fall under the gate).
+    # None: the pre-roll, or the pause if shorter, so a pause can hand out the same audio as the end.
+    post_roll_ms: int | None = None
 
 
 @dataclass
@@ -53,7 +56,7 @@ class VadEvent:
     ``t`` is the stream time (seconds since the first sample fed) of the start of the frame whose
     classification triggered the event. For "end" that is ``end_silence_ms`` after the last voiced
     frame (or the forced cut at ``max_utterance_s``). ``audio`` (on "end" only) is the utterance as int16
-    16 kHz, from ``pre_roll_ms`` before the first voiced frame to at most ``pre_roll_ms`` after the last
+    16 kHz, from ``pre_roll_ms`` before the first voiced frame to at most ``post_roll_ms`` after the last
     one; it is None when the utterance was too short to be speech. ``speech_ms`` counts voiced frames.
 
     "pause" comes ``pause_ms`` into a silence inside an utterance, with the audio so far: if the silence
@@ -85,9 +88,13 @@ class Endpointer:
         self._pre_roll_frames = math.ceil(cfg.pre_roll_ms / cfg.frame_ms)
         self._end_frames = max(1, math.ceil(cfg.end_silence_ms / cfg.frame_ms))
         self._min_speech_frames = math.ceil(cfg.min_speech_ms / cfg.frame_ms)
-        # At least the pre-roll, so the audio handed out at a pause equals what "end" would hand out.
+        post_roll_ms = cfg.post_roll_ms
+        if post_roll_ms is None:
+            post_roll_ms = min(cfg.pre_roll_ms, cfg.pause_ms) if cfg.pause_ms else cfg.pre_roll_ms
+        self._post_roll_frames = math.ceil(post_roll_ms / cfg.frame_ms)
+        # At least the post-roll, so the audio handed out at a pause equals what "end" would hand out.
         self._pause_frames = (
-            max(self._pre_roll_frames, math.ceil(cfg.pause_ms / cfg.frame_ms), 1) if cfg.pause_ms else 0
+            max(self._post_roll_frames, math.ceil(cfg.pause_ms / cfg.frame_ms), 1) if cfg.pause_ms else 0
         )
         self._max_frames = max(1, int(cfg.max_utterance_s * 1000 / cfg.frame_ms))
         # The clock counts samples, not frames, so reset() can drop a partial frame without drifting.
@@ -109,6 +116,11 @@ class Endpointer:
     def voiced_now(self) -> bool:
         """True while inside an utterance and the latest frame was voiced (for barge-in decisions)."""
         return self._in_speech and self._silence_run == 0
+
+    @property
+    def pause_ms(self) -> int:
+        """How far into a silence "pause" comes (0 when pauses are off)."""
+        return self._pause_frames * self.config.frame_ms
 
     @property
     def voiced_ms(self) -> int:
@@ -229,7 +241,7 @@ class Endpointer:
         return VadEvent("end", t, audio=audio, speech_ms=speech_ms, forced=forced)
 
     def _kept_audio(self) -> np.ndarray | None:
-        drop = max(0, self._silence_run - self._pre_roll_frames)
+        drop = max(0, self._silence_run - self._post_roll_frames)
         kept = self._utterance[: len(self._utterance) - drop]
         return np.concatenate(kept) if kept else None
 

@@ -19,6 +19,14 @@ async def test_silence_after_speech_is_an_end_and_cut_speech_is_not(models: Mode
         # Exactly what the endpointer hands over at a 200 ms pause: the sentence, then 200 ms of silence.
         finished = np.concatenate([np.zeros(3200, np.int16), speech[:loud_end], np.zeros(3200, np.int16)])
         assert not await check.still_talking(finished, silence_ms=200)
+        # The default pause is 100 ms: a sentence ending in a soft "s" fades within Silero's decay.
+        assert not await check.still_talking(finished[:-1600], silence_ms=100)
         loud = np.flatnonzero(np.abs(speech.astype(np.int32)) > 1000)
         cut = np.concatenate([np.zeros(3200, np.int16), speech[: int(loud[len(loud) // 2])]])
         assert await check.still_talking(cut, silence_ms=200)
+        assert await check.still_talking(cut, silence_ms=100)
+        # The caller trailing on, softly, through the end of the pause.
+        middle = int(loud[len(loud) // 2])
+        murmur = (speech[middle - 1600 : middle].astype(np.float32) * 0.1).astype(np.int16)
+        soft = np.concatenate([finished[:-1600], murmur])
+        assert await check.still_talking(soft, silence_ms=100)
