@@ -105,6 +105,18 @@ def barge_in_stop(
     return stop, frames[-1][0] - stop
 
 
+async def until_mid_word(user: RecordingUser, voiced_s: float = 0.1, timeout: float = 3.0) -> None:
+    """Wait until the bot has been audible for `voiced_s` without a break, so the interruption starts
+    mid-word rather than in a gap between two clauses (which would make the stop look instant)."""
+    deadline = time.monotonic() + timeout
+    need = max(1, round(voiced_s / 0.02))
+    while time.monotonic() < deadline:
+        recent = user.frames[-need:]
+        if len(recent) == need and all(voiced for _, voiced in recent):
+            return
+        await asyncio.sleep(0.005)
+
+
 async def one_call(
     sim: Simulation,
     lines: dict[str, CallerLine],
@@ -147,6 +159,7 @@ async def one_call(
             result.barge_note = "the long answer never started"
         else:
             await asyncio.sleep(max(0.0, asked.first_bot_audio + barge_delay_s - time.monotonic()))
+            await until_mid_word(user)
             said = await user.play(barge_line.pcm, label=barge_line.text)
             # play() stamps the turn by its last voiced sample; the first voiced sample went out
             # (last - first) seconds of real-time audio earlier.
