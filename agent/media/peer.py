@@ -7,6 +7,8 @@
   never by patching aioice for the whole process.
 - Audio is received without aiortc's fixed 80 ms prefetch (`agent.media.jitter`): the bot analyses the
   caller's audio rather than playing it, so every packet goes to the decoder as soon as it is in order.
+- Audio is encoded and decoded on the event loop (`agent.media.inline_codecs`): per-frame thread hops
+  cost more than the codec work and, with many calls, queue up on the GIL.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from agent.media.inline_codecs import decode_audio_inline, encode_audio_inline
 from agent.media.jitter import use_low_latency_audio_buffer
 from agent.media.sdp import OfferSummary, SdpError, normalise_line_endings, shape_answer, validate_offer
 from agent.media.tracks import OutboundAudioTrack
@@ -79,6 +82,7 @@ class MediaPeer:
         self.label = label
         self._hosts = list(hosts) if hosts else None
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+        encode_audio_inline()
         self.pc = RTCPeerConnection(config)
         self.outbound = OutboundAudioTrack()
         self.connected = asyncio.Event()
@@ -91,10 +95,14 @@ class MediaPeer:
         def _on_track(track: MediaStreamTrack) -> None:
             if track.kind != "audio" or self._remote_track.done():
                 return
-            if low_latency_receive:
-                for transceiver in self.pc.getTransceivers():
-                    if transceiver.receiver.track is track and not use_low_latency_audio_buffer(transceiver.receiver):
-                        log.warning("%s: this aiortc has no swappable jitter buffer; receiving with its own", label)
+            for transceiver in self.pc.getTransceivers():
+                receiver = transceiver.receiver
+                if receiver.track is not track:
+                    continue
+                if low_latency_receive and not use_low_latency_audio_buffer(receiver):
+                    log.warning("%s: this aiortc has no swappable jitter buffer; receiving with its own", label)
+                if not decode_audio_inline(receiver):
+                    log.warning("%s: this aiortc's decoder queue differs; decoding on its thread", label)
             self._remote_track.set_result(track)
 
         @self.pc.on("connectionstatechange")

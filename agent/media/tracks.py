@@ -53,6 +53,9 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.on_play_start: Callable[[float], None] | None = None
         self.on_play_end: Callable[[float], None] | None = None
+        self._enqueued = 0  # samples ever queued: positions for `when_played`
+        self._consumed = 0  # samples ever taken from the queue (played or flushed)
+        self._watchers: list[tuple[int, Callable[[float], None]]] = []
 
     def open(self) -> None:
         self._open.set()
@@ -65,13 +68,23 @@ class OutboundAudioTrack(MediaStreamTrack):
     def queued_ms(self) -> int:
         return self._queued * 1000 // OUT_RATE
 
-    def enqueue(self, pcm: np.ndarray) -> None:
-        """Queue int16 mono 48 kHz samples behind whatever is already queued."""
+    def enqueue(self, pcm: np.ndarray) -> int:
+        """Queue int16 mono 48 kHz samples behind whatever is already queued; returns the position of the
+        first one, for `when_played`."""
+        start = self._enqueued
         if pcm.size == 0:
-            return
+            return start
         self._chunks.append(np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1))
         self._queued += pcm.size
+        self._enqueued += pcm.size
         self._idle.clear()
+        return start
+
+    def when_played(self, position: int, callback: Callable[[float], None]) -> None:
+        """Call `callback(now)` when the frame holding sample `position` (from `enqueue`) goes out: the real
+        send time, which under load can be later than the start time plus the audio's length."""
+        self._watchers.append((position, callback))
+        self._watchers.sort(key=lambda w: w[0])
 
     @property
     def paused(self) -> bool:
@@ -87,6 +100,8 @@ class OutboundAudioTrack(MediaStreamTrack):
     def flush(self) -> int:
         """Drop everything queued (barge-in); returns how many ms were dropped."""
         dropped = self._queued
+        self._consumed += dropped
+        self._watchers = [w for w in self._watchers if w[0] >= self._consumed]  # dropped audio is never sent
         self._paused = False
         self._chunks.clear()
         self._offset = 0
@@ -112,7 +127,13 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self._chunks.popleft()
                 self._offset = 0
         self._queued -= filled
+        self._consumed += filled
         return out
+
+    def _notify_played(self, now: float) -> None:
+        while self._watchers and self._watchers[0][0] < self._consumed:
+            _, callback = self._watchers.pop(0)
+            callback(now)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -147,6 +168,8 @@ class OutboundAudioTrack(MediaStreamTrack):
             samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         elif not self._queued:
             self._idle.set()
+        if self._watchers:
+            self._notify_played(now)
         return self._frame(samples)
 
     def _frame(self, samples: np.ndarray) -> av.AudioFrame:

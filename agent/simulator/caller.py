@@ -251,24 +251,36 @@ class SimulatedUser:
         """Speak into the call; returns once the audio has been sent, with the turn's timing record."""
         if self.synthesizer is not None and self.synthesizer.sample_rate != OUT_RATE:
             pcm48k = resample(pcm48k, self.synthesizer.sample_rate, OUT_RATE)
+        if pcm48k.size == 0:
+            raise ValueError(f"nothing to play for {label!r}")
         voiced = np.flatnonzero(np.abs(pcm48k.astype(np.int32)) > 500)
-        last_voiced = int(voiced[-1]) if voiced.size else pcm48k.size
-        started = asyncio.get_running_loop().create_future()
+        last_voiced = int(voiced[-1]) if voiced.size else pcm48k.size - 1
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[float] = loop.create_future()
+        last_sent: asyncio.Future[float] = loop.create_future()
         track = self.peer.outbound
 
-        def on_start(t: float) -> None:
-            if not started.done():
-                started.set_result(t)
+        def settle(future: asyncio.Future[float]) -> Callable[[float], None]:
+            return lambda t: None if future.done() else future.set_result(t)
 
-        track.on_play_start = on_start
-        track.enqueue(pcm48k)
-        t0 = await started
-        track.on_play_start = None
-        timing = TurnTiming(said=label, last_voiced_sent=t0 + last_voiced / OUT_RATE)
+        position = track.enqueue(pcm48k)
+        track.when_played(position, settle(started))
+        track.when_played(position + last_voiced, settle(last_sent))
+        t0 = await self._sent_or_stopped(started)
+        # Stamped when the frame really went out: a busy process sends late, and that must not count
+        # as the bot's delay.
+        timing = TurnTiming(said=label, last_voiced_sent=await self._sent_or_stopped(last_sent))
         self.conversation.turns.append(timing)
         self.conversation.entries.append(("caller", label, t0))
         await track.wait_idle()
         return timing
+
+    async def _sent_or_stopped(self, sent: asyncio.Future[float]) -> float:
+        """When the watched frame went out, or now if the call ended first (the frame never will)."""
+        track = self.peer.outbound
+        while not sent.done() and track.readyState == "live":
+            await asyncio.wait({sent}, timeout=0.1)
+        return sent.result() if sent.done() else time.monotonic()
 
     def on_close(self, callback: Callable[[], object]) -> None:
         self._close_callbacks.append(callback)

@@ -252,3 +252,37 @@ async def test_stop_releases_wait_idle() -> None:
     waiter = asyncio.create_task(track.wait_idle())
     track.stop()
     await asyncio.wait_for(waiter, timeout=1)
+
+
+async def test_when_played_reports_the_real_send_time_of_a_sample(fake_time: FakeTime) -> None:
+    """The simulated caller times its turns by this: after a stall the stamp is when the frame went out."""
+    track = OutboundAudioTrack(clock=fake_time.clock)
+    track.open()
+    await read_frames(track, 1)
+    first = track.enqueue(ramp(FRAME_SAMPLES * 3))
+    second = track.enqueue(ramp(FRAME_SAMPLES))
+    assert (first, second) == (0, FRAME_SAMPLES * 3)
+    sent: list[tuple[str, float]] = []
+    track.when_played(first + FRAME_SAMPLES * 2 + 5, lambda t: sent.append(("third frame", t)))
+    track.when_played(first, lambda t: sent.append(("first frame", t)))
+    await read_frames(track, 1)
+    assert sent == [("first frame", pytest.approx(100.02))]
+    fake_time.now += 0.1  # the loop stalled: the third frame goes out late
+    await read_frames(track, 2)
+    assert sent[1] == ("third frame", pytest.approx(100.12))  # not 100.06, where real time would put it
+    track.stop()
+
+
+async def test_when_played_never_fires_for_flushed_audio(fake_time: FakeTime) -> None:
+    track = OutboundAudioTrack(clock=fake_time.clock)
+    track.open()
+    start = track.enqueue(ramp(FRAME_SAMPLES * 4))
+    fired: list[float] = []
+    track.when_played(start + FRAME_SAMPLES * 3, fired.append)
+    await read_frames(track, 1)
+    track.flush()
+    later = track.enqueue(ramp(FRAME_SAMPLES))
+    assert later == FRAME_SAMPLES * 4  # positions keep counting across a flush
+    await read_frames(track, 3)
+    assert fired == []
+    track.stop()
