@@ -23,6 +23,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from agent.media.inline_codecs import decode_audio_inline, encode_audio_inline
 from agent.media.jitter import use_low_latency_audio_buffer
+from agent.media.opus_out import OpusFrameEncoder
 from agent.media.sdp import OfferSummary, SdpError, normalise_line_endings, shape_answer, validate_offer
 from agent.media.tracks import OutboundAudioTrack
 
@@ -84,7 +85,7 @@ class MediaPeer:
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
         encode_audio_inline()
         self.pc = RTCPeerConnection(config)
-        self.outbound = OutboundAudioTrack()
+        self.outbound = OutboundAudioTrack(encoder=OpusFrameEncoder())
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self._remote_track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()

@@ -20,6 +20,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from agent.media.opus_out import OpusFrameEncoder
+
 log = logging.getLogger(__name__)
 
 OUT_RATE = 48000
@@ -37,9 +39,10 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, encoder: OpusFrameEncoder | None = None) -> None:
         super().__init__()
         self._clock = clock
+        self._encoder = encoder  # set: recv returns Opus packets (see agent.media.opus_out)
         self._chunks: deque[np.ndarray] = deque()
         self._offset = 0
         self._queued = 0
@@ -56,6 +59,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._enqueued = 0  # samples ever queued: positions for `when_played`
         self._consumed = 0  # samples ever taken from the queue (played or flushed)
         self._watchers: list[tuple[int, Callable[[float], None]]] = []
+        self.last_recv_at: float | None = None  # when the sender last took a frame
 
     def open(self) -> None:
         self._open.set()
@@ -135,7 +139,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             _, callback = self._watchers.pop(0)
             callback(now)
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if not self._open.is_set():
@@ -151,26 +155,32 @@ class OutboundAudioTrack(MediaStreamTrack):
                 self._start = self._clock() - self._pts / OUT_RATE
         if self.readyState != "live":
             raise MediaStreamError
-        now = self._clock()
-        if self._paused:
-            return self._frame(np.zeros(FRAME_SAMPLES, dtype=np.int16))
-        samples = self._next_samples()
+        now = self.last_recv_at = self._clock()
+        samples = None if self._paused else self._next_samples()
         if samples is not None and not self._was_playing:
             self._was_playing = True
             if self.on_play_start:
                 self.on_play_start(now)
-        if samples is None:
-            if self._was_playing:
-                self._was_playing = False
-                self._idle.set()
-                if self.on_play_end:
-                    self.on_play_end(now)
-            samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        elif not self._queued:
+        if samples is None and not self._paused and self._was_playing:
+            self._was_playing = False
+            self._idle.set()
+            if self.on_play_end:
+                self.on_play_end(now)
+        elif samples is not None and not self._queued:
             self._idle.set()
         if self._watchers:
             self._notify_played(now)
-        return self._frame(samples)
+        if self._encoder is not None:
+            try:
+                packet = self._encoder.packet(samples, self._pts)
+            except Exception:
+                # An exception here would end aiortc's sender loop: the call would go silent for good.
+                log.exception("Opus encoding failed; sending silence for this frame")
+                packet = self._encoder.silence(self._pts)
+            self._pts += FRAME_SAMPLES
+            self.frames_sent += 1
+            return packet
+        return self._frame(samples if samples is not None else np.zeros(FRAME_SAMPLES, dtype=np.int16))
 
     def _frame(self, samples: np.ndarray) -> av.AudioFrame:
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")

@@ -280,6 +280,9 @@ class SimulatedUser:
         track = self.peer.outbound
         while not sent.done() and track.readyState == "live":
             await asyncio.wait({sent}, timeout=0.1)
+            if track.last_recv_at is not None and time.monotonic() - track.last_recv_at > 2.0:
+                log.warning("the call's media stopped while the caller was talking")
+                break
         return sent.result() if sent.done() else time.monotonic()
 
     def on_close(self, callback: Callable[[], object]) -> None:
