@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -23,6 +24,30 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 SHORT_WINDOW_TAIL_FRAMES = 300  # ≥ 3 s of padding after the speech lets the decoder find the end
 SHORT_WINDOW_MIN_FRAMES = 60  # under 0.6 s ("yes", "no") the full window is more reliable
+
+
+def first_of_restarts(text: str) -> str | None:
+    """The first sentence, when everything after it is that sentence again (or its start), else None.
+
+    With a shortened window Whisper sometimes reaches the end of the speech and starts over from the top
+    ("Where is my order? Where is my order"); the first pass is the transcript, and decoding again with the
+    full window would cost several times as much.
+    """
+    parts = [p.strip() for p in re.split(r"(?<=[.?!])\s+", text.strip()) if p.strip()]
+    if len(parts) < 2:
+        return None
+    first = _words(parts[0])
+    if not first:
+        return None
+    for part in parts[1:]:
+        words = _words(part)
+        if not words or words != first[: len(words)]:
+            return None
+    return parts[0]
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
 
 
 def looks_degenerate(text: str) -> bool:
@@ -178,12 +203,18 @@ class WhisperTranscriber:
             suppress_tokens=self._suppress_tokens,
         )[0]
         if result.no_speech_prob > self._no_speech_threshold:
+            logger.debug("short window unsure (no_speech_prob %.2f); decoding the full window", result.no_speech_prob)
             return None  # a short window is less sure of short words: let the full window decide
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        if len(tokens) >= max_tokens - 1:
-            return None
         text = tokenizer.decode(tokens).strip()
-        return None if looks_degenerate(text) else text
+        restarted = first_of_restarts(text)
+        if restarted is not None:
+            logger.debug("short window started over (%r); keeping the first pass", text)
+            return restarted
+        if len(tokens) >= max_tokens - 1 or looks_degenerate(text):
+            logger.debug("short window looped (%r); decoding the full window", text)
+            return None
+        return text
 
     @staticmethod
     def _to_float32(audio16k: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from agent.runtime import Models
 from agent.speech.audio import resample
-from agent.speech.stt import WhisperTranscriber, looks_degenerate
+from agent.speech.stt import WhisperTranscriber, first_of_restarts, looks_degenerate
 from tests.wer import wer
 
 SENTENCES = [
@@ -33,6 +33,23 @@ SENTENCES = [
 )
 def test_looks_degenerate(text: str, degenerate: bool) -> None:
     assert looks_degenerate(text) is degenerate
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("Where is my order? Where is my order", "Where is my order?"),
+        ("Explain your returns policy. Explain your returns policy.", "Explain your returns policy."),
+        ("Yes. Yes. Yes. Yes", "Yes."),
+        ("Can I pay by card? Can I pay", "Can I pay by card?"),
+        ("Where is my order? It was due yesterday.", None),  # a second sentence of its own
+        ("Hold on. Hold on I have a question", None),  # more than the first sentence again
+        ("yes yes yes yes", None),  # no sentences to tell apart: the full window decides
+        ("I want to check the status of my order.", None),
+    ],
+)
+def test_first_of_restarts(text: str, first: str | None) -> None:
+    assert first_of_restarts(text) == first
 
 
 @pytest.mark.parametrize("sentence", SENTENCES)
