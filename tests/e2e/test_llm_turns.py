@@ -6,6 +6,7 @@ The LLM is a local OpenAI-compatible server (scripted); everything else is the r
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,7 +39,8 @@ nodes:
     end: true
 """
 RULES = [
-    Rule(match="hours", text=HOURS, token_delay_s=0.04),
+    # The test is about streaming, not recognition: Whisper tiny sometimes hears "hours" as "now is".
+    Rule(match=re.compile(r"hours|open", re.I), text=HOURS, token_delay_s=0.04),
     Rule(match="address", hang=True),
     Rule(match="bye", text="Thank you for calling. Goodbye!", tool_calls=[ScriptedCall("end_call", {})]),
 ]
