@@ -46,16 +46,11 @@ def _frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
 SILENCE = b"\xf8\xff\xfe"
 
 
-def silence_packet() -> bytes:
-    return SILENCE
-
-
 class OpusFrameEncoder:
     """Turns each 20 ms frame (or None for silence) into an Opus packet stamped with the track's pts."""
 
     def __init__(self, bitrate: int = DEFAULT_BITRATE) -> None:
         self._codec = _encoder(bitrate)
-        self._silence = SILENCE
         self._settle = 0
         self.encoded = 0
         self.canned = 0
@@ -76,7 +71,7 @@ class OpusFrameEncoder:
 
     def silence(self, pts: int) -> av.Packet:
         self.canned += 1
-        return _packet(self._silence, pts)
+        return _packet(SILENCE, pts)
 
 
 def _packet(payload: bytes, pts: int) -> av.Packet:

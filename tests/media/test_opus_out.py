@@ -7,7 +7,7 @@ import fractions
 import av
 import numpy as np
 
-from agent.media.opus_out import FRAME_SAMPLES, SETTLE_FRAMES, OpusFrameEncoder, silence_packet
+from agent.media.opus_out import FRAME_SAMPLES, SETTLE_FRAMES, SILENCE, OpusFrameEncoder
 from agent.media.tracks import OutboundAudioTrack
 
 
@@ -35,8 +35,8 @@ def test_speech_round_trips_and_silence_settles_into_the_canned_packet() -> None
     packets += [enc.packet(None, (10 + i) * FRAME_SAMPLES) for i in range(SETTLE_FRAMES + 5)]
     assert [p.pts for p in packets] == [i * FRAME_SAMPLES for i in range(len(packets))]
     payloads = [bytes(p) for p in packets]
-    assert payloads[-5:] == [silence_packet()] * 5  # after the settle frames: no encoding at all
-    assert len(silence_packet()) <= 8
+    assert payloads[-5:] == [SILENCE] * 5  # after the settle frames: no encoding at all
+    assert len(SILENCE) <= 8
     assert enc.encoded == 10 + SETTLE_FRAMES and enc.canned == 5
     heard = decode(payloads)
     rms = float(np.sqrt(np.mean(heard[960 : 9 * 960].astype(np.float64) ** 2)))
