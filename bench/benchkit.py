@@ -8,7 +8,9 @@ module changes how a call behaves.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import math
 import os
 import resource
@@ -272,3 +274,16 @@ class CpuWindow:
         self.own_pct = 100 * (cpu_seconds() - self.own0) / (wall * cores())
         self.host_pct = 100 * (busy - self.busy0) / max(total - self.total0, 1e-9)
         return self
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options both benches take, with the same meaning."""
+    parser.add_argument("--quiet", type=float, default=1.0, help="bot silence (s) that ends a reply for the caller")
+    parser.add_argument("--timeout", type=float, default=20.0, help="give up waiting for a reply after this many s")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the runtime at INFO")
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )

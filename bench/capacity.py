@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import logging
 import os
 import platform
 import random
@@ -37,7 +36,9 @@ from benchkit import (
     CpuWindow,
     NullTranscriber,
     V2VSplit,
+    add_common_arguments,
     bot_turn_log,
+    configure_logging,
     cores,
     percentile,
     presynthesize,
@@ -363,15 +364,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--spread", type=float, default=6.0, help="start the calls of a step over this many s (about one turn cycle)"
     )
-    parser.add_argument("--quiet", type=float, default=1.0, help="bot silence (s) that ends a reply for the caller")
-    parser.add_argument("--timeout", type=float, default=20.0, help="give up waiting for a reply after this many s")
+    add_common_arguments(parser)
     parser.add_argument("--budget", type=float, default=270.0, help="do not start a step that would end past this (s)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the callers' thinking times")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the runtime at INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args)
     asyncio.run(main_async(args))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import logging
 import os
 import platform
 import time
@@ -39,7 +38,9 @@ from benchkit import (
     NullTranscriber,
     RecordingUser,
     V2VSplit,
+    add_common_arguments,
     bot_turn_log,
+    configure_logging,
     cores,
     fmt_ms,
     p50_p95,
@@ -287,16 +288,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=3, help="calls, one after another (default 3)")
     parser.add_argument("--turns", type=int, default=4, help="scripted caller turns per call (default 4)")
     parser.add_argument("--barge-delay", type=float, default=1.5, help="talk over the long answer after this many s")
-    parser.add_argument("--quiet", type=float, default=1.0, help="bot silence (s) that ends a reply for the caller")
-    parser.add_argument("--timeout", type=float, default=20.0, help="give up waiting for a reply after this many s")
+    add_common_arguments(parser)
     parser.add_argument(
         "--per-turn", action="store_true", help="also print each bot turn's stages (transcript/reply/synth/sent)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the runtime at INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args)
     asyncio.run(main_async(args))
 
 
