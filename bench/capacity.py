@@ -6,8 +6,10 @@ call greets, then the caller asks a few questions with a second or so of thinkin
 each step it prints voice-to-voice p50/p95 at the callers, process CPU and RSS, and it stops early once
 p95 passes 3 s: past that point more calls only measure a queue.
 
-The simulated callers (their WebRTC peers, Opus encode/decode, pacing) run in the same process and add
-their own CPU and memory to every figure, so the bot alone would do somewhat better than printed.
+Meta's simulator and the simulated callers (their WebRTC peers, Opus encode/decode, pacing) run in a second
+process (bench/capacity_callers.py), as phones and Meta's relays are not part of a real deployment either:
+CPU, RSS and event-loop figures are the bot process's own; the callers' CPU is printed beside them. Both
+processes share this machine's two cores, so the callers still take CPU the bot could have used.
 
     python bench/capacity.py            # up to 16 calls
     python bench/capacity.py --max 32  # further, past the point where this machine copes
@@ -17,14 +19,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import gc
+import multiprocessing
 import os
 import platform
 import random
+import secrets
+import tempfile
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before any model library is imported
 
@@ -34,10 +43,8 @@ from benchkit import (
     REPO,
     CallerLine,
     CpuWindow,
-    NullTranscriber,
     V2VSplit,
     add_common_arguments,
-    bot_turn_log,
     configure_logging,
     cores,
     percentile,
@@ -45,43 +52,35 @@ from benchkit import (
     rss_mb,
     split_v2v,
     wait_finished,
-    wait_for_reply,
     warm_whisper,
 )
+from capacity_callers import CallerSide, CallStats, StepOrder, call_budget_s, receive, run_callers
 
+from agent.app import create_app
 from agent.config import Settings
-from agent.runtime import Models
-from agent.simulator.caller import SimulatedUser
-from agent.simulator.session import Simulation
+from agent.runtime import Models, Runtime
+from agent.simulator.session import SIM_PHONE_NUMBER_ID, bound_socket, serve, simulated_settings
 
 PASS_P95_S = 1.5  # a step "holds" when voice-to-voice p95 stays under this
 STOP_P95_S = 3.0  # beyond this, stop ramping
 TARGET_CALLS = 10
 TARGET_MB_PER_CALL = 40.0
-
-
-@dataclass
-class CallStats:
-    """One call's measurements; `error` is set when the call could not be placed or failed."""
-
-    answer_s: float | None = None
-    v2v_s: list[float] = field(default_factory=list)
-    unanswered: int = 0
-    stt_s: list[float] = field(default_factory=list)  # bot: end of caller speech -> transcript ready
-    splits: list[V2VSplit] = field(default_factory=list)
-    error: str = ""
+BUSINESS_NUMBER = "15550001111"
 
 
 @dataclass
 class StepResult:
     calls: int
     stats: list[CallStats]
+    splits: list[V2VSplit]  # each measured turn's v2v cut at the bot's own timestamps
+    stt_s: list[float]  # bot: end of caller speech -> transcript ready, every turn of the step
     wall_s: float
-    cpu_pct: float
+    cpu_pct: float  # the bot process alone
+    callers_pct: float  # the callers' process (Meta's simulator and every simulated phone)
     host_pct: float
-    loop_pct: float  # the event-loop thread's CPU, % of one core: it carries every call's media and VAD
-    lag_p95_s: float | None  # how late the event loop woke a 250 ms sleep
-    rss_mb: float  # median VmRSS while all the step's calls were live
+    loop_pct: float  # the bot's event-loop thread, % of one core: it carries every call's media and VAD
+    lag_p95_s: float | None  # how late the bot's event loop woke a 250 ms sleep
+    rss_mb: float  # median VmRSS of the bot process while all the step's calls were live
     rss_peak_mb: float
 
     @property
@@ -111,113 +110,91 @@ def ramp(maximum: int) -> list[int]:
     return [*steps, maximum]
 
 
-async def one_call(
-    sim: Simulation,
-    lines: dict[str, CallerLine],
-    *,
-    index: int,
-    turns: int,
-    start_delay_s: float,
-    rng: random.Random,
-    quiet_s: float,
-    timeout_s: float,
-) -> CallStats:
-    """A caller who dials, hears the greeting, asks `turns` questions with thinking time, and hangs up."""
-    stats = CallStats()
-    await asyncio.sleep(start_delay_s)
-    # A no-op transcriber: the figures come from audio timing, and the caller must not queue its own
-    # Whisper jobs behind (or in front of) the bot's.
-    user = SimulatedUser(transcriber=NullTranscriber())
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process (the callers'), from /proc; NaN once it is gone."""
     try:
-        sim_call, dialled = await sim.place_call(user, timeout=timeout_s)
-        bot_log = bot_turn_log(sim.runtime, sim_call.id)
-        await wait_for_reply(user, dialled, quiet_s=quiet_s, timeout=timeout_s)
-        if user.first_bot_audio_at is not None:
-            stats.answer_s = user.first_bot_audio_at - dialled
-        for turn in range(turns):
-            await asyncio.sleep(rng.uniform(0.5, 1.5))  # thinking time, so calls drift out of step
-            line = lines[QUESTIONS[(index + turn) % len(QUESTIONS)]]
-            timing = await user.play(line.pcm, label=line.text)
-            await wait_for_reply(user, timing.last_voiced_sent, quiet_s=quiet_s, timeout=timeout_s)
-            if timing.voice_to_voice is None:
-                stats.unanswered += 1
-            else:
-                stats.v2v_s.append(timing.voice_to_voice)
-        stats.splits = split_v2v(user.conversation.turns, bot_log)
-        await sim.meta.user_hangup(sim_call.id)
-        summary = await wait_finished(sim.runtime, sim_call.id)
-        if summary is not None:
-            stats.stt_s = [t["transcript_ready_ms"] / 1000 for t in summary["turns"] if t["transcript_ready_ms"]]
-    except Exception as exc:  # one failed call is a result of the step, not a reason to stop the bench
-        stats.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        await user.close()
-    return stats
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-async def bounded_call(call: Awaitable[CallStats], budget_s: float) -> CallStats:
-    """A call that has not finished within its budget is a failed call, not a bench that never ends."""
-    try:
-        return await asyncio.wait_for(call, budget_s)
-    except TimeoutError:
-        return CallStats(error=f"did not finish within {budget_s:.0f} s")
+@dataclass
+class Bench:
+    """The bot process's side: wacall's runtime serving webhooks, and the pipe to the callers' process."""
 
+    runtime: Runtime
+    conn: Connection
+    callers: BaseProcess
+    args: argparse.Namespace
 
-async def run_step(
-    sim: Simulation, lines: dict[str, CallerLine], n: int, args: argparse.Namespace, rng: random.Random
-) -> StepResult:
-    """`n` calls at once (starts spread over --spread s); CPU and peak RSS over the whole step."""
-    gc.collect()
-    peak = rss_mb()
-    live_rss: list[float] = []
-    lags: list[float] = []
-    sampling = True
+    async def order(self, order: StepOrder) -> list[CallStats]:
+        self.conn.send(order)
+        reply = await asyncio.to_thread(receive, self.conn, call_budget_s(order, self.args.timeout) + 30)
+        if not isinstance(reply, list):
+            raise RuntimeError(f"the callers' process answered {reply!r}")
+        return reply
 
-    async def sample() -> None:
-        nonlocal peak
-        while sampling:
-            now = rss_mb()
-            peak = max(peak, now)
-            if len(sim.runtime.calls) >= n:
-                # Memory held with every call up; the median leaves out Whisper's short-lived buffers,
-                # which come and go with each decode rather than with each call.
-                live_rss.append(now)
-            before = time.monotonic()
-            await asyncio.sleep(0.25)
-            lags.append(time.monotonic() - before - 0.25)
+    def live_turn_logs(self, into: dict[str, list[Any]]) -> None:
+        """Keep each live call's own `TurnMetrics` list: the call drops it when it ends."""
+        for call_id, call in list(self.runtime.calls.items()):
+            conversation = getattr(call, "conversation", None)
+            if conversation is not None:
+                into.setdefault(call_id, conversation.turns)
 
-    sampler = asyncio.create_task(sample())
-    cpu, t0, loop_cpu0 = CpuWindow().start(), time.monotonic(), time.thread_time()
-    stats = await asyncio.gather(
-        *(
-            bounded_call(
-                one_call(
-                    sim,
-                    lines,
-                    index=i,
-                    turns=args.turns,
-                    start_delay_s=args.spread * i / n,
-                    rng=random.Random(rng.random()),
-                    quiet_s=args.quiet,
-                    timeout_s=args.timeout,
-                ),
-                # Dial, greeting, every turn and the hang-up each get the per-wait timeout, plus slack.
-                budget_s=args.spread + (args.turns + 3) * (args.timeout + 2),
-            )
-            for i in range(n)
-        )
-    )
-    wall = time.monotonic() - t0
-    cpu.stop()
-    loop_pct = 100 * (time.thread_time() - loop_cpu0) / wall  # this coroutine runs on the loop's thread
-    sampling = False
-    await sampler
-    # Let every call finish closing before the next step, so steps do not overlap.
-    deadline = time.monotonic() + 10
-    while sim.runtime.calls and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    rss = percentile(live_rss, 50) or peak
-    return StepResult(n, list(stats), wall, cpu.own_pct, cpu.host_pct, loop_pct, percentile(lags, 95), rss, peak)
+    async def run_step(self, n: int, seed: float) -> StepResult:
+        """`n` calls at once (starts spread over --spread s); CPU and RSS of the bot over the whole step."""
+        gc.collect()
+        runtime = self.runtime
+        peak = rss_mb()
+        live_rss: list[float] = []
+        lags: list[float] = []
+        bot_turns: dict[str, list[Any]] = {}
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak
+            while sampling:
+                now = rss_mb()
+                peak = max(peak, now)
+                if len(runtime.calls) >= n:
+                    # Memory held with every call up; the median leaves out Whisper's short-lived buffers,
+                    # which come and go with each decode rather than with each call.
+                    live_rss.append(now)
+                self.live_turn_logs(bot_turns)
+                before = time.monotonic()
+                await asyncio.sleep(0.25)
+                lags.append(time.monotonic() - before - 0.25)
+
+        sampler = asyncio.create_task(sample())
+        pid = self.callers.pid or 0
+        callers_cpu0, loop_cpu0 = process_cpu_seconds(pid), time.thread_time()
+        cpu, t0 = CpuWindow().start(), time.monotonic()
+        try:
+            stats = await self.order(StepOrder(n, self.args.turns, self.args.spread, seed))
+        finally:
+            wall = time.monotonic() - t0
+            cpu.stop()
+            loop_pct = 100 * (time.thread_time() - loop_cpu0) / wall  # this coroutine runs on the loop's thread
+            callers_pct = 100 * (process_cpu_seconds(pid) - callers_cpu0) / (wall * cores())
+            sampling = False
+            await sampler
+        # Let every call finish closing before the next step, so steps do not overlap.
+        deadline = time.monotonic() + 10
+        while runtime.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        splits = [v for s in stats for v in split_v2v(s.turns, bot_turns.get(s.call_id, []))]
+        stt: list[float] = []
+        for s in stats:
+            summary = await wait_finished(runtime, s.call_id, timeout=2) if s.call_id else None
+            if summary is not None:
+                stt += [t["transcript_ready_ms"] / 1000 for t in summary["turns"] if t["transcript_ready_ms"]]
+        rss = percentile(live_rss, 50) or peak
+        return StepResult(
+            n, stats, splits, stt, wall, cpu.own_pct, callers_pct, cpu.host_pct, loop_pct,
+            percentile(lags, 95), rss, peak,
+        )  # fmt: skip
 
 
 def row(step: StepResult, base: StepResult | None) -> str:
@@ -225,8 +202,7 @@ def row(step: StepResult, base: StepResult | None) -> str:
     if base is not None and step.calls > base.calls:
         per_call = f"{(step.rss_mb - base.rss_mb) / (step.calls - base.calls):.1f}"
     answers = [s.answer_s for s in step.stats if s.answer_s is not None]
-    stt = [v for s in step.stats for v in s.stt_s]
-    splits = [v for s in step.stats for v in s.splits]
+    stt, splits = step.stt_s, step.splits
     cells = [
         f"{step.calls:>5}",
         f"{ms(percentile(step.v2v, 50)):>7}",
@@ -239,6 +215,7 @@ def row(step: StepResult, base: StepResult | None) -> str:
         f"{len(step.v2v):>3}",
         f"{step.problems:>5}",
         f"{step.cpu_pct:>5.0f}",
+        f"{step.callers_pct:>7.0f}",
         f"{step.host_pct:>6.0f}",
         f"{step.loop_pct:>6.0f}",
         f"{ms(step.lag_p95_s):>7}",
@@ -258,10 +235,10 @@ def ms(value_s: float | None) -> str:
 _COLUMNS = [
     ("calls", ""), ("v2v p50", "ms"), ("v2v p95", "ms"), ("ans p95", "ms"), ("in p95", "ms"), ("bot p95", "ms"),
     ("out p95", "ms"), ("STT p95", "ms"), ("n", ""),
-    ("fails", ""), ("CPU", "%"), ("host", "%"), ("loop", "%"), ("lag p95", "ms"), ("RSS", "MB"), ("peak", "MB"),
-    ("per call", "MB"), ("wall", "s"),
+    ("fails", ""), ("CPU", "%"), ("callers", "%"), ("host", "%"), ("loop", "%"), ("lag p95", "ms"), ("RSS", "MB"),
+    ("peak", "MB"), ("per call", "MB"), ("wall", "s"),
 ]  # fmt: skip
-_WIDTHS = [5, 7, 7, 7, 6, 7, 7, 7, 3, 5, 5, 6, 6, 7, 6, 6, 8, 6]
+_WIDTHS = [5, 7, 7, 7, 6, 7, 7, 7, 3, 5, 5, 7, 6, 6, 7, 6, 6, 8, 6]
 HEADER = "\n".join(
     [
         "  ".join(f"{name:>{w}}" for (name, _), w in zip(_COLUMNS, _WIDTHS, strict=True)),
@@ -277,15 +254,71 @@ Columns:
   in       caller's last voiced frame sent -> bot's end-of-speech estimate: media in, decoding, VAD (p95)
   bot      bot's end-of-speech estimate -> first reply frame played out: STT, flow, TTS, queues (p95)
   out      first reply frame played out -> caller hears voice: Opus, loopback, jitter buffer (p95)
-           (in + bot + out = that turn's v2v: caller and bot share this process's clock)
+           (in + bot + out = that turn's v2v: both processes read the same monotonic clock)
   STT      bot's estimate of end of caller speech -> transcript ready (p95): Whisper plus its queue
   n        caller turns measured; fails = failed calls + turns the bot never answered
-  CPU      this process's CPU time / wall time, as % of {cores} cores (bot and simulated callers)
-  host     the whole machine's CPU busy %: this bench plus anything else (e.g. other people's tests)
-  loop     the event-loop thread's CPU as % of one core (media, VAD, HTTP); near 100 it is the bottleneck
-  lag      how late the event loop woke a 250 ms sleep (p95)
-  RSS      median VmRSS while all the step's calls were live; peak = highest VmRSS in the step
+  CPU      the bot process's CPU time / wall time, as % of {cores} cores (Whisper, piper, media, VAD, HTTP)
+  callers  the callers' process (Meta's simulator and every simulated phone), as % of {cores} cores
+  host     the whole machine's CPU busy %: both processes plus anything else (e.g. other people's tests)
+  loop     the bot's event-loop thread's CPU as % of one core (media, VAD, HTTP); near 100 it is the bottleneck
+  lag      how late the bot's event loop woke a 250 ms sleep (p95)
+  RSS      the bot process's median VmRSS while all the step's calls were live; peak = its highest in the step
   per call (RSS - RSS at the 1-call step) / extra calls"""
+
+
+@contextlib.asynccontextmanager
+async def bot_and_callers(
+    models: Models, lines: dict[str, CallerLine], args: argparse.Namespace
+) -> AsyncIterator[Bench]:
+    """wacall's server in this process, Meta's simulator and the callers in another, wired over loopback HTTP."""
+    token, secret, verify = (secrets.token_urlsafe(24) for _ in range(3))
+    app_sock = bound_socket()
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of this one's models or loop
+    conn, child_conn = spawn.Pipe()
+    side = CallerSide(
+        webhook_url=f"http://127.0.0.1:{app_sock.getsockname()[1]}/webhook",
+        app_secret=secret,
+        access_token=token,
+        phone_number_id=SIM_PHONE_NUMBER_ID,
+        business_number=BUSINESS_NUMBER,
+        lines=lines,
+        quiet_s=args.quiet,
+        timeout_s=args.timeout,
+    )
+    callers = spawn.Process(target=run_callers, args=(child_conn, side), name="wacall-bench-callers", daemon=True)
+    callers.start()
+    child_conn.close()
+    try:
+        meta_port = await asyncio.to_thread(receive, conn, 60)
+        with tempfile.TemporaryDirectory(prefix="wacall-bench-") as data_dir:
+            settings = simulated_settings(
+                graph_base_url=f"http://127.0.0.1:{meta_port}",
+                whatsapp_token=token,
+                app_secret=secret,
+                verify_token=verify,
+                flow=str(BENCH_FLOW),
+                business_number=BUSINESS_NUMBER,
+                data_dir=data_dir,
+                max_concurrent_calls=max(args.max, 1),
+            )
+            runtime = Runtime(settings, models)
+            await runtime.warm_up()
+            try:
+                async with serve(create_app(runtime), app_sock):
+                    try:
+                        yield Bench(runtime, conn, callers, args)
+                    finally:
+                        await runtime.hang_up_all()
+                        with contextlib.suppress(OSError):
+                            conn.send(None)  # the callers deliver Meta's last webhooks, then exit
+                        await asyncio.to_thread(callers.join, 20)
+            finally:
+                await runtime.aclose()
+    finally:
+        conn.close()
+        if callers.is_alive():
+            callers.kill()
+        await asyncio.to_thread(callers.join, 5)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -295,10 +328,9 @@ async def main_async(args: argparse.Namespace) -> None:
         f"{cores()} cores, Python {platform.python_version()}"
     )
     print(
-        f"flow {BENCH_FLOW.relative_to(REPO)}; {args.turns} caller turns per call; one process, one shared Models; "
-        "all traffic on 127.0.0.1"
+        f"flow {BENCH_FLOW.relative_to(REPO)}; {args.turns} caller turns per call; one wacall process, one shared "
+        "Models; Meta's simulator and the callers in a second process; all traffic on 127.0.0.1"
     )
-    print("NOTE: the simulated callers run in this process too and add their own CPU and memory to every figure.")
     models = Models.load(Settings())
     try:
         lines = await presynthesize(models.synthesizer, QUESTIONS)
@@ -308,15 +340,13 @@ async def main_async(args: argparse.Namespace) -> None:
         rng = random.Random(args.seed)
         results: list[StepResult] = []
         stopped = ""
-        async with Simulation.start(models, flow=str(BENCH_FLOW), max_concurrent_calls=max(args.max, 1)) as sim:
+        async with bot_and_callers(models, lines, args) as bench:
             # One unmeasured call first: the first call in a process allocates codec, peer-connection and
             # server state once, which would otherwise be charged to the 1-call step and make the RSS per
             # extra call (measured against that step) come out too small or even negative.
-            warm = await one_call(
-                sim, lines, index=0, turns=1, start_delay_s=0, rng=rng, quiet_s=args.quiet, timeout_s=args.timeout
-            )
-            if warm.error:
-                print(f"warm-up call failed: {warm.error}")
+            warm = await bench.order(StepOrder(calls=1, turns=1, spread_s=0, seed=rng.random()))
+            for failed in (s for s in warm if s.error):
+                print(f"warm-up call failed: {failed.error}")
             print(f"warm-up call done; RSS {rss_mb():.0f} MB\n")
             print(HEADER)
             for n in ramp(args.max):
@@ -324,7 +354,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 if results and elapsed + results[-1].wall_s * 1.5 > args.budget:
                     stopped = f"stopped before {n} calls: the next step would pass the {args.budget:.0f} s time budget"
                     break
-                step = await run_step(sim, lines, n, args, rng)
+                step = await bench.run_step(n, rng.random())
                 results.append(step)
                 print(row(step, results[0]), flush=True)
                 for s in step.stats:

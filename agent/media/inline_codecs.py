@@ -9,6 +9,10 @@ here, p95 voice-to-voice at 12 concurrent calls went from 1.7 s to under 1 s wit
 So, per loop, the default executor runs aiortc's audio encoders inline (anything else still goes to
 threads, e.g. ``getaddrinfo``), and per receiver, the decoder queue decodes as packets are put in it (on the
 loop, where aiortc's receiver runs) and hands frames straight to the track. Video codecs are untouched.
+
+Opus is decoded to mono: aiortc asks libopus for stereo, which a phone call never carries, and every frame
+then paid for the second channel twice, in the decoder and in the downmix to 16 kHz mono for speech
+recognition (measured: 91 µs a frame for both, 74 µs mono).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import av
 from aiortc.codecs import get_decoder
 from aiortc.codecs.g711 import PcmaEncoder, PcmuEncoder
-from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,18 @@ def encode_audio_inline(loop: asyncio.AbstractEventLoop | None = None) -> None:
     _installed.add(loop)
 
 
+class MonoOpusDecoder(OpusDecoder):
+    """aiortc's Opus decoder with libopus asked for one channel (it downmixes a stereo stream itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.codec.layout = "mono"
+
+
+def audio_decoder(codec: Any) -> Any:
+    return MonoOpusDecoder() if codec.name.lower() == "opus" else get_decoder(codec)
+
+
 class InlineDecodeQueue:
     """Stands in for a receiver's decoder queue: ``put`` decodes at once and feeds the track's queue.
 
@@ -78,7 +94,7 @@ class InlineDecodeQueue:
         codec, encoded = item
         decoder = self._decoders.get(codec.name)
         if decoder is None:
-            decoder = self._decoders[codec.name] = get_decoder(codec)
+            decoder = self._decoders[codec.name] = audio_decoder(codec)
         try:
             frames = decoder.decode(encoded)
         except av.FFmpegError as exc:

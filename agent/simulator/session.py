@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LINES = ["I want to check the status of my order.", "No, that's all. Goodbye."]
 USER_WA_ID = "15550002222"
+SIM_PHONE_NUMBER_ID = "106540000000002"
 
 
 def bound_socket() -> socket.socket:
@@ -106,15 +107,11 @@ class Simulation:
             settings_overrides["data_dir"] = scratch.name
         meta_sock, app_sock = bound_socket(), bound_socket()
         meta_port, app_port = meta_sock.getsockname()[1], app_sock.getsockname()[1]
-        phone_number_id = "106540000000002"
-        settings = load_settings(
-            env={},
-            phone_number_id=phone_number_id,
+        settings = simulated_settings(
+            graph_base_url=f"http://127.0.0.1:{meta_port}",
             whatsapp_token=token,
             app_secret=secret,
             verify_token=verify,
-            graph_base_url=f"http://127.0.0.1:{meta_port}",
-            media_hosts=["127.0.0.1"],
             flow=flow,
             business_number=business_number,
             **settings_overrides,
@@ -125,7 +122,7 @@ class Simulation:
             webhook_url=f"http://127.0.0.1:{app_port}/webhook",
             app_secret=secret,
             access_token=token,
-            phone_number_id=phone_number_id,
+            phone_number_id=settings.phone_number_id,
             display_phone_number=business_number,
         )
         try:
@@ -143,23 +140,56 @@ class Simulation:
 
     async def place_call(self, user: SimulatedUser, *, timeout: float = 20.0) -> tuple[SimCall, float]:
         """Dial the business; returns once the bot has accepted and media flows both ways."""
-        offer = await user.make_offer()
-        dialled = time.monotonic()
-        sim_call = await self.meta.place_user_call(wa_id=USER_WA_ID, offer_sdp=offer)
-        await asyncio.wait_for(sim_call.answer_ready.wait(), timeout)
-        assert sim_call.answer_sdp is not None
-        await user.apply_answer(sim_call.answer_sdp)
-        await asyncio.wait_for(sim_call.accepted.wait(), timeout)
+        return await dial(self.meta, user, timeout=timeout)
 
-        async def notice_hangup() -> None:
-            await sim_call.ended.wait()
-            # The phone keeps playing what is already in its jitter buffer for a moment.
-            await asyncio.sleep(0.3)
-            user.call_ended()
 
-        watcher = asyncio.create_task(notice_hangup())
-        user.on_close(watcher.cancel)
-        return sim_call, dialled
+def simulated_settings(
+    *,
+    graph_base_url: str,
+    whatsapp_token: str,
+    app_secret: str,
+    verify_token: str,
+    flow: str | None = None,
+    business_number: str = "15550001111",
+    **overrides: Any,
+) -> Settings:
+    """wacall's settings for a simulated Meta: production settings, only the Graph URL and media host differ."""
+    return load_settings(
+        env={},
+        phone_number_id=SIM_PHONE_NUMBER_ID,
+        whatsapp_token=whatsapp_token,
+        app_secret=app_secret,
+        verify_token=verify_token,
+        graph_base_url=graph_base_url,
+        media_hosts=["127.0.0.1"],
+        flow=flow,
+        business_number=business_number,
+        **overrides,
+    )
+
+
+async def dial(meta: MetaSimulator, user: SimulatedUser, *, timeout: float = 20.0) -> tuple[SimCall, float]:
+    """The user calls the business through `meta`; returns once the bot has accepted and media flows.
+
+    Also returns when the user dialled (monotonic), the start of the answer time.
+    """
+    offer = await user.make_offer()
+    dialled = time.monotonic()
+    sim_call = await meta.place_user_call(wa_id=USER_WA_ID, offer_sdp=offer)
+    await asyncio.wait_for(sim_call.answer_ready.wait(), timeout)
+    assert sim_call.answer_sdp is not None
+    await user.apply_answer(sim_call.answer_sdp)
+    await asyncio.wait_for(sim_call.accepted.wait(), timeout)
+
+    async def notice_hangup() -> None:
+        await sim_call.ended.wait()
+        # The phone keeps playing what is already in its jitter buffer for a moment.
+        await asyncio.sleep(0.3)
+        user.call_ended()
+
+    watcher = asyncio.create_task(notice_hangup())
+    user.on_close(watcher.cancel)
+    return sim_call, dialled
 
 
 async def run_call(

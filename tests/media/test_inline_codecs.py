@@ -51,8 +51,11 @@ async def test_decode_queue_hands_frames_straight_to_the_track() -> None:
         payloads, ts = encoder.encode(frame(i))
         q.put((OPUS, JitterFrame(payloads[0], ts)))
     assert frames.qsize() == 3 and q.decoded == 3
-    got = frames.get_nowait()
-    assert got.sample_rate == 48000 and got.samples == 960
+    got = [frames.get_nowait() for _ in range(3)]
+    # aiortc's encoder sends a stereo stream; the bot hears it as one channel, at the tone's level.
+    assert all(f.sample_rate == 48000 and f.samples == 960 and f.layout.name == "mono" for f in got)
+    pcm = got[-1].to_ndarray().reshape(-1).astype(np.float64)
+    assert 3000 < np.sqrt(np.mean(pcm**2)) < 5500  # 6000 / sqrt 2, give or take the codec
     q.put((OPUS, JitterFrame(b"\xff\xff\xff\xff garbage", 0)))  # undecodable: counted, not raised
     stop = threading.Thread(target=q.get)
     stop.start()

@@ -6,6 +6,7 @@ import fractions
 
 import av
 import numpy as np
+import pytest
 
 from agent.media.opus_out import FRAME_SAMPLES, SETTLE_FRAMES, SILENCE, OpusFrameEncoder
 from agent.media.tracks import OutboundAudioTrack
@@ -28,8 +29,9 @@ def decode(payloads: list[bytes]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def test_speech_round_trips_and_silence_settles_into_the_canned_packet() -> None:
-    enc = OpusFrameEncoder()
+@pytest.mark.parametrize("complexity", [0, 5, 10])
+def test_speech_round_trips_and_silence_settles_into_the_canned_packet(complexity: int) -> None:
+    enc = OpusFrameEncoder(complexity=complexity)
     speech = tone(10)
     packets = [enc.packet(speech[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], i * FRAME_SAMPLES) for i in range(10)]
     packets += [enc.packet(None, (10 + i) * FRAME_SAMPLES) for i in range(SETTLE_FRAMES + 5)]
@@ -53,3 +55,9 @@ async def test_the_track_hands_out_packets_when_given_an_encoder() -> None:
     assert (first.pts, second.pts, third.pts) == (0, FRAME_SAMPLES, 2 * FRAME_SAMPLES)
     assert len(bytes(first)) > 20  # speech, encoded
     track.stop()
+
+
+@pytest.mark.parametrize("complexity", [-1, 11])
+def test_an_out_of_range_complexity_is_refused(complexity: int) -> None:
+    with pytest.raises(ValueError, match="complexity"):
+        OpusFrameEncoder(complexity=complexity)
