@@ -92,10 +92,17 @@ class PiperSynthesizer:
         self._cache_lock = threading.Lock()
 
     async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
-        """Yield int16 mono chunks at ``sample_rate``, one per speech piece, in order."""
+        """Yield int16 mono chunks at ``sample_rate``, one per speech piece, in order.
+
+        A cached piece is handed out right here: sent through the inference pool, a static line would
+        queue behind every call's Whisper decodes (measured with 12 calls: ~0.3 s between transcript and
+        reply audio, for a line already in memory).
+        """
         loop = asyncio.get_running_loop()
         for piece in split_for_speech(text, self._max_chars):
-            audio = await loop.run_in_executor(self._executor, self._synth_piece, piece)
+            audio = self._cached(piece)
+            if audio is None:
+                audio = await loop.run_in_executor(self._executor, self._synth_piece, piece)
             if audio.size:
                 yield audio
 
@@ -109,13 +116,21 @@ class PiperSynthesizer:
         chunks = [self._synth_piece(piece) for piece in split_for_speech(text, self._max_chars)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
+    def _cached(self, piece: str) -> np.ndarray | None:
+        """A copy of the cached audio (callers may write into what they get), or None."""
+        if not self._cache_size:
+            return None
+        with self._cache_lock:
+            cached = self._cache.get(piece)
+            if cached is None:
+                return None
+            self._cache.move_to_end(piece)
+            return cached.copy()
+
     def _synth_piece(self, piece: str) -> np.ndarray:
-        if self._cache_size:
-            with self._cache_lock:
-                cached = self._cache.get(piece)
-                if cached is not None:
-                    self._cache.move_to_end(piece)
-                    return cached.copy()
+        cached = self._cached(piece)
+        if cached is not None:
+            return cached
         t0 = time.perf_counter()
         native = [chunk.audio_int16_array for chunk in self._voice.synthesize(piece, self._syn_config)]
         if not native:

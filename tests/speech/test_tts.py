@@ -173,6 +173,25 @@ async def test_cache_reuses_static_lines(voice_paths: tuple[Path, Path], executo
     assert greeting not in synth._cache  # least recently used was evicted
 
 
+async def test_cached_lines_do_not_wait_for_a_busy_inference_pool(voice_paths: tuple[Path, Path]) -> None:
+    """Every pool thread is busy (as with a dozen calls' Whisper decodes); a cached line still plays at once."""
+    model, config = voice_paths
+    pool = CountingExecutor(max_workers=1)
+    release = threading.Event()
+    try:
+        synth = PiperSynthesizer(model, config, executor=pool, cache_size=4)
+        line = "We are open from nine to six."
+        expected = await synth.synthesize(line)
+        before = pool.submitted
+        pool.submit(release.wait, 10)  # occupies the only worker
+        chunks = await asyncio.wait_for(synth.synthesize(line), 1.0)
+        assert np.array_equal(chunks, expected)
+        assert pool.submitted == before + 1  # only the blocker: the cached line never went to the pool
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+
+
 def test_missing_voice_files(tmp_path: Path, executor: CountingExecutor) -> None:
     with pytest.raises(ModelNotFoundError, match=r"ghost\.onnx"):
         PiperSynthesizer(tmp_path / "ghost.onnx", tmp_path / "ghost.onnx.json", executor=executor)
