@@ -45,6 +45,7 @@ class VadSettings(BaseModel):
     pause_ms: int | None = Field(100, ge=60, le=3000)  # start STT this far into a silence (None: off)
     speculative_stt: bool = True
     early_end_on_complete_sentence: bool = True
+    early_end_min_words: int = Field(2, ge=1, le=10)  # shorter answers wait for the full end silence
     silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)
     partial_stt_every_ms: int | None = Field(None, ge=300, le=10000)  # partial transcripts while talking
 

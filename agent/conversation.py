@@ -66,6 +66,7 @@ class ConversationConfig:
     # End the turn at the first pause when its transcript is a finished sentence ("…my order." / "…?"),
     # instead of waiting out the whole end-of-turn silence.
     early_end_on_complete_sentence: bool = True
+    early_end_min_words: int = 2  # a one-word "No." at a pause is often "No, that's all…": wait it out
     # Partial transcripts while the caller is still talking, every this much speech (None: off; costs CPU).
     partial_stt_every_ms: int | None = None
 
@@ -260,7 +261,7 @@ class Conversation:
                 return
             if self._closed or task.cancelled() or self._speculation is None or self._speculation[1] is not task:
                 return
-            if not looks_complete(task.result()):
+            if not looks_complete(task.result(), self.config.early_end_min_words):
                 return
             if opinion is not None and await opinion:
                 log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")

@@ -137,6 +137,7 @@ class Runtime:
                 barge_in_min_ms=settings.speech.barge_in_min_ms,
                 speculative_stt=settings.vad.speculative_stt,
                 early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
+                early_end_min_words=settings.vad.early_end_min_words,
                 partial_stt_every_ms=settings.vad.partial_stt_every_ms,
             ),
         )

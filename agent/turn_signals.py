@@ -41,10 +41,14 @@ _TRAILING_FILLERS = frozenset(
 )
 
 
-def looks_complete(text: str) -> bool:
-    """Whisper punctuates; a transcript ending in . ? or ! (and not in a filler) reads as a whole turn."""
+def looks_complete(text: str, min_words: int = 1) -> bool:
+    """Whisper punctuates; a transcript ending in . ? or ! (and not in a filler) reads as a whole turn.
+
+    `min_words` > 1 keeps one-word answers open: "No?" / "Yes." heard at a comma's pause is very often
+    the start of "No, that's all" or "Yes, and…", and answering it talks over the rest of the sentence.
+    """
     stripped = text.strip()
     if not stripped or stripped[-1] not in ".?!":
         return False
-    last = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()
-    return bool(last) and last[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")
+    words = re.sub(r"[^a-z0-9' ]+", " ", stripped.lower()).split()
+    return len(words) >= max(1, min_words) and words[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")

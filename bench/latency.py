@@ -52,6 +52,7 @@ from benchkit import (
 )
 
 from agent.config import Settings
+from agent.media.tracks import OUT_RATE
 from agent.runtime import Models
 from agent.simulator.caller import TurnTiming
 from agent.simulator.session import Simulation
@@ -161,10 +162,13 @@ async def one_call(
         else:
             await asyncio.sleep(max(0.0, asked.first_bot_audio + barge_delay_s - time.monotonic()))
             await until_mid_word(user)
-            said = await user.play(barge_line.pcm, label=barge_line.text)
-            # play() stamps the turn by its last voiced sample; the first voiced sample went out
-            # (last - first) seconds of real-time audio earlier.
-            onset = said.last_voiced_sent - (barge_line.last_voiced_s - barge_line.first_voiced_s)
+            # Start voiced: piper's leading silence would let the bot reach a gap between two of its
+            # words before the interruption is even audible, and then there is nothing to stop.
+            voiced_from = int(barge_line.first_voiced_s * OUT_RATE)
+            said = await user.play(barge_line.pcm[voiced_from:], label=barge_line.text)
+            # Speech onset: when the line's first voiced frame really left the caller's track.
+            onset = said.first_voiced_sent
+            assert onset is not None
             await wait_for_reply(user, said.last_voiced_sent, quiet_s=quiet_s, timeout=timeout_s)
             found = barge_in_stop(user.frames, onset)
             if found is None:

@@ -587,6 +587,7 @@ async def test_complete_sentence_ends_the_turn_before_the_end_silence(make_call:
         ("What are your opening hours and...", True),  # trails off
         ("I want to know your opening hours and.", True),  # ends in a filler
         ("What are your opening hours?", False),  # early end switched off
+        ("No?", True),  # one word: very often "No, that's all…" at a comma's pause
     ],
 )
 async def test_no_early_end_unless_the_sentence_is_complete(

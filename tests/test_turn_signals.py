@@ -33,3 +33,11 @@ def test_words_that_take_the_turn(text: str) -> None:
 )
 def test_complete_turns(text: str, complete: bool) -> None:
     assert looks_complete(text) is complete
+
+
+@pytest.mark.parametrize(
+    ("text", "complete"),
+    [("No?", False), ("Yes.", False), ("No, thanks.", True), ("Where is my order?", True), ("Hm, no.", True)],
+)
+def test_one_word_answers_stay_open_when_two_words_are_asked_for(text: str, complete: bool) -> None:
+    assert looks_complete(text, min_words=2) is complete

@@ -48,6 +48,7 @@ class TurnTiming:
     said: str
     last_voiced_sent: float
     first_bot_audio: float | None = None
+    first_voiced_sent: float | None = None  # when the line's first voiced frame went out (speech onset)
 
     @property
     def voice_to_voice(self) -> float | None:
@@ -254,9 +255,11 @@ class SimulatedUser:
         if pcm48k.size == 0:
             raise ValueError(f"nothing to play for {label!r}")
         voiced = np.flatnonzero(np.abs(pcm48k.astype(np.int32)) > 500)
+        first_voiced = int(voiced[0]) if voiced.size else 0
         last_voiced = int(voiced[-1]) if voiced.size else pcm48k.size - 1
         loop = asyncio.get_running_loop()
         started: asyncio.Future[float] = loop.create_future()
+        first_sent: asyncio.Future[float] = loop.create_future()
         last_sent: asyncio.Future[float] = loop.create_future()
         track = self.peer.outbound
 
@@ -265,11 +268,14 @@ class SimulatedUser:
 
         position = track.enqueue(pcm48k)
         track.when_played(position, settle(started))
+        track.when_played(position + first_voiced, settle(first_sent))
         track.when_played(position + last_voiced, settle(last_sent))
         t0 = await self._sent_or_stopped(started)
-        # Stamped when the frame really went out: a busy process sends late, and that must not count
+        # Stamped when the frames really went out: a busy process sends late, and that must not count
         # as the bot's delay.
-        timing = TurnTiming(said=label, last_voiced_sent=await self._sent_or_stopped(last_sent))
+        onset = await self._sent_or_stopped(first_sent)
+        last = await self._sent_or_stopped(last_sent)
+        timing = TurnTiming(said=label, last_voiced_sent=last, first_voiced_sent=onset)
         self.conversation.turns.append(timing)
         self.conversation.entries.append(("caller", label, t0))
         await track.wait_idle()

@@ -68,6 +68,10 @@ async def test_default_call_caller_hears_the_flow_and_bot_hangs_up(models: Model
     assert result.sim_call.actions == ["pre_accept", "accept", "terminate"]
     assert result.sim_call.end_status == "COMPLETED"
     assert all(turn.voice_to_voice is not None for turn in result.conversation.turns)
+    # Each line's speech onset and end are stamped when those frames left the phone, in that order.
+    for turn in result.conversation.turns:
+        assert turn.first_voiced_sent is not None
+        assert 0.5 < turn.last_voiced_sent - turn.first_voiced_sent < 5.0
 
     # Nothing left behind: tasks, threads (beyond the shared model pool), sockets.
     await asyncio.sleep(0.2)
