@@ -50,5 +50,5 @@ def looks_complete(text: str, min_words: int = 1) -> bool:
     stripped = text.strip()
     if not stripped or stripped[-1] not in ".?!":
         return False
-    words = re.sub(r"[^a-z0-9' ]+", " ", stripped.lower()).split()
+    words = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()  # digits read out ("… is 555.") go on
     return len(words) >= max(1, min_words) and words[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import logging
 import multiprocessing
 import os
 import platform
@@ -58,6 +59,7 @@ from capacity_callers import CallerSide, CallStats, StepOrder, call_budget_s, re
 
 from agent.app import create_app
 from agent.config import Settings
+from agent.media.inline_codecs import encode_audio_inline
 from agent.runtime import Models, Runtime
 from agent.simulator.session import SIM_PHONE_NUMBER_ID, bound_socket, serve, simulated_settings
 
@@ -129,9 +131,15 @@ class Bench:
     callers: BaseProcess
     args: argparse.Namespace
 
+    failed: bool = False  # the callers' process died or stopped answering
+
     async def order(self, order: StepOrder) -> list[CallStats]:
-        self.conn.send(order)
-        reply = await asyncio.to_thread(receive, self.conn, call_budget_s(order, self.args.timeout) + 30)
+        try:
+            self.conn.send(order)
+            reply = await asyncio.to_thread(receive, self.conn, call_budget_s(order, self.args.timeout) + 30)
+        except (EOFError, OSError, TimeoutError):
+            self.failed = True
+            raise
         if not isinstance(reply, list):
             raise RuntimeError(f"the callers' process answered {reply!r}")
         return reply
@@ -185,11 +193,14 @@ class Bench:
         while runtime.calls and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         splits = [v for s in stats for v in split_v2v(s.turns, bot_turns.get(s.call_id, []))]
-        stt: list[float] = []
-        for s in stats:
-            summary = await wait_finished(runtime, s.call_id, timeout=2) if s.call_id else None
-            if summary is not None:
-                stt += [t["transcript_ready_ms"] / 1000 for t in summary["turns"] if t["transcript_ready_ms"]]
+        summaries = await asyncio.gather(*(wait_finished(runtime, s.call_id, timeout=2) for s in stats if s.call_id))
+        stt = [
+            t["transcript_ready_ms"] / 1000
+            for summary in summaries
+            if summary is not None
+            for t in summary["turns"]
+            if t["transcript_ready_ms"]
+        ]
         rss = percentile(live_rss, 50) or peak
         return StepResult(
             n, stats, splits, stt, wall, cpu.own_pct, callers_pct, cpu.host_pct, loop_pct,
@@ -272,6 +283,7 @@ async def bot_and_callers(
 ) -> AsyncIterator[Bench]:
     """wacall's server in this process, Meta's simulator and the callers in another, wired over loopback HTTP."""
     token, secret, verify = (secrets.token_urlsafe(24) for _ in range(3))
+    encode_audio_inline()  # the loop's default executor, as the bot's media peers will set it, before any use
     app_sock = bound_socket()
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of this one's models or loop
     conn, child_conn = spawn.Pipe()
@@ -284,6 +296,7 @@ async def bot_and_callers(
         lines=lines,
         quiet_s=args.quiet,
         timeout_s=args.timeout,
+        log_level=logging.getLogger().level,
     )
     callers = spawn.Process(target=run_callers, args=(child_conn, side), name="wacall-bench-callers", daemon=True)
     callers.start()
@@ -305,16 +318,21 @@ async def bot_and_callers(
             await runtime.warm_up()
             try:
                 async with serve(create_app(runtime), app_sock):
+                    bench = Bench(runtime, conn, callers, args)
                     try:
-                        yield Bench(runtime, conn, callers, args)
+                        yield bench
                     finally:
-                        await runtime.hang_up_all()
+                        if bench.failed:
+                            callers.kill()  # a hung Meta would make every hang-up below wait for its timeout
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(runtime.hang_up_all(), 30)
                         with contextlib.suppress(OSError):
                             conn.send(None)  # the callers deliver Meta's last webhooks, then exit
                         await asyncio.to_thread(callers.join, 20)
             finally:
                 await runtime.aclose()
     finally:
+        app_sock.close()
         conn.close()
         if callers.is_alive():
             callers.kill()
@@ -354,7 +372,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 if results and elapsed + results[-1].wall_s * 1.5 > args.budget:
                     stopped = f"stopped before {n} calls: the next step would pass the {args.budget:.0f} s time budget"
                     break
-                step = await bench.run_step(n, rng.random())
+                try:
+                    step = await bench.run_step(n, rng.random())
+                except (EOFError, OSError, TimeoutError) as exc:
+                    # The callers' process died or stopped answering: report what was measured so far.
+                    stopped = f"stopped at {n} calls: the callers' process failed ({type(exc).__name__}: {exc})"
+                    break
                 results.append(step)
                 print(row(step, results[0]), flush=True)
                 for s in step.stats:

@@ -13,6 +13,7 @@ The bot process starts `run_callers` with a pipe, gets Meta's Graph API port bac
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable
@@ -21,6 +22,7 @@ from multiprocessing.connection import Connection
 
 from benchkit import QUESTIONS, CallerLine, NullTranscriber, wait_for_reply
 
+from agent.media.inline_codecs import encode_audio_inline
 from agent.simulator.caller import SimulatedUser, TurnTiming
 from agent.simulator.meta import MetaSimulator
 from agent.simulator.session import bound_socket, dial, serve
@@ -38,6 +40,7 @@ class CallerSide:
     lines: dict[str, CallerLine]
     quiet_s: float
     timeout_s: float
+    log_level: int = logging.WARNING
 
 
 @dataclass
@@ -134,6 +137,7 @@ async def run_step(meta: MetaSimulator, side: CallerSide, order: StepOrder) -> l
 
 
 async def serve_callers(conn: Connection, side: CallerSide) -> None:
+    encode_audio_inline()  # the loop's default executor, as the phones' media peers will set it, before any use
     sock = bound_socket()
     port = sock.getsockname()[1]
     meta = MetaSimulator(
@@ -156,6 +160,7 @@ async def serve_callers(conn: Connection, side: CallerSide) -> None:
 
 def run_callers(conn: Connection, side: CallerSide) -> None:
     """Entry point of the callers' process."""
+    logging.basicConfig(level=side.log_level, format="%(levelname)s callers %(name)s: %(message)s")
     try:
         asyncio.run(serve_callers(conn, side))
     finally:

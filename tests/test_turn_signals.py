@@ -41,3 +41,8 @@ def test_complete_turns(text: str, complete: bool) -> None:
 )
 def test_one_word_answers_stay_open_when_two_words_are_asked_for(text: str, complete: bool) -> None:
     assert looks_complete(text, min_words=2) is complete
+
+
+def test_digits_read_out_do_not_make_a_sentence_complete() -> None:
+    assert not looks_complete("My order number is 555.")
+    assert not looks_complete("My order number is 555.", min_words=2)

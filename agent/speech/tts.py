@@ -125,7 +125,7 @@ class PiperSynthesizer:
             if cached is None:
                 return None
             self._cache.move_to_end(piece)
-            return cached.copy()
+        return cached.copy()  # cached arrays are never written to, only replaced
 
     def _synth_piece(self, piece: str) -> np.ndarray:
         cached = self._cached(piece)
