@@ -65,7 +65,12 @@ async def test_appointment_booked_over_a_call(
             for line in lines:
                 await user.say(line)
                 heard.append(await user.listen(timeout=25, quiet_s=1.5))
-            await asyncio.wait_for(sim_call.ended.wait(), 20)
+            try:
+                await asyncio.wait_for(sim_call.ended.wait(), 20)
+            except TimeoutError:
+                live = sim.runtime.calls.get(sim_call.id)
+                bot_heard = live.transcript_pairs() if live is not None else "(call gone)"
+                pytest.fail(f"the bot did not end the call; caller heard {heard}; the bot's transcript {bot_heard}")
             deadline = time.monotonic() + 10
             while sim_call.id not in sim.runtime.finished and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
