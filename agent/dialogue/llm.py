@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import importlib
 import json
 import logging
 import re
@@ -28,11 +29,16 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
 import openai
 
 from agent.config import ConfigError
 from agent.dialogue.model import LlmConfig
+
+# openai 1.x/2.x are built on httpx, 3.x on httpx2: take the HTTP library's types from openai itself,
+# never from a direct import, so the client works whichever one the lock (or a drift run) installs.
+_HTTP_ERROR: type[BaseException] = getattr(
+    importlib.import_module(openai.Timeout.__module__.split(".")[0]), "HTTPError", OSError
+)
 
 __all__ = [
     "BUILTIN_TOOL_NAMES",
@@ -352,7 +358,7 @@ class _PartialCall:
 class LlmClient:
     """One per process (the HTTP connection pool is shared); each call keeps its own history."""
 
-    def __init__(self, settings: LlmSettings, *, http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: LlmSettings, *, http_client: Any | None = None) -> None:
         self.settings = settings
         self._owns_http = http_client is None
         self._client = openai.AsyncOpenAI(
@@ -360,7 +366,7 @@ class LlmClient:
             api_key=settings.api_key,
             max_retries=0,  # a retry would double the caller's silence; the flow's fallback is the retry
             # A backstop only: the asyncio deadlines in _produce are what callers can rely on.
-            timeout=httpx.Timeout(settings.total_timeout_s, connect=settings.first_token_timeout_s),
+            timeout=openai.Timeout(settings.total_timeout_s, connect=settings.first_token_timeout_s),
             http_client=http_client,
         )
 
@@ -406,7 +412,7 @@ class LlmClient:
                     max_tokens=20,
                 )
             answer = (response.choices[0].message.content or "") if response.choices else ""
-        except (TimeoutError, openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
+        except (TimeoutError, openai.OpenAIError, _HTTP_ERROR, ValueError) as exc:
             log.warning("LLM classification failed: %s", self._redact(_describe(exc)))
             return None
         return _pick_intent(answer, intents)
@@ -488,7 +494,7 @@ class LlmClient:
             raise
         except _LlmFailure as exc:
             self._fail(queue, str(exc))
-        except (openai.OpenAIError, httpx.HTTPError, OSError, ValueError) as exc:
+        except (openai.OpenAIError, _HTTP_ERROR, OSError, ValueError) as exc:
             self._fail(queue, _describe(exc))
         except Exception as exc:  # a bug or an exotic server must still not leave the caller in silence
             log.exception("unexpected failure while streaming from the LLM")

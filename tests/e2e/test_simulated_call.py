@@ -17,7 +17,7 @@ from agent.dialogue.flow import load_flow
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
 from agent.simulator.session import DEFAULT_LINES, Line, Simulation, run_call
-from tests.wer import wer
+from tests.wer import best_wer, wer
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,10 @@ async def test_default_call_caller_hears_the_flow_and_bot_hangs_up(models: Model
     assert "calling" in greeting.lower() and "billing" in greeting.lower(), greeting
     order_reply = _flow_lines("order_status") + " " + _flow_lines("anything_else")
     assert wer(order_reply, order_heard) <= 0.2, (order_reply, order_heard)
-    goodbye = _flow_lines("goodbye")
-    assert wer(goodbye, goodbye_heard) <= 0.2, (goodbye, goodbye_heard)
+    # "No, that's all. Goodbye." may be taken as the "no" answer or as the global goodbye intent; both end at
+    # the goodbye node. A caller who hung up on no_match or agent would hear another line: that is a failure.
+    goodbyes = [_flow_lines("goodbye")]
+    assert best_wer(goodbyes, goodbye_heard) <= 0.2, (goodbyes, goodbye_heard)
 
     # The bot understood the caller (its own transcript, from the caller's real audio).
     summary = result.call_summary
