@@ -17,8 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.handover.config import HandoverSettings
+from agent.shipped import shipped_dir
 
-DEFAULT_FLOW = Path(__file__).resolve().parents[1] / "prompts" / "demo.yaml"
+# The checkout's prompts/demo.yaml, or the copy inside an installed wheel (the container image).
+DEFAULT_FLOW = shipped_dir("prompts") / "demo.yaml"
 
 SECRET_ENV = {
     "whatsapp_token": "WHATSAPP_TOKEN",
@@ -48,6 +50,22 @@ class VadSettings(BaseModel):
     early_end_min_words: int = Field(2, ge=1, le=10)  # shorter answers wait for the full end silence
     silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)
     partial_stt_every_ms: int | None = Field(None, ge=300, le=10000)  # partial transcripts while talking
+
+
+class TurnSettings(BaseModel):
+    """How the bot shares the floor with real callers (see agent/conversation.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Speech this soon after the bot took the turn continues the caller's thought (0: off).
+    continuation_window_s: float = Field(2.0, ge=0, le=10)
+    # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits being read out).
+    unfinished_hold_ms: int = Field(1300, ge=100, le=5000)
+    # After the caller talked over an ending line, the call ends once they have been quiet this long.
+    closing_quiet_s: float = Field(3.0, ge=0.5, le=30)
+    # Silence after a question before a prompt, then as long again before a goodbye (None: never).
+    silence_reprompt_s: float | None = Field(8.0, ge=2, le=120)
+    silence_reprompt: str = "Are you still there?"
+    silence_goodbye: str = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
 
 
 class SpeechSettings(BaseModel):
@@ -91,6 +109,7 @@ class Settings(BaseModel):
     llm_timeout_s: float = Field(1.0, gt=0, le=30)  # first-token deadline: the caller's silence budget
     vad: VadSettings = Field(default_factory=VadSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    turns: TurnSettings = Field(default_factory=TurnSettings)
     # Human handover: queues and agents (see agent/handover/config.py); no queues means no console.
     handover: HandoverSettings = Field(default_factory=HandoverSettings)
 

@@ -5,8 +5,8 @@ folder into a Hugging Face download. So this module only ever returns paths it h
 every failure names what to install or which path is missing.
 
 Precedence: explicit argument > environment (``WACALL_STT_MODEL_DIR``, ``WACALL_TTS_MODEL``,
-``WACALL_TTS_CONFIG``) > ``models/manifest.yaml`` > the built-in defaults below (kept identical to the
-manifest so an installed wheel without the repository's ``models/`` folder still resolves).
+``WACALL_TTS_CONFIG``) > ``models/manifest.yaml`` (shipped inside the wheel too, see agent/shipped.py) > the
+built-in defaults below (kept identical to the manifest so that a missing manifest still resolves).
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from typing import Any
 
 import yaml
 
+from agent.shipped import shipped_dir
+
 logger = logging.getLogger(__name__)
 
 STT_ENV = "WACALL_STT_MODEL_DIR"
 TTS_MODEL_ENV = "WACALL_TTS_MODEL"
 TTS_CONFIG_ENV = "WACALL_TTS_CONFIG"
 
-DEFAULT_MANIFEST_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.yaml"
+DEFAULT_MANIFEST_PATH = shipped_dir("models") / "manifest.yaml"
 
 DEFAULT_MANIFEST: dict[str, dict[str, Any]] = {
     "stt": {
@@ -64,8 +66,8 @@ def load_manifest(manifest: Path | None = None) -> dict[str, dict[str, Any]]:
     """Return the manifest merged over the built-in defaults.
 
     Merging per role lets a manifest override one key (say ``compute_type``) without restating the rest.
-    An explicitly given manifest must exist; the default location is optional because installed wheels
-    do not ship it.
+    An explicitly given manifest must exist; the default one is optional so that the built-in defaults
+    still apply when it has been removed.
     """
     path = manifest
     if path is None:
