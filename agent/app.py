@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from agent.dialogue.flow import FlowError, load_flow
@@ -27,6 +27,35 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 
+CONSOLE_OFF = (
+    "agent console (/console) is off: the config has no handover queues; add a `handover:` section with "
+    "`queues:` and `agents:` to the config file (--config or WACALL_CONFIG) to turn it on"
+)
+CONSOLE_OFF_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>wacall: the agent console is off</title></head>
+<body>
+<h1>The agent console is off</h1>
+<p>This wacall has no handover queues configured, so no caller is ever handed over to a person and there is
+no console to sign in to.</p>
+<p>To turn it on, add a <code>handover:</code> section with <code>queues:</code> and <code>agents:</code> to
+the config file (<code>wacall serve --config FILE</code>, or the file named by <code>WACALL_CONFIG</code>)
+and restart wacall. Each agent then signs in with the token in the environment variable
+<code>WACALL_AGENT_TOKEN_&lt;ID&gt;</code>. The README's section "Handover to people" has an example.</p>
+</body></html>
+"""
+_CONSOLE_OFF_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+async def _console_off(request: Request) -> Response:
+    """404 either way, but saying why and which config key turns the console on."""
+    if request.url.path.startswith("/console/api/"):
+        return JSONResponse({"error": CONSOLE_OFF}, status_code=404, headers=_CONSOLE_OFF_HEADERS)
+    return HTMLResponse(CONSOLE_OFF_PAGE, status_code=404, headers=_CONSOLE_OFF_HEADERS)
+
 
 def _record_json(record: Any) -> dict[str, Any]:
     return {
@@ -42,6 +71,7 @@ def _record_json(record: Any) -> dict[str, Any]:
         "cost": str(record.cost) if record.cost is not None else None,
         "currency": record.currency,
         "handled_by": record.handled_by,
+        "simulated": record.simulated,  # placed by `wacall simulate`, which may share the data dir
         "handover": None
         if record.handover_queue is None
         else {
@@ -179,4 +209,7 @@ def create_app(runtime: Runtime) -> Starlette:
         from agent.handover.console import Console
 
         routes.append(Mount("/console", routes=Console(handover, settings.handover).routes))
+    else:
+        log.info(CONSOLE_OFF)
+        routes += [Route("/console", _console_off), Route("/console/{rest:path}", _console_off)]
     return Starlette(routes=routes)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from agent.actions import run_http
 from agent.conversation import Conversation, ConversationConfig, ConversationHooks, EndpointCheck, LlmStream
-from agent.dialogue.effects import Handover, Reply
+from agent.dialogue.effects import Handover, HttpRequest, Reply
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow
 from agent.media.peer import MediaError, MediaPeer
@@ -57,6 +58,8 @@ class CallServices:
     # Set by the runtime when handover / permission requests are available.
     on_handover: Callable[[Call, Handover], None] | None = None
     on_permission_request: Callable[[Call, str], None] | None = None
+    # Carries out a flow's `http` steps: the real business systems, or canned answers (`wacall simulate`).
+    http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
 
 
 class Call:
@@ -227,6 +230,7 @@ class Call:
                 endpoint_check=self.services.endpoint_check,
                 on_handover=self._handover_requested if self.services.on_handover else None,
                 on_permission_request=self._permission_requested if self.services.on_permission_request else None,
+                http=self.services.http,
             ),
         )
         self.peer.outbound.on_play_start = self.conversation.on_audio_sent

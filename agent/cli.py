@@ -8,9 +8,16 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from agent.simulator.http_answers import CannedAnswer, HttpAnswers
+    from agent.simulator.session import Line
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -25,6 +32,26 @@ def _setup_logging(verbose: bool) -> None:
 def _offline_models() -> None:
     # Model weights come from installed packages; never let a library reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # onnxruntime would otherwise write a device id under ~/.cache and try to send telemetry.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _refuse_broken_flow(path: str, command: str) -> int | None:
+    """Every problem of a broken flow as `file:line:col: message` (as `wacall flows check` prints them),
+    instead of a traceback ending in the first one; returns the exit code, or None when the flow is fine."""
+    from agent.flows_cli import flow_problems
+
+    problems = flow_problems(path)
+    if not problems:
+        return None
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"wacall {command}: {path} has {len(problems)} problem(s); nothing was started", file=sys.stderr)
+    return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -34,6 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from agent.runtime import Models, Runtime
 
     settings = load_settings(args.config, host=args.host, port=args.port, flow=args.flow)
+    refused = _refuse_broken_flow(settings.flow, "serve")
+    if refused is not None:
+        return refused
     settings.require_production()
     models = Models.load(settings)
     runtime = Runtime(settings, models)
@@ -58,27 +88,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agent.config import Settings
+    """A call through the whole stack with the deployment's settings (config file and environment, read as
+    `serve` reads them); only Meta, the caller and the URLs between them are simulated."""
     from agent.runtime import Models
-    from agent.simulator.session import DEFAULT_LINES, Line, format_result, run_call
+    from agent.simulator.http_answers import HttpAnswersError
+    from agent.simulator.session import format_result, run_call
 
-    lines = [Line(text=t) for t in args.say or []] + [Line(audio=Path(p)) for p in args.audio or []]
-    if not lines:
-        lines = [Line(text=t) for t in DEFAULT_LINES]
+    lines = caller_lines(args)
     for line in lines:
         if line.audio is not None and not line.audio.is_file():
             print(f"wacall simulate: audio file not found: {line.audio}", file=sys.stderr)
             return 2
-    settings = load_settings(args.config, flow=args.flow) if args.config else Settings()
-    flow = args.flow or settings.flow
-    print("loading models…", file=sys.stderr)
-    models = Models.load(settings)
+    settings = load_settings(args.config, flow=args.flow)
+    refused = _refuse_broken_flow(settings.flow, "simulate")
+    if refused is not None:
+        return refused
     try:
-        result = asyncio.run(run_call(models, lines, flow=flow))
+        http = _canned_http(settings.flow, args.http_answers, live=args.live_http)
+    except HttpAnswersError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    _progress("loading models…")
+    started = time.monotonic()
+    models = Models.load(settings)
+    _progress(f"models loaded ({time.monotonic() - started:.1f} s)")
+    try:
+        result = asyncio.run(run_call(models, lines, settings=settings, http=http, progress=_progress))
     finally:
         models.close()
     print(format_result(result))
     return 0
+
+
+def caller_lines(args: argparse.Namespace) -> list[Line]:
+    """The caller's lines in the order given on the command line (`--say` and `--audio` mixed)."""
+    from agent.simulator.session import DEFAULT_LINES, Line
+
+    lines = [Line(text=value) if kind == "text" else Line(audio=Path(value)) for kind, value in args.lines or []]
+    return lines or [Line(text=t) for t in DEFAULT_LINES]
+
+
+def _canned_http(flow_path: str, answers_file: str | None, *, live: bool) -> HttpAnswers:
+    """The business-system answers for the flow's `http` steps: `--http-answers FILE` first, then the flow's
+    own test file (unless `--live-http`); any other request goes to the real system."""
+    from agent.dialogue.flow import load_flow
+    from agent.dialogue.flowtest import flow_tests_path
+    from agent.simulator.http_answers import HttpAnswers, answers_from_file, answers_from_flow_tests, http_nodes
+
+    flow = load_flow(flow_path)
+    by_node: dict[str, CannedAnswer] = {} if live else answers_from_flow_tests(flow_path, flow)
+    if by_node:
+        _progress(f"canned http answers for {', '.join(sorted(by_node))} from {flow_tests_path(flow_path)}")
+    by_url: dict[str, CannedAnswer] = {}
+    if answers_file:
+        from_file, by_url = answers_from_file(answers_file, flow)
+        by_node.update(from_file)
+        _progress(f"canned http answers from {answers_file}: {', '.join([*from_file, *by_url])}")
+    unanswered = sorted(set(http_nodes(flow)) - set(by_node))
+    if unanswered and not by_url:
+        _progress(f"http steps without a canned answer ask the real system: {', '.join(unanswered)}")
+    return HttpAnswers(by_node=by_node, by_url=by_url, on_request=_progress)
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, object] | None = None) -> int:
@@ -136,8 +205,34 @@ def cmd_calls(args: argparse.Namespace) -> int:
         duration = f"{r.duration_s:.0f} s" if r.duration_s is not None else "-"
         cost = f"{r.cost:.4f}" if r.cost is not None else "-"
         outcome = r.outcome or r.state
-        print(f"{when:<20} {'in' if inbound else 'out':<9} {number:<16} {outcome:<14} {duration:>8} {cost:>9}")
+        direction = ("in" if inbound else "out") + (" (sim)" if r.simulated else "")
+        print(f"{when:<20} {direction:<9} {number:<16} {outcome:<14} {duration:>8} {cost:>9}")
+    if any(r.simulated for r in records):
+        print("(sim): placed by `wacall simulate`, with a simulated Meta and caller")
     return 0
+
+
+class _CallerLine(argparse.Action):
+    """`--say` and `--audio` append to one list, so the caller's lines play in the order they were given."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        lines = list(getattr(namespace, self.dest, None) or [])
+        lines.append((self.const, values))
+        setattr(namespace, self.dest, lines)
+
+
+def _config_option() -> argparse.ArgumentParser:
+    """`--config` for a subcommand too (`wacall serve --config x.yaml`); SUPPRESS keeps one given before the
+    subcommand when it is not repeated after it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file (default: $WACALL_CONFIG)")
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,17 +240,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--config", help="YAML config file (default: $WACALL_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
+    config = [_config_option()]
 
-    serve = sub.add_parser("serve", help="answer real WhatsApp calls (Meta webhooks + Graph API)")
+    serve = sub.add_parser("serve", parents=config, help="answer real WhatsApp calls (Meta webhooks + Graph API)")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--flow", help="YAML flow file (default prompts/demo.yaml)")
     serve.set_defaults(func=cmd_serve)
 
-    simulate = sub.add_parser("simulate", help="place a simulated WhatsApp call through the whole stack")
-    simulate.add_argument("--flow", help="YAML flow file (default prompts/demo.yaml)")
-    simulate.add_argument("--say", action="append", metavar="TEXT", help="a caller line (repeatable)")
-    simulate.add_argument("--audio", action="append", metavar="FILE", help="a caller line as WAV/FLAC")
+    simulate = sub.add_parser(
+        "simulate",
+        parents=config,
+        help="place a simulated WhatsApp call through the whole stack, with the config and environment of serve",
+    )
+    simulate.add_argument("--flow", help="YAML flow file (default: the config's, else prompts/demo.yaml)")
+    simulate.add_argument(
+        "--say", dest="lines", action=_CallerLine, const="text", metavar="TEXT", help="a caller line (repeatable)"
+    )
+    simulate.add_argument(
+        "--audio",
+        dest="lines",
+        action=_CallerLine,
+        const="audio",
+        metavar="FILE",
+        help="a caller line as WAV/FLAC (repeatable; lines play in the order given)",
+    )
+    simulate.add_argument(
+        "--http-answers",
+        metavar="FILE",
+        help="YAML: http step name or part of a URL -> {ok: true, data: {...}}, answered instead of the real "
+        "business system (default: the answers in the flow's x.test.yaml)",
+    )
+    simulate.add_argument(
+        "--live-http",
+        action="store_true",
+        help="do not take answers from the flow's test file: http steps reach the real business systems",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     call = sub.add_parser("call", help="place a business-initiated call through the running server")
@@ -170,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     permission.add_argument("--server", default="http://127.0.0.1:8080")
     permission.set_defaults(func=cmd_permission)
 
-    calls = sub.add_parser("calls", help="list recent calls: direction, outcome, duration, cost")
+    calls = sub.add_parser("calls", parents=config, help="list recent calls: direction, outcome, duration, cost")
     calls.add_argument("--limit", type=int, default=20)
     calls.add_argument("--data-dir", help="where the call records are (default: settings data_dir)")
     calls.set_defaults(func=cmd_calls)

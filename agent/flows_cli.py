@@ -35,7 +35,7 @@ from agent.dialogue.flowtest import (
 from agent.dialogue.nlu import rank_intents
 from agent.dialogue.schema import flow_schema, flow_test_schema
 
-__all__ = ["add_flows_parser", "chat", "check_paths", "main", "run_flow_tests"]
+__all__ = ["add_flows_parser", "chat", "check_paths", "flow_problems", "main", "run_flow_tests"]
 
 CHAT_HELP = """\
 Type what the caller says. Commands:
@@ -66,6 +66,15 @@ def _check_one(path: Path) -> list[str]:
         return [str(exc)]
     _flow, errors = flow_errors(text, source=str(path))
     return [str(error) for error in errors]
+
+
+def flow_problems(path: str | Path) -> list[str]:
+    """Every problem in one flow (or test) file as ``file:line:col: message`` lines; empty when it is fine.
+
+    ``serve`` and ``simulate`` refuse a broken flow with these same lines, so every command reports a
+    mistake the same way, and all of them at once.
+    """
+    return _check_one(Path(path))
 
 
 def check_paths(paths: Iterable[str | Path], out: TextIO) -> int:

@@ -24,7 +24,7 @@ from benchkit import QUESTIONS, CallerLine, NullTranscriber, wait_for_reply
 
 from agent.media.inline_codecs import encode_audio_inline
 from agent.simulator.caller import SimulatedUser, TurnTiming
-from agent.simulator.meta import MetaSimulator
+from agent.simulator.meta import MetaSimulator, MetaTimings, graph_round_trip_s
 from agent.simulator.session import bound_socket, dial, serve
 
 
@@ -146,6 +146,7 @@ async def serve_callers(conn: Connection, side: CallerSide) -> None:
         access_token=side.access_token,
         phone_number_id=side.phone_number_id,
         display_phone_number=side.business_number,
+        timings=MetaTimings(graph_round_trip=graph_round_trip_s()),  # Meta answers after a real round trip
     )
     try:
         async with serve(meta.app, sock):

@@ -13,6 +13,7 @@ spec, so a misreading on either side fails a test instead of hiding in both.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -142,22 +143,48 @@ class GraphApi:
         requests: list[GraphRequestRecord],
         messages_handler: MessagesHandler | None = None,
         permissions_handler: QueryHandler | None = None,
+        round_trip_s: Callable[[], float] | float = 0.0,
     ) -> None:
         self._access_token = access_token
+        # A real request to Meta takes a network round trip; a callable is read per request, so a test can
+        # change the delay between two requests.
+        self._round_trip_s = round_trip_s if callable(round_trip_s) else (lambda: float(round_trip_s))
         self._phone_number_id = phone_number_id
         self._handler = handler
         self._messages_handler = messages_handler
         self._permissions_handler = permissions_handler
         self.requests = requests
-        routes = [Route("/{version}/{phone_number_id}/calls", self._calls_endpoint, methods=["POST"])]
+        travel = self._travelling
+        routes = [Route("/{version}/{phone_number_id}/calls", travel(self._calls_endpoint), methods=["POST"])]
         if messages_handler is not None:
-            routes.append(Route("/{version}/{phone_number_id}/messages", self._messages_endpoint, methods=["POST"]))
+            routes.append(
+                Route("/{version}/{phone_number_id}/messages", travel(self._messages_endpoint), methods=["POST"])
+            )
         if permissions_handler is not None:
             routes.append(
-                Route("/{version}/{phone_number_id}/call_permissions", self._permissions_endpoint, methods=["GET"])
+                Route(
+                    "/{version}/{phone_number_id}/call_permissions",
+                    travel(self._permissions_endpoint),
+                    methods=["GET"],
+                )
             )
-        routes.append(Route("/{path:path}", self._unsupported_endpoint, methods=_ALL_METHODS))
+        routes.append(Route("/{path:path}", travel(self._unsupported_endpoint), methods=_ALL_METHODS))
         self.app = Starlette(routes=routes)
+
+    def _travelling(self, endpoint: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[..., Any]:
+        """`endpoint` behind the network: half the round trip before Meta acts on the request (so its
+        webhooks and state changes come that much later), half before the answer reaches the business."""
+
+        async def travelled(request: Request) -> JSONResponse:
+            half = max(0.0, self._round_trip_s()) / 2
+            if half:
+                await asyncio.sleep(half)
+            response = await endpoint(request)
+            if half:
+                await asyncio.sleep(half)
+            return response
+
+        return travelled
 
     async def _calls_endpoint(self, request: Request) -> JSONResponse:
         body: dict[str, Any] | None = None

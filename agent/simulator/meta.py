@@ -25,10 +25,11 @@ import base64
 import copy
 import enum
 import logging
+import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -237,6 +238,28 @@ class MetaTimings:
     ring_timeout: float = 30.0  # RINGING -> FAILED terminate when nobody picks up
     message_status_after: float = 0.0  # permission request accepted -> sent/delivered statuses
     permission_reply_after: float = 0.05  # request delivered -> a policy's automatic reply
+    # Every Graph API request's network round trip (half before Meta acts, half before the answer is back).
+    # 0 answers at once, as unit tests want; `wacall simulate` and the benches use `graph_round_trip_s()`.
+    graph_round_trip: float = 0.0
+
+
+GRAPH_RTT_ENV = "WACALL_SIM_GRAPH_RTT_MS"
+DEFAULT_GRAPH_RTT_S = 0.1  # a request from a European server to graph.facebook.com and back, roughly
+
+
+def graph_round_trip_s(override: float | None = None, env: Mapping[str, str] | None = None) -> float:
+    """The simulated Graph round trip for whole-call simulations: `override`, else $WACALL_SIM_GRAPH_RTT_MS
+    (milliseconds; 0 answers at once), else 100 ms. Without it Meta would answer in microseconds and
+    answer times measured on the simulator would look faster than any real call."""
+    if override is not None:
+        return max(0.0, override)
+    raw = (os.environ if env is None else env).get(GRAPH_RTT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_GRAPH_RTT_S
+    try:
+        return max(0.0, float(raw) / 1000)
+    except ValueError:
+        raise ValueError(f"{GRAPH_RTT_ENV} must be a number of milliseconds, not {raw!r}") from None
 
 
 # ---- the scripted user --------------------------------------------------------------------------
@@ -425,6 +448,7 @@ class MetaSimulator:
             requests=self.requests,
             messages_handler=self._handle_message,
             permissions_handler=self._handle_permissions_query,
+            round_trip_s=lambda: self.timings.graph_round_trip,
         )
         self.app: Starlette = self._graph.app
         self._timers: dict[str, asyncio.Task[None]] = {}

@@ -79,6 +79,8 @@ class CallRecord:
     queue_wait_s: float | None = None
     talk_s: float | None = None
     handover_outcome: str | None = None  # answered, abandoned, timed_out, returned_to_bot, agent/caller_hung_up
+    # Placed by `wacall simulate` (simulated Meta and caller), kept apart from real calls in listings and restarts.
+    simulated: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ class Store(Protocol):
     def get_call(self, call_id: str) -> CallRecord | None: ...
     def recent_calls(self, limit: int = 20) -> list[CallRecord]: ...
     def live_calls(self) -> list[CallRecord]: ...
-    def mark_live_calls_ended(self, *, now: datetime, reason: str = ENDED_BY_RESTART) -> list[str]: ...
+    def mark_live_calls_ended(
+        self, *, now: datetime, reason: str = ENDED_BY_RESTART, simulated: bool | None = None
+    ) -> list[str]: ...
 
     # call events
     def record_event(

@@ -120,8 +120,14 @@ ALTER TABLE calls ADD COLUMN talk_s REAL;
 ALTER TABLE calls ADD COLUMN handover_outcome TEXT;
 """
 
+# v3: calls placed by `wacall simulate` share the data dir with real ones (so `wacall calls` shows them) and are
+# told apart by this flag; a simulation starting up must not end a running server's live calls, nor the reverse.
+_SCHEMA_V3 = """
+ALTER TABLE calls ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -185,6 +191,7 @@ def _call_from_row(row: sqlite3.Row) -> CallRecord:
         queue_wait_s=row["queue_wait_s"],
         talk_s=row["talk_s"],
         handover_outcome=row["handover_outcome"],
+        simulated=bool(row["simulated"]),
     )
 
 
@@ -195,6 +202,8 @@ def _call_column(name: str, value: Any) -> Any:
         return None if value is None else str(Decimal(value))
     if name in ("slots", "transcript"):
         return _json(value if value is not None else ({} if name == "slots" else []))
+    if name == "simulated":
+        return int(bool(value))
     return value
 
 
@@ -337,20 +346,23 @@ class SqliteStore:
             )
         return [_call_from_row(r) for r in rows]
 
-    def mark_live_calls_ended(self, *, now: datetime, reason: str = ENDED_BY_RESTART) -> list[str]:
+    def mark_live_calls_ended(
+        self, *, now: datetime, reason: str = ENDED_BY_RESTART, simulated: bool | None = None
+    ) -> list[str]:
         """At startup: no call can have survived the previous process, so close every one left open.
 
-        `duration_s` is left as it was: the real end is unknown (a late terminate webhook may still fill it),
-        and guessing "until the restart" would over-bill.
+        `simulated` limits this to simulated (True) or real (False) calls: a `wacall simulate` sharing the data
+        dir with a running server owns only its own calls. `duration_s` is left as it was: the real end is
+        unknown (a late terminate webhook may still fill it), and guessing "until the restart" would over-bill.
         """
         stamp = _ts(now, "now")
+        query = "SELECT id FROM calls WHERE state != ? AND ended_at IS NULL"
+        params: list[Any] = [ENDED_STATE]
+        if simulated is not None:
+            query += " AND simulated = ?"
+            params.append(int(simulated))
         with self._tx() as tx:
-            ids = [
-                r["id"]
-                for r in tx.execute(
-                    "SELECT id FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at", (ENDED_STATE,)
-                )
-            ]
+            ids = [r["id"] for r in tx.execute(query + " ORDER BY created_at", params)]
             tx.executemany(
                 "UPDATE calls SET state = ?, end_reason = ?, outcome = COALESCE(outcome, 'interrupted'), "
                 "ended_at = ? WHERE id = ?",

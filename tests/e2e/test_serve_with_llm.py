@@ -94,9 +94,10 @@ def serve_process(tmp_path: Path, secrets_env: dict[str, str], llm: tuple[Script
     }
     env.pop("WACALL_CONFIG", None)
     log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "agent.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--flow", str(flow)],
+            [*command, "--flow", str(flow)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

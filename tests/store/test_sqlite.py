@@ -88,7 +88,7 @@ def connect_payload(call_id: str, ts: int = 1760681506) -> dict[str, object]:
 def test_new_database_is_created_under_the_data_dir(data_dir: Path, store: SqliteStore) -> None:
     assert default_db_path(data_dir) == data_dir / "wacall.sqlite3"
     assert (data_dir / "wacall.sqlite3").exists()
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
     assert isinstance(store, Store)
     with sqlite3.connect(data_dir / "wacall.sqlite3") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -355,7 +355,7 @@ def test_version_1_file_is_upgraded_with_the_handover_columns(data_dir: Path) ->
         )
     store = SqliteStore(path)
     try:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         old = store.get_call("wacid.OLD")
         assert old is not None and old.handover_queue is None and old.talk_s is None
         updated = store.update_call(
@@ -405,3 +405,38 @@ def test_in_memory_store() -> None:
     with SqliteStore(":memory:") as mem:
         mem.save_call(CallRecord(id="wacid.M", direction="USER_INITIATED", created_at=T0))
         assert mem.get_call("wacid.M") is not None
+
+
+def test_simulated_calls_are_flagged_and_restarts_only_end_their_own_kind(data_dir: Path) -> None:
+    """`wacall simulate` writes to the same data dir as `serve`: neither may end the other's live calls."""
+    with SqliteStore.in_data_dir(data_dir) as store:
+        store.save_call(CallRecord(id="wacid.REAL", direction="USER_INITIATED", state="active", created_at=T0))
+        store.save_call(
+            CallRecord(id="wacid.SIM", direction="USER_INITIATED", state="active", created_at=T0, simulated=True)
+        )
+        assert store.get_call("wacid.SIM").simulated is True
+        assert store.get_call("wacid.REAL").simulated is False
+        later = T0 + timedelta(minutes=1)
+        assert store.mark_live_calls_ended(now=later, simulated=True) == ["wacid.SIM"]
+        assert store.get_call("wacid.REAL").ended_at is None
+        assert store.mark_live_calls_ended(now=later, simulated=False) == ["wacid.REAL"]
+        assert [c.simulated for c in store.recent_calls()] == [True, False]
+
+
+def test_version_2_file_is_upgraded_with_the_simulated_flag(data_dir: Path) -> None:
+    from agent.store import sqlite as sqlite_module
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = default_db_path(data_dir)
+    with sqlite3.connect(path) as raw:
+        raw.executescript(sqlite_module._SCHEMA_V1)
+        raw.executescript(sqlite_module._SCHEMA_V2)
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute(
+            "INSERT INTO calls (id, direction, state, created_at) VALUES ('wacid.OLD', 'USER_INITIATED', 'ended', "
+            "'2026-01-01T00:00:00+00:00')"
+        )
+    with SqliteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        old = store.get_call("wacid.OLD")
+        assert old is not None and old.simulated is False
