@@ -1,15 +1,28 @@
-"""Turn-taking for one call: listen, detect the end of the caller's turn, reply, and yield on barge-in.
+"""Turn-taking for one call: listen, decide when the caller's thought is over, reply, and yield the floor.
 
 It owns no sockets or models: audio comes in through `feed`, goes out through an `AudioOutput`, and the
-models and policy are passed in, so its logic is testable and the same code serves every call.
+models and policy are passed in, so its logic is testable and the same code serves every call. What a
+reply *does* (speak, LLM turn, business request, handover, end) is `agent.reply_runner`'s job; each reply
+in flight is one `SpeechHandle`.
 
 Latency: recognition starts at the first short pause ("pause" from the endpointer), so it overlaps the
-end-of-turn silence instead of following it; if the caller goes on talking the guess is dropped.
+end-of-turn silence instead of following it; if the caller goes on talking the guess is dropped. A guess
+that reads as a finished sentence ends the turn at once; one that sounds unfinished ("…for the", "um",
+digits being read out) makes the turn wait for a longer silence.
+
+One answer per thought: real callers pause mid-sentence. When the caller starts talking again within
+`continuation_window_s` of the bot taking the turn, the bot drops its answer at once (as for a barge-in),
+takes back what that fragment did to the flow (a miss, a node moved, a slot filled), and answers the whole
+thought, recognised again as one piece of audio, once the caller is done.
 
 Barge-in: when the caller starts talking over the bot, the bot goes quiet at once (paused, queue kept).
 If the caller keeps talking past `barge_in_min_ms`, it is a real interruption: the queue is flushed and
 synthesis cancelled. If it was only a backchannel ("uh-huh", "ok") or a noise, the bot resumes where it
 stopped. Lines marked uninterruptible ignore the caller until they are done.
+
+Never hung up on: a call ends only when its ending line has been heard and the caller is not speaking; a
+caller who talks over a goodbye is listened to ("wait, one more thing" reopens the call), and the call ends
+once they have been quiet for `closing_quiet_s`. A caller who says nothing is prompted, then bid goodbye.
 """
 
 from __future__ import annotations
@@ -25,34 +38,44 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.actions import run_http
-from agent.dialogue.effects import Handover, HttpRequest, LlmRequest, RequestCallPermission, ToolCall
+from agent.dialogue.effects import Handover, HttpRequest
 from agent.dialogue.engine import FlowEngine, Reply
+from agent.reply_runner import (
+    NO_AGENTS,
+    SORRY_LLM,
+    SORRY_TECHNICAL,
+    AudioOutput,
+    LlmStream,
+    ReplyRunner,
+)
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
 from agent.speech.vad import Endpointer, VadConfig
+from agent.speech_handle import SpeechHandle
 from agent.turn_record import TranscriptEntry, TurnMetrics
-from agent.turn_signals import is_backchannel, looks_complete
+from agent.turn_signals import is_backchannel, looks_complete, sounds_unfinished
+
+__all__ = [
+    "NO_AGENTS",
+    "SORRY_HEARING",
+    "SORRY_LLM",
+    "SORRY_TECHNICAL",
+    "AudioOutput",
+    "Conversation",
+    "ConversationConfig",
+    "ConversationHooks",
+    "EndpointCheck",
+    "LlmStream",
+]
 
 log = logging.getLogger(__name__)
 
 SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
-SORRY_TECHNICAL = "Sorry, something went wrong on our side. Please try again in a moment."
-SORRY_LLM = "Sorry, give me a moment. Could you say that again?"
-NO_AGENTS = "Sorry, nobody is available to take your call right now. Please call us again later. Goodbye."
+SILENCE_REPROMPT = "Are you still there?"
+SILENCE_GOODBYE = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
 HANGUP_TAIL_S = 0.4
-MAX_FOLLOW_UPS = 8
-class AudioOutput(Protocol):
-    """Where the bot's voice goes: the call's outbound track."""
-
-    @property
-    def playing(self) -> bool: ...
-    @property
-    def paused(self) -> bool: ...
-    def enqueue(self, pcm: np.ndarray) -> None: ...
-    def flush(self) -> int: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    async def wait_idle(self) -> None: ...
+JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
+SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -69,14 +92,21 @@ class ConversationConfig:
     early_end_min_words: int = 2  # a one-word "No." at a pause is often "No, that's all…": wait it out
     # Partial transcripts while the caller is still talking, every this much speech (None: off; costs CPU).
     partial_stt_every_ms: int | None = None
+    # The caller talking again this soon after the bot took the turn is still on the same thought (0: off).
+    continuation_window_s: float = 2.0
+    # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits read out).
+    unfinished_hold_ms: int = 1300
+    # After the caller talked over an ending line, the call ends once they have been quiet this long.
+    closing_quiet_s: float = 3.0
+    # A caller silent this long after a question hears a prompt; after as long again, a goodbye (None: off).
+    silence_reprompt_s: float | None = 8.0
+    silence_reprompt: str = SILENCE_REPROMPT
+    silence_goodbye: str = SILENCE_GOODBYE
+    max_thought_s: float = 25.0  # fragments are joined up to this much audio (Whisper's window is 30 s)
 
 
 class EndpointCheck(Protocol):
     async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool: ...
-
-
-class LlmStream(Protocol):
-    def stream_reply(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Any: ...
 
 
 @dataclass
@@ -91,19 +121,40 @@ class ConversationHooks:
     http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
 
 
-@dataclass
+@dataclass(eq=False)
 class _Utterance:
-    audio: np.ndarray
+    """One stretch of the caller's speech, as the endpointer cut it, and what became of it."""
+
+    audio: np.ndarray  # this fragment and every earlier fragment of the same thought, joined
     end_of_speech: float
     speech_ms: int
     overlapped: bool  # started while the bot was talking
     confirmed_barge_in: bool
+    taken_at: float  # when the bot took the turn (stream time)
     guess: asyncio.Task[str] | None = None  # the transcript started at this utterance's last pause
+    prefix: _Utterance | None = None  # the earlier fragment this one continues
+    text: str | None = None
+    continued: bool = False  # the caller went on talking: this fragment is part of a longer thought
+    answer: SpeechHandle | None = None
+    restore_point: Any = None  # the dialogue state before this thought was first acted on
+    entry: TranscriptEntry | None = None
+    metrics: TurnMetrics | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+    def chain(self) -> list[_Utterance]:
+        out, u = [], self.prefix
+        while u is not None:
+            out.append(u)
+            u = u.prefix
+        return out
 
 
-async def _close_quietly(closer: Callable[[], Awaitable[Any]]) -> None:
-    with contextlib.suppress(Exception):
-        await closer()
+def _join(prefix: _Utterance, audio: np.ndarray) -> np.ndarray:
+    gap = np.zeros(int(JOIN_GAP_S * SAMPLE_RATE), dtype=np.int16)
+    return np.concatenate([prefix.audio, gap, audio]) if audio.size else prefix.audio
 
 
 class Conversation:
@@ -123,37 +174,59 @@ class Conversation:
         hooks: ConversationHooks | None = None,
     ) -> None:
         self.hooks = hooks or ConversationHooks()
-        self._http = self.hooks.http
-        self._suspended = False
-        self._barged_in = False
-        self._finished_replies: set[int] = set()
-        self._side_tasks: set[asyncio.Task[Any]] = set()
-        self._partial: asyncio.Task[None] | None = None
-        self._partial_at_ms = 0
-        self.partial_transcript = ""
         self.policy = policy
         self.transcriber = transcriber
         self.synthesizer = synthesizer
         self.output = output
         self.config = config or ConversationConfig()
         self._on_hangup = on_hangup
-        self._fallback_audio = fallback_audio
         self._clock = clock
+        self._runner = ReplyRunner(
+            self,
+            synthesizer=synthesizer,
+            output=output,
+            clock=clock,
+            llm=self.hooks.llm,
+            http=self.hooks.http,
+            llm_first_sentence_budget_s=self.config.llm_first_sentence_budget_s,
+            fallback_audio=fallback_audio,
+        )
         self._endpointer = Endpointer(self.config.vad)
         self._utterances: asyncio.Queue[_Utterance] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._speaking: asyncio.Task[None] | None = None
-        self._speculation: tuple[int, asyncio.Task[str]] | None = None
+        self._speech: SpeechHandle | None = None  # what the bot is saying now
+        self._interruptible = True  # the line being spoken may be interrupted
+        self._suspended = False
+        self._closed = False
+        self._hung_up = False
+        # The caller's current utterance.
         self._speech_started_at: float | None = None
         self._overlapped = False
         self._barge_confirmed = False
-        self._interruptible = True
-        self._closed = False
+        self._continuing: _Utterance | None = None  # the earlier fragment the current speech continues
+        self._continuation_confirmed = False  # ... with enough speech to be words, not a cough
+        self._speculation: tuple[int, asyncio.Task[str]] | None = None
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_at_ms = 0
+        self.partial_transcript = ""
+        # Turns.
+        self._last_taken: _Utterance | None = None
+        self._recognising = 0  # utterances taken but not yet answered or dropped
+        self._closing: SpeechHandle | None = None  # an ending the caller talked over
+        self._closing_heard = False  # ... which had been heard in full
+        self._closing_repeated = False
+        self._closing_timer: asyncio.Task[None] | None = None
+        self._silence_timer: asyncio.Task[None] | None = None
+        self._silence_stage = 0
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._current: TurnMetrics | None = None
         self.transcript: list[TranscriptEntry] = []
         self.turns: list[TurnMetrics] = []
-        self._current: TurnMetrics | None = None
         self.barge_ins = 0
         self.false_interruptions = 0
+        self.continuations = 0  # fragments joined into a longer thought
+        self.false_starts = 0  # answers whose audio had started and was dropped because the caller went on
+        self.silence_prompts = 0
 
     # lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -163,10 +236,12 @@ class Conversation:
     async def close(self) -> None:
         self._closed = True
         tasks = [
-            self._speaking,
+            self._speech.task if self._speech else None,
             self._worker,
             self._speculation[1] if self._speculation else None,
             self._partial,
+            self._closing_timer,
+            self._silence_timer,
             *self._side_tasks,
         ]
         for task in tasks:
@@ -184,7 +259,56 @@ class Conversation:
 
     @property
     def bot_talking(self) -> bool:
-        return self.output.playing or (self._speaking is not None and not self._speaking.done())
+        return self.output.playing or (self._speech is not None and not self._speech.done())
+
+    # what the reply runner asks of us ---------------------------------------------
+    @property
+    def current_metrics(self) -> TurnMetrics | None:
+        return self._current
+
+    def set_interruptible(self, allowed: bool) -> None:
+        self._interruptible = allowed
+
+    def policy_call(self, fn: Callable[[], Reply]) -> Reply:
+        try:
+            return fn()
+        except Exception:
+            log.exception("dialogue policy failed; speaking the fallback")
+            return Reply(lines=[SORRY_TECHNICAL], node=getattr(self.policy, "node", "?"))
+
+    def handover(self, handle: SpeechHandle, handover: Handover) -> bool:
+        handle.effects_done = True
+        if self.hooks.on_handover is None:
+            return False
+        self.hooks.on_handover(handover)
+        return True
+
+    def permission_request(self, reason: str) -> None:
+        if self.hooks.on_permission_request is not None:
+            self.hooks.on_permission_request(reason)
+
+    async def end_call(self, handle: SpeechHandle, reason: str) -> None:
+        """The reply's last words are out: hang up, unless the caller has the floor."""
+        if not self._caller_has_floor():
+            # Let the last words leave the jitter buffers before the media is torn down.
+            await asyncio.sleep(HANGUP_TAIL_S)
+        if self._caller_has_floor():
+            log.info("the caller is talking over the end of the call; listening before hanging up")
+            self._start_closing(handle, heard_in_full=True)
+            return
+        self._hang_up(handle, handle.end_reason or reason)
+
+    def _hang_up(self, handle: SpeechHandle | None, reason: str) -> None:
+        if handle is not None:
+            handle.committed = handle.effects_done = True
+        if self._hung_up:
+            return
+        self._hung_up = True
+        self._on_hangup(reason)
+
+    def _caller_has_floor(self) -> bool:
+        """The caller is speaking, or said something the bot has not answered yet."""
+        return self._endpointer.in_speech or self._recognising > 0 or not self._utterances.empty()
 
     # audio in -----------------------------------------------------------------
     def feed(self, pcm16k: np.ndarray, t: float) -> None:
@@ -193,17 +317,72 @@ class Conversation:
             return
         for event in self._endpointer.feed(pcm16k):
             if event.kind == "start":
-                self._speech_started_at = t
-                self._overlapped = self.bot_talking
-                self._barge_confirmed = False
-                if self._overlapped and not self._interruptible:
-                    log.debug("caller spoke during an uninterruptible line; ignoring it")
+                self._on_start(t)
             elif event.kind == "pause" and event.audio is not None:
                 self._on_pause(event.audio, event.speech_ms, t)
             elif event.kind == "end":
                 self._on_end(event.audio, event.speech_ms, t)
+        self._check_continuation()
         self._check_barge_in(t)
         self._maybe_partial()
+
+    def _on_start(self, t: float) -> None:
+        self._speech_started_at = t
+        self._barge_confirmed = False
+        self._silence_stage = 0
+        self._cancel_silence_timer()
+        prefix = self._continuation_of(t)
+        if prefix is not None:
+            # The caller's own thought going on, not an interruption of the bot: go quiet at once, and drop
+            # the answer as soon as this is more than a cough.
+            self._continuing = prefix
+            self._continuation_confirmed = False
+            self._overlapped = False
+            prefix.continued = True  # an answer not yet given waits for the rest
+            if prefix.answer is not None and not prefix.answer.done() and not self.output.paused:
+                self.output.pause()
+            return
+        self._overlapped = self.bot_talking
+        if self._overlapped and not self._interruptible:
+            log.debug("caller spoke during an uninterruptible line; ignoring it")
+
+    def _continuation_of(self, t: float) -> _Utterance | None:
+        """The fragment the caller's new speech continues, if it comes soon enough to be the same thought."""
+        window = self.config.continuation_window_s
+        last = self._last_taken
+        if window <= 0 or last is None or self._continuing is not None or self._closing is not None:
+            return None
+        if t - last.taken_at > window or last.seconds > self.config.max_thought_s:
+            return None
+        answer = last.answer
+        if answer is not None and (answer.committed or not answer.allow_interruptions):
+            return None
+        return last
+
+    def _check_continuation(self) -> None:
+        fragment = self._continuing
+        if fragment is None or self._continuation_confirmed:
+            return
+        if self._endpointer.voiced_ms >= self.config.vad.min_speech_ms:
+            self._continuation_confirmed = True
+            self._take_back(fragment)
+
+    def _take_back(self, fragment: _Utterance) -> None:
+        """Drop the bot's answer to a fragment at once; the whole thought will be answered instead."""
+        self.continuations += 1
+        answer = fragment.answer
+        if answer is None:
+            log.debug("the caller went on talking before the bot answered %r", fragment.text)
+            return
+        heard = answer.audio_started
+        if answer.interrupt("continuation"):
+            self.output.flush()
+        if heard:
+            self.false_starts += 1
+        if fragment.metrics is not None:
+            fragment.metrics.interrupted = True
+            fragment.metrics.continued = True
+        log.info("caller went on talking: dropped the answer to %r", fragment.text)
 
     def _maybe_partial(self) -> None:
         """While the caller talks, transcribe what they said so far every `partial_stt_every_ms` of speech
@@ -234,23 +413,25 @@ class Conversation:
         if self._overlapped and not self._barge_confirmed and self.output.paused:
             # A short burst over the bot ("uh-huh"): let it go on while we find out what was said.
             self.output.resume()
-        if self.config.speculative_stt and not (self._overlapped and not self._interruptible):
-            self._drop_speculation()
-            task = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
-            self._speculation = (speech_ms, task)
-            if self.config.early_end_on_complete_sentence and not self._overlapped:
-                early = asyncio.create_task(self._try_end_early(task, speech_ms, t, audio), name="early-end")
-                self._side_tasks.add(early)
-                early.add_done_callback(self._side_tasks.discard)
+        if not self.config.speculative_stt or (self._overlapped and not self._interruptible):
+            return
+        if self._continuing is not None:
+            audio = _join(self._continuing, audio)
+        self._drop_speculation()
+        task = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
+        self._speculation = (speech_ms, task)
+        if not self._overlapped:
+            judge = asyncio.create_task(self._judge_pause(task, speech_ms, t, audio), name="end-of-turn")
+            self._side_tasks.add(judge)
+            judge.add_done_callback(self._side_tasks.discard)
 
-    async def _try_end_early(
-        self, task: asyncio.Task[str], speech_ms: int, paused_at: float, audio: np.ndarray
-    ) -> None:
-        """The guess came back while the caller is still silent: if it reads as a finished sentence (and
-        Silero, as a second opinion, hears no speech in the pause), the turn is over now. Speech that
-        resumed in the meantime (more voiced audio) cancels this. Silero runs alongside the recognition
-        (the pool has a thread for each), so the second opinion costs no extra wait."""
-        check = self.hooks.endpoint_check
+    async def _judge_pause(self, task: asyncio.Task[str], speech_ms: int, paused_at: float, audio: np.ndarray) -> None:
+        """The guess came back while the caller is still silent. Words that sound unfinished make the turn
+        wait for a longer silence; a finished sentence (with Silero, as a second opinion, hearing no speech
+        in the pause) ends the turn now. Speech that resumed in the meantime (more voiced audio) cancels
+        this. Silero runs alongside the recognition (the pool has a thread for each), so the second opinion
+        costs no extra wait."""
+        check = self.hooks.endpoint_check if self.config.early_end_on_complete_sentence else None
         opinion = (
             asyncio.ensure_future(check.still_talking(audio, self._endpointer.pause_ms)) if check is not None else None
         )
@@ -259,9 +440,16 @@ class Conversation:
                 await asyncio.shield(task)
             except Exception:
                 return
-            if self._closed or task.cancelled() or self._speculation is None or self._speculation[1] is not task:
+            if not self._guess_still_current(task, speech_ms):
                 return
-            if not looks_complete(task.result(), self.config.early_end_min_words):
+            text = task.result()
+            if sounds_unfinished(text) or self._answer_incomplete(text):
+                log.debug("%r sounds unfinished; waiting up to %d ms", text, self.config.unfinished_hold_ms)
+                self._endpointer.hold_end(self.config.unfinished_hold_ms)
+                return
+            if not self.config.early_end_on_complete_sentence:
+                return
+            if not looks_complete(text, self.config.early_end_min_words):
                 return
             if opinion is not None and await opinion:
                 log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")
@@ -269,33 +457,47 @@ class Conversation:
         finally:
             if opinion is not None and not opinion.done():
                 opinion.cancel()
-        self._maybe_end_early(task, speech_ms, paused_at)
-
-    def _maybe_end_early(self, task: asyncio.Task[str], speech_ms: int, paused_at: float) -> None:
-        if self._speculation is None or self._speculation[1] is not task:
+        if not self._guess_still_current(task, speech_ms):
             return
-        ep = self._endpointer
-        if not ep.in_speech or ep.voiced_now or ep.voiced_ms != speech_ms:
-            return
-        event = ep.end_now()
+        event = self._endpointer.end_now()
         if event is not None:
             log.debug("early end of turn on a complete sentence: %r", task.result())
             self._on_end(event.audio, event.speech_ms, paused_at, silence_s=self._endpointer.pause_ms / 1000)
 
+    def _answer_incomplete(self, text: str) -> bool:
+        """The flow's view: part of a number it expects ("four eight" of five digits), or "Tuesday, no —"."""
+        check = getattr(self.policy, "answer_incomplete", None)
+        if len(text.split()) < 2:
+            return False  # a bare "No." is an answer; early_end_min_words already keeps it from being rushed
+        try:
+            return bool(check(text)) if check is not None else False
+        except Exception:
+            log.exception("answer_incomplete failed on %r", text)
+            return False
+
+    def _guess_still_current(self, task: asyncio.Task[str], speech_ms: int) -> bool:
+        if self._closed or task.cancelled() or self._speculation is None or self._speculation[1] is not task:
+            return False
+        ep = self._endpointer
+        return ep.in_speech and not ep.voiced_now and ep.voiced_ms == speech_ms
+
     def _on_end(self, audio: np.ndarray | None, speech_ms: int, t: float, silence_s: float | None = None) -> None:
         overlapped, confirmed = self._overlapped, self._barge_confirmed
+        prefix, self._continuing = self._continuing, None
         self._partial_at_ms = 0
         self.partial_transcript = ""
         self._speech_started_at = None
         self._overlapped = self._barge_confirmed = False
-        if self.output.paused and not confirmed:
+        if self.output.paused and not confirmed and prefix is None:
             self.output.resume()
+        if silence_s is None:
+            silence_s = self._endpointer.last_end_silence_ms / 1000
+        end_of_speech = t - silence_s
         if audio is None or (overlapped and not self._interruptible):
             self._drop_speculation()
+            if prefix is not None:
+                self._after_a_cough(prefix, t)
             return
-        if silence_s is None:
-            silence_s = self.config.vad.end_silence_ms / 1000
-        end_of_speech = t - silence_s
         # The guess belongs to this utterance only if it was made on exactly this audio; hand it over now,
         # before the next utterance's pause can replace it.
         guess = None
@@ -306,7 +508,26 @@ class Conversation:
                 guess = task
             else:
                 task.cancel()
-        self._utterances.put_nowait(_Utterance(audio, end_of_speech, speech_ms, overlapped, confirmed, guess))
+        if prefix is not None and not self._continuation_confirmed:
+            self._take_back(prefix)
+        joined = _join(prefix, audio) if prefix is not None else audio
+        self._take(_Utterance(joined, end_of_speech, speech_ms, overlapped, confirmed, t, guess, prefix=prefix))
+
+    def _after_a_cough(self, fragment: _Utterance, t: float) -> None:
+        """The "continuation" was a cough or a click: the answer goes on, or is given after all."""
+        answer = fragment.answer
+        if answer is not None and not answer.interrupted:
+            fragment.continued = False
+            if self.output.paused:
+                self.output.resume()
+            return
+        # Its answer was dropped or never started: answer the words heard before, as they were heard.
+        self._take(_Utterance(fragment.audio, fragment.end_of_speech, 0, False, False, t, prefix=fragment))
+
+    def _take(self, utterance: _Utterance) -> None:
+        self._last_taken = utterance
+        self._recognising += 1
+        self._utterances.put_nowait(utterance)
 
     def _check_barge_in(self, t: float) -> None:
         if self._speech_started_at is None or not self._overlapped or not self._interruptible:
@@ -321,9 +542,12 @@ class Conversation:
 
     def _interrupt(self, why: str) -> None:
         dropped = self.output.flush()
-        if self._speaking is not None and not self._speaking.done():
-            self._barged_in = True
-            self._speaking.cancel()
+        if self._speech is not None:
+            cut = self._speech.line_at_cut(dropped)
+            on_interrupted = getattr(self.policy, "on_interrupted", None)
+            if cut is not None and on_interrupted is not None:
+                on_interrupted(cut)  # the flow offers what the caller did not hear again
+            self._speech.interrupt("barge_in")
         if self._current is not None:
             self._current.interrupted = True
         self.barge_ins += 1
@@ -342,208 +566,254 @@ class Conversation:
         if utterance.guess is not None and not utterance.guess.cancelled():
             metrics.speculative = True
             return await utterance.guess
+        if utterance.speech_ms == 0 and utterance.prefix is not None and utterance.prefix.text is not None:
+            return utterance.prefix.text  # nothing new was said: the earlier words stand as they were heard
         return await self._transcribe(utterance.audio)
 
     # turns --------------------------------------------------------------------
     async def _run(self) -> None:
-        self._start_speaking(self._policy_call(self.policy.start))
+        self._start_speaking(self.policy_call(self.policy.start))
         while not self._closed:
             utterance = await self._utterances.get()
-            metrics = TurnMetrics(caller_speech_end=utterance.end_of_speech)
             try:
-                text = await self._recognise(utterance, metrics)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("speech-to-text failed; telling the caller")
-                self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
-                continue
-            metrics.transcript_ready = self._clock()
-            if self._suspended:
-                continue  # a human took the call while this was being recognised: not ours to answer
-            if utterance.overlapped and not utterance.confirmed_barge_in:
-                if is_backchannel(text):
-                    self.false_interruptions += 1
-                    log.debug("backchannel %r while the bot spoke; carrying on", text)
-                    continue
-                self._interrupt(f"caller said {text!r}")
-            if not text:
-                continue
-            metrics.transcript = text
-            self.transcript.append(TranscriptEntry("caller", text, utterance.end_of_speech))
-            reply = self._policy_call(lambda text=text: self.policy.handle(text))
-            metrics.reply_text_ready = self._clock()
-            metrics.reply = " ".join(reply.lines)
-            self.turns.append(metrics)
-            log.info("turn: %r -> %r (node %s)", text, metrics.reply, reply.node)
-            self._current = metrics
-            if reply.lines or reply.end_call or reply.llm is not None or reply.actions:
-                self._start_speaking(reply)
+                await self._answer(utterance)
+            finally:
+                self._recognising -= 1
 
-    def _policy_call(self, fn: Callable[[], Reply]) -> Reply:
+    async def _answer(self, utterance: _Utterance) -> None:
+        metrics = TurnMetrics(caller_speech_end=utterance.end_of_speech)
         try:
-            return fn()
+            text = await self._recognise(utterance, metrics)
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            log.exception("dialogue policy failed; speaking the fallback")
-            return Reply(lines=[SORRY_TECHNICAL], node=getattr(self.policy, "node", "?"))
+            log.exception("speech-to-text failed; telling the caller")
+            self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
+            return
+        prefix = utterance.prefix
+        if not text and prefix is not None and prefix.text:
+            text = prefix.text  # the rest was a murmur: the words heard before stand
+        utterance.text = text
+        # What the flow must be taken back to before this thought is acted on: the state before its first
+        # fragment was answered (only a fragment that was answered changed anything).
+        utterance.restore_point = prefix.restore_point if prefix is not None else None
+        metrics.transcript_ready = self._clock()
+        if self._suspended:
+            return  # a human took the call while this was being recognised: not ours to answer
+        if utterance.continued:
+            log.debug("holding %r: the caller went on talking", text)
+            return
+        if utterance.overlapped and not utterance.confirmed_barge_in:
+            if is_backchannel(text):
+                self.false_interruptions += 1
+                log.debug("backchannel %r while the bot spoke; carrying on", text)
+                return
+            self._interrupt(f"caller said {text!r}")
+        if not text:
+            return
+        if prefix is not None:
+            self._forget_fragments(utterance)
+        metrics.transcript = text
+        utterance.entry = TranscriptEntry("caller", text, utterance.end_of_speech)
+        self.transcript.append(utterance.entry)
+        utterance.metrics = metrics
+        if self._closing is not None:
+            self._answer_over_ending(utterance, text, metrics)
+            return
+        classified = await self._classify(text)
+        if utterance.continued or self._suspended:
+            return  # the caller went on (or a human took over) while the LLM was asked
+        if utterance.restore_point is not None:
+            self.policy.restore(utterance.restore_point)
+        else:
+            utterance.restore_point = self._snapshot()
+        if classified is not None:
+            reply = self.policy_call(lambda: self.policy.handle(text, classified=classified))
+        else:
+            reply = self.policy_call(lambda: self.policy.handle(text))
+        self._answer_with(utterance, reply, metrics)
 
-    def _start_speaking(self, reply: Reply) -> None:
-        if self._speaking is not None and not self._speaking.done():
-            self._speaking.cancel()
+    async def _classify(self, text: str) -> str | None:
+        """Where an LLM is configured and offline matching is unsure, the LLM's pick of intent; the
+        offline path decides alone on any failure (the client bounds the wait by its first-token timeout)."""
+        classify = getattr(self.hooks.llm, "classify", None)
+        request_for = getattr(self.policy, "classification_request", None)
+        if classify is None or request_for is None:
+            return None
+        try:
+            request = request_for(text)
+            if request is None:
+                return None
+            pick = await classify(text, list(request.names))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("LLM classification failed; matching offline")
+            return None
+        return pick if isinstance(pick, str) else None
+
+    def _answer_with(self, utterance: _Utterance, reply: Reply, metrics: TurnMetrics) -> None:
+        metrics.reply_text_ready = self._clock()
+        metrics.reply = " ".join(reply.lines)
+        self.turns.append(metrics)
+        log.info("turn: %r -> %r (node %s)", utterance.text, metrics.reply, reply.node)
+        self._current = metrics
+        if reply.lines or reply.end_call or reply.llm is not None or reply.actions:
+            utterance.answer = self._start_speaking(reply, answers=utterance)
+        else:
+            self._arm_silence_timer()
+
+    def _forget_fragments(self, utterance: _Utterance) -> None:
+        """The fragments of this thought were heard as turns of their own: the record keeps the whole."""
+        for fragment in utterance.chain():
+            if fragment.entry is not None and fragment.entry in self.transcript:
+                self.transcript.remove(fragment.entry)
+            fragment.entry = None
+
+    def _snapshot(self) -> Any:
+        snapshot = getattr(self.policy, "snapshot", None)
+        return snapshot() if snapshot is not None else None
+
+    def _start_speaking(self, reply: Reply, *, answers: _Utterance | None = None) -> SpeechHandle:
+        if self._speech is not None and self._speech.interrupt("replaced"):
             self.output.flush()
+        self._cancel_silence_timer()
+        handle = SpeechHandle(reply, answers=answers)
         self._interruptible = reply.interruptible
-        self._barged_in = False
-        self._speaking = asyncio.create_task(self._perform(reply), name="speak")
+        handle.task = asyncio.create_task(self._perform(handle), name="speak")
+        self._speech = handle
+        return handle
 
-    async def _perform(self, reply: Reply, depth: int = 0) -> None:
-        """Speak a reply, then carry out what it asks for: LLM turn, http call, handover, permission, end."""
-        if depth > MAX_FOLLOW_UPS:
-            log.error("flow kept chaining replies (%d deep); stopping here", depth)
-            return
+    async def _perform(self, handle: SpeechHandle) -> None:
         try:
-            await self._perform_steps(reply, depth)
+            await self._runner.perform(handle)
         except asyncio.CancelledError:
-            if self._barged_in:
-                self._finish_after_interruption(reply)
-            raise
-
-    def _finish_after_interruption(self, reply: Reply) -> None:
-        """The caller talked over the bot: its words are dropped, but a handover or hang-up still happens."""
-        if id(reply) in self._finished_replies:
-            return
-        self._finished_replies.add(id(reply))
-        handover = next((a for a in reply.actions if isinstance(a, Handover)), None)
-        if handover is not None and self.hooks.on_handover is not None:
-            self.hooks.on_handover(handover)
-        elif reply.end_call:
-            self._on_hangup("bot_ended")
-
-    async def _perform_steps(self, reply: Reply, depth: int) -> None:
-        self._interruptible = reply.interruptible
-        await self._say_lines(reply.lines)
-        if reply.llm is not None and (reply.llm.messages or [{}])[-1].get("role") == "user":
-            # Only a caller's words start an LLM turn; entering an LLM node waits for them.
-            follow = await self._llm_turn(reply.llm)
-            await self._perform(follow, depth + 1)
-            return
-        for action in reply.actions:
-            if isinstance(action, HttpRequest):
-                ok, data = await self._http(action)
-                follow = self._policy_call(
-                    lambda action=action, ok=ok, data=data: self.policy.action_result(
-                        action.id, ok, data if isinstance(data, dict) else None
-                    )
-                )
-                await self._perform(follow, depth + 1)
-                return
-            if isinstance(action, Handover):
-                await self.output.wait_idle()
-                self._interruptible = True
-                if self.hooks.on_handover is not None:
-                    self.hooks.on_handover(action)
-                    return
-                # No desk to hand over to: say so rather than leave the caller in silence.
-                log.warning("flow asked for a handover to %r but handover is not configured", action.queue)
-                await self._say_text(NO_AGENTS)
-                await self.output.wait_idle()
-                await asyncio.sleep(HANGUP_TAIL_S)
-                self._on_hangup("no_handover")
-                return
-            if isinstance(action, RequestCallPermission) and self.hooks.on_permission_request is not None:
-                self.hooks.on_permission_request(action.reason)
-        await self.output.wait_idle()
-        self._interruptible = True
-        if reply.end_call:
-            # Let the last words leave the jitter buffers before the media is torn down.
-            await asyncio.sleep(HANGUP_TAIL_S)
-            self._on_hangup("bot_ended")
-
-    async def _say_lines(self, lines: list[str]) -> None:
-        for line in lines:
-            await self._say_text(line)
-
-    async def _say_text(self, line: str) -> None:
-        metrics = self._current
-        self.transcript.append(TranscriptEntry("bot", line, self._clock()))
-        try:
-            async for chunk in self.synthesizer.stream(line):
-                if metrics is not None and metrics.first_audio_synthesized is None:
-                    metrics.first_audio_synthesized = self._clock()
-                self.output.enqueue(chunk)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("text-to-speech failed for %r; playing the recorded fallback", line)
-            if self._fallback_audio is not None:
-                self.output.enqueue(self._fallback_audio)
-
-    async def _llm_turn(self, request: LlmRequest) -> Reply:
-        """Stream the LLM's answer sentence by sentence into speech; tools are applied by the engine."""
-        llm = self.hooks.llm
-        if llm is None:
-            log.error("flow node %s needs an LLM but none is configured (WACALL_LLM_BASE_URL)", request.node)
-            await self._say_text(SORRY_TECHNICAL)
-            return self._policy_call(lambda: self.policy.llm_result("", []))
-        messages = [{"role": "system", "content": request.system_prompt}, *request.messages]
-        spoken: list[str] = []
-        tools: list[ToolCall] = []
-        metrics = self._current
-        # The caller's silence budget runs from the end of their speech, not from our request: whatever
-        # endpointing and STT took is already spent.
-        start = metrics.caller_speech_end if metrics and metrics.caller_speech_end else self._clock()
-        deadline = start + self.config.llm_first_sentence_budget_s
-        stream = llm.stream_reply(messages, request.tools or None)
-        interrupted = False
-        try:
-            while True:
-                wait = None if spoken else max(0.05, deadline - self._clock())
-                try:
-                    event = await asyncio.wait_for(anext(stream), wait)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    log.warning("LLM silent past the caller's budget on node %s; speaking the fallback", request.node)
-                    await self._say_text(SORRY_LLM)
-                    break
-                if event.kind == "sentence" and event.text:
-                    if metrics is not None and metrics.reply_text_ready is None:
-                        metrics.reply_text_ready = self._clock()
-                    spoken.append(event.text)
-                    await self._say_text(event.text)
-                elif event.kind == "tool_call" and event.tool_call is not None:
-                    tools.append(ToolCall(event.tool_call.name, dict(event.tool_call.arguments)))
-                elif event.kind == "error":
-                    log.warning("LLM failed on node %s: %s; speaking the fallback", request.node, event.error)
-                    if not spoken:
-                        await self._say_text(SORRY_LLM)
-                    break
-        except asyncio.CancelledError:
-            interrupted = True
-            if self._barged_in:
-                # Keep the engine in step with what the caller heard, and honour a hang-up or handover.
-                self._finish_after_interruption(
-                    self._policy_call(lambda: self.policy.llm_result(" ".join(spoken), tools))
-                )
+            if handle.interrupted_by == "barge_in":
+                self._finish_after_interruption(handle)
             raise
         finally:
-            closer = getattr(stream, "aclose", None)
-            if closer is not None and not interrupted:
-                with contextlib.suppress(Exception):
-                    await closer()
-            elif closer is not None:
-                asyncio.get_running_loop().create_task(_close_quietly(closer))
-        if metrics is not None:
-            metrics.reply = " ".join(spoken)
-        return self._policy_call(lambda: self.policy.llm_result(" ".join(spoken), tools))
+            handle.mark_finished()
+        if self._speech is handle and not handle.current.end_call:
+            self._arm_silence_timer()
+
+    def _finish_after_interruption(self, handle: SpeechHandle) -> None:
+        """The caller talked over the bot: its words are dropped, but a handover still happens, and an
+        ending waits until the caller is done."""
+        if handle.effects_done:
+            return
+        handle.effects_done = True
+        reply = handle.current
+        if reply.handover is not None and self.hooks.on_handover is not None:
+            self.hooks.on_handover(reply.handover)
+        elif reply.end_call:
+            self._start_closing(handle, heard_in_full=False)
+
+    # endings the caller talks over --------------------------------------------------------
+    def _start_closing(self, handle: SpeechHandle, *, heard_in_full: bool) -> None:
+        self._closing = handle
+        self._closing_heard = heard_in_full
+        handle.effects_done = True
+        self._cancel_closing_timer()
+        self._closing_timer = asyncio.create_task(self._close_when_quiet(), name="closing")
+
+    def _cancel_closing_timer(self) -> None:
+        if self._closing_timer is not None and self._closing_timer is not asyncio.current_task():
+            self._closing_timer.cancel()
+        self._closing_timer = None
+
+    async def _close_when_quiet(self) -> None:
+        """Hang up once the caller has finished: at once if the ending was heard in full, else after
+        `closing_quiet_s` of quiet. Their words in the meantime are answered first (they may reopen the call)."""
+        loop = asyncio.get_running_loop()
+        quiet_since: float | None = None
+        while True:
+            await asyncio.sleep(0.05)
+            if self._caller_has_floor():
+                quiet_since = None
+                continue
+            now = loop.time()
+            quiet_since = now if quiet_since is None else quiet_since
+            needed = HANGUP_TAIL_S if self._closing_heard else self.config.closing_quiet_s
+            if now - quiet_since >= needed:
+                break
+        log.info("the caller is done after the ending; hanging up")
+        closing = self._closing
+        self._closing_timer = None
+        self._hang_up(closing, (closing.end_reason if closing else None) or "bot_ended")
+
+    def _answer_over_ending(self, utterance: _Utterance, text: str, metrics: TurnMetrics) -> None:
+        """The caller spoke over (or right after) the ending: follow a turn that goes somewhere; otherwise
+        say the last words once more, or let the call end once the caller is quiet."""
+        closing = self._closing
+        assert closing is not None
+        reopen = getattr(self.policy, "reopen", None)
+        reply = self.policy_call(lambda: reopen(text)) if reopen is not None else None  # type: ignore[arg-type, return-value]
+        if reply is not None and (reply.lines or reply.actions or reply.llm is not None):
+            log.info("caller went on over the ending (%r): the call goes on", text)
+            self._closing = None
+            self._cancel_closing_timer()
+            self._answer_with(utterance, reply, metrics)
+            return
+        if not self._closing_heard and not self._closing_repeated and closing.current.lines:
+            # They did not hear the goodbye: say its last words again (once), and end when those are heard.
+            self._closing_repeated = True
+            self._closing = None
+            self._cancel_closing_timer()
+            goodbye = Reply(lines=closing.current.lines[-1:], node=closing.current.node, end_call=True)
+            self._answer_with(utterance, goodbye, metrics)
+            if utterance.answer is not None:
+                utterance.answer.end_reason = closing.end_reason
+        # Otherwise the closing timer ends the call once they are quiet.
+
+    # the caller's silence --------------------------------------------------------------------------
+    def _cancel_silence_timer(self) -> None:
+        if self._silence_timer is not None and self._silence_timer is not asyncio.current_task():
+            self._silence_timer.cancel()
+        self._silence_timer = None
+
+    def _arm_silence_timer(self) -> None:
+        after = self.config.silence_reprompt_s
+        if after is None or self._closed or self._suspended or self._closing is not None or self._hung_up:
+            return
+        if getattr(self.policy, "waiting_for", "answer") not in ("answer", "llm"):
+            return
+        self._cancel_silence_timer()
+        self._silence_timer = asyncio.create_task(self._prompt_after_silence(after), name="caller-silence")
+
+    async def _prompt_after_silence(self, after: float) -> None:
+        await asyncio.sleep(after)
+        self._silence_timer = None
+        if self._caller_has_floor() or self.bot_talking or self._closing is not None:
+            return
+        self._silence_stage += 1
+        self.silence_prompts += 1
+        node = getattr(self.policy, "node", "?")
+        if self._silence_stage == 1:
+            log.info("caller silent for %.0f s; prompting", after)
+            reply = Reply(lines=[self.config.silence_reprompt, *self._last_question()], node=node)
+            self._start_speaking(reply)
+        else:
+            log.info("caller still silent; saying goodbye")
+            reply = Reply(lines=[self.config.silence_goodbye], node=node, end_call=True)
+            self._start_speaking(reply).end_reason = "caller_silent"
+
+    def _last_question(self) -> list[str]:
+        repeat = getattr(self.policy, "repeat", None)
+        if repeat is None:
+            return []
+        lines = self.policy_call(repeat).lines
+        return lines[-1:]
 
     # handover -----------------------------------------------------------------
     def suspend(self) -> None:
         """A human takes over: the bot stops talking and stops treating the caller's words as turns."""
         self._suspended = True
-        if self._speaking is not None:
-            self._speaking.cancel()
+        if self._speech is not None:
+            self._speech.interrupt("suspended")
+        self._cancel_silence_timer()
         self.output.flush()
         self._drop_speculation()
+        self._continuing = self._last_taken = None
 
     def resume(self, reply: Reply) -> None:
         """Back to the bot (agent handed the call back, or the queue gave up): say `reply` and listen."""
@@ -551,10 +821,11 @@ class Conversation:
         self._endpointer.reset()
         while not self._utterances.empty():
             self._utterances.get_nowait()
+            self._recognising -= 1
         self._start_speaking(reply)
 
     async def say(self, text: str, *, interruptible: bool = True) -> None:
         """Speak outside the flow (hold messages, queue position); waits until it has been played."""
         self._interruptible = interruptible
-        await self._say_text(text)
+        await self._runner.say_text(text)
         await self.output.wait_idle()

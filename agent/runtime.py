@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
 from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
+from agent.dialogue.effects import HttpRequest
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
-from agent.speech.tts import PiperSynthesizer, Synthesizer
+from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
 from agent.speech.vad import VadConfig
 from agent.store.base import CallRecord, Store
 from agent.store.sqlite import SqliteStore
@@ -70,8 +72,13 @@ def static_lines(flow: Flow) -> list[str]:
     for node in flow.nodes.values():
         candidates.extend(getattr(node, "say", []) or [])
     for line in candidates:
-        if isinstance(line, str) and "{{" not in line and line not in lines:
-            lines.append(line)
+        if not isinstance(line, str):
+            continue
+        # A personalised line's fixed part ("…, thanks for calling us.") is a speech piece of its own.
+        pieces = [line] if "{{" not in line else split_for_speech(line, quick_start=True)
+        for piece in pieces:
+            if "{{" not in piece and piece not in lines:
+                lines.append(piece)
     return lines
 
 
@@ -92,8 +99,13 @@ class Runtime:
         store: Store | None = None,
         limits: CallingLimits | None = None,
         clock: Any = None,
+        simulated: bool = False,
+        http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] | None = None,
     ) -> None:
+        """`simulated` marks every call record as placed by `wacall simulate`; `http` replaces the real
+        business-system requests of flows' `http` steps (the simulation's canned answers)."""
         self.settings = settings
+        self.simulated = simulated
         self.models = models
         # A flow passed in is fixed (tests, simulate); a flow from a file is re-read when it changes, and a
         # broken edit is refused with its file:line:col while calls go on with the last good version.
@@ -116,7 +128,8 @@ class Runtime:
             rate_card=RateCard.load(settings.rate_card),
             **ledger_kwargs,
         )
-        restarted = self.store.mark_live_calls_ended(now=self.ledger.now())
+        # Only calls of our own kind: a simulation sharing the data dir must not end a live server's calls.
+        restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
         if restarted:
             log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
         vad = VadConfig(
@@ -139,12 +152,20 @@ class Runtime:
                 early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
                 early_end_min_words=settings.vad.early_end_min_words,
                 partial_stt_every_ms=settings.vad.partial_stt_every_ms,
+                continuation_window_s=settings.turns.continuation_window_s,
+                unfinished_hold_ms=settings.turns.unfinished_hold_ms,
+                closing_quiet_s=settings.turns.closing_quiet_s,
+                silence_reprompt_s=settings.turns.silence_reprompt_s,
+                silence_reprompt=settings.turns.silence_reprompt,
+                silence_goodbye=settings.turns.silence_goodbye,
             ),
         )
         if settings.vad.silero_second_opinion and models.executor is not None:
             from agent.speech.endpoint_check import SileroEndpointCheck
 
             self.services.endpoint_check = SileroEndpointCheck(models.executor)
+        if http is not None:
+            self.services.http = http
         self.llm = self._make_llm(settings)
         self.services.llm = self.llm
         self.services.on_permission_request = self._permission_requested_by_flow
@@ -166,7 +187,8 @@ class Runtime:
         if not settings.handover.enabled:
             if wanted:
                 log.warning(
-                    "flow %s hands over to %s, but the config has no handover queues: callers would wait in silence",
+                    "flow %s hands over to %s, but the config has no handover queues (handover.queues): callers "
+                    "sent there hear that nobody is available and the call ends",
                     self.flow.name,
                     ", ".join(sorted(wanted)),
                 )
@@ -321,7 +343,14 @@ class Runtime:
         with contextlib.suppress(GraphError):
             await self.graph.reject(call_id)
         self.ledger.call_started(
-            CallRecord(id=call_id, direction="USER_INITIATED", from_number=user, state="ended", outcome=reason)
+            CallRecord(
+                id=call_id,
+                direction="USER_INITIATED",
+                from_number=user,
+                state="ended",
+                outcome=reason,
+                simulated=self.simulated,
+            )
         )
         self.ledger.call_updated(call_id, end_reason=reason, ended_at=self.ledger.now())
         self.ledger.missed_call(user, reason, call_id, refusal)
@@ -339,6 +368,7 @@ class Runtime:
                 state=str(call.state),
                 biz_opaque_callback_data=call.ref,
                 flow=call.flow.name,
+                simulated=self.simulated,
             )
         )
 

@@ -18,6 +18,7 @@ class TurnMetrics:
     reply: str = ""
     interrupted: bool = False
     speculative: bool = False
+    continued: bool = False  # the caller went on talking: this answer was dropped and the thought joined
 
     def as_dict(self) -> dict[str, float | str | bool | None]:
         base = self.caller_speech_end
@@ -26,6 +27,7 @@ class TurnMetrics:
             "reply": self.reply,
             "interrupted": self.interrupted,
             "speculative_stt": self.speculative,
+            "continued": self.continued,
         }
         for name in ("transcript_ready", "reply_text_ready", "first_audio_synthesized", "first_audio_sent"):
             value = getattr(self, name)

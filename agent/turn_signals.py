@@ -52,3 +52,41 @@ def looks_complete(text: str, min_words: int = 1) -> bool:
         return False
     words = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()  # digits read out ("… is 555.") go on
     return len(words) >= max(1, min_words) and words[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")
+
+
+_THINKING = frozenset("um uh erm er hmm mm ah".split())
+_UNFINISHED_PHRASES = re.compile(
+    r"\b(i want to|i would like to|i'd like to|i need to|it's about|going to|gonna|wanna|let me|what about|"
+    r"how about|and then|and also|make that|make it|no wait|i mean|actually|just|any|some|sorry no|no sorry)\W*$"
+)
+
+
+def sounds_unfinished(text: str) -> bool:
+    """Words that stop where a sentence cannot: the caller is pausing mid-thought, so wait longer.
+
+    A last word that is an article, preposition, conjunction, possessive or filler ("…for the", "my",
+    "and", "um"), a trailing ellipsis or comma, a phrase that announces more ("I want to"), or digits being
+    read out ("four eight", "48", Whisper's "for eight") — a number is often read in groups with pauses.
+    Finished sentences are untouched, so they stay fast.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return False
+    lowered = stripped.lower()
+    if lowered.endswith(("...", "…", ",", "-", "—", ";", ":")):
+        return True
+    words = re.sub(r"[^a-z0-9' ]+", " ", lowered.replace("-", " ")).split()
+    if not words:
+        return False
+    last = words[-1]
+    if last in _TRAILING_FILLERS or last in _THINKING:
+        return True
+    if _UNFINISHED_PHRASES.search(re.sub(r"[.?!]+$", "", lowered)):
+        return True
+    if last.isdigit():
+        return True
+    # "four eight" is a number being read out; "the small one" is not.
+    return last in _DIGIT_WORDS and len(words) > 1 and (words[-2].isdigit() or words[-2] in _DIGIT_WORDS | {"is"})
+
+
+_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())

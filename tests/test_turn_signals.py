@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.turn_signals import is_backchannel, looks_complete
+from agent.turn_signals import is_backchannel, looks_complete, sounds_unfinished
 
 
 @pytest.mark.parametrize("text", ["Uh-huh.", "mm hmm", "Okay.", "Yeah", "ah ha", "", "Right, right."])
@@ -46,3 +46,29 @@ def test_one_word_answers_stay_open_when_two_words_are_asked_for(text: str, comp
 def test_digits_read_out_do_not_make_a_sentence_complete() -> None:
     assert not looks_complete("My order number is 555.")
     assert not looks_complete("My order number is 555.", min_words=2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like to book an appointment for the",
+        "and",
+        "Um,",
+        "so I was wondering...",
+        "My order number is 4 8",
+        "My order number is four eight",
+        "Tuesday, no,",
+        "make that",
+        "I want to",
+    ],
+)
+def test_words_that_stop_mid_sentence_sound_unfinished(text: str) -> None:
+    assert sounds_unfinished(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "Thank you.", "Yes please.", "I want the small one.", "What are your opening hours?", "No, that's all."],
+)
+def test_finished_sentences_do_not_sound_unfinished(text: str) -> None:
+    assert not sounds_unfinished(text)

@@ -26,6 +26,9 @@ __all__ = ["FlowIssue", "check_flow", "slots_set", "successors"]
 
 PathKey = tuple[str | int, ...]
 
+#: More digits than this in a `number` is an identifier (and would lose leading zeros).
+_MAX_NUMBER_DIGITS = 15
+
 
 @dataclass(frozen=True)
 class FlowIssue:
@@ -95,6 +98,17 @@ def _assign_texts(assign: dict[str, Any], path: PathKey) -> Iterator[tuple[PathK
 
 def _intent_texts(intent: Intent, path: PathKey) -> Iterator[tuple[PathKey, str]]:
     yield from _assign_texts(intent.assign, (*path, "set"))
+    if intent.confirm:
+        yield (*path, "confirm"), intent.confirm
+
+
+def _say_texts(items: list[Any], path: PathKey) -> Iterator[tuple[PathKey, str]]:
+    for i, item in enumerate(items):
+        if isinstance(item, Variants):
+            for j, text in enumerate(item.one_of):
+                yield (*path, i, "one_of", j), text
+        else:
+            yield (*path, i), item
 
 
 def templated_texts(flow: Flow) -> Iterator[tuple[PathKey, str]]:
@@ -105,14 +119,13 @@ def templated_texts(flow: Flow) -> Iterator[tuple[PathKey, str]]:
         yield ("persona",), flow.persona
     for i, intent in enumerate(flow.global_intents):
         yield from _intent_texts(intent, ("global_intents", i))
+    for i, entry in enumerate(flow.faq):
+        yield from _say_texts(entry.answer, ("faq", i, "answer"))
     for node_id, node in flow.nodes.items():
         base: PathKey = ("nodes", node_id)
-        for i, item in enumerate(node.say):
-            if isinstance(item, Variants):
-                for j, text in enumerate(item.one_of):
-                    yield (*base, "say", i, "one_of", j), text
-            else:
-                yield (*base, "say", i), item
+        yield from _say_texts(node.say, (*base, "say"))
+        if node.ask is not None and isinstance(node.ask.confirm, str):
+            yield (*base, "ask", "confirm"), node.ask.confirm
         for i, line in enumerate(node.reprompt):
             yield (*base, "reprompt", i), line
         yield from _assign_texts(node.assign, (*base, "set"))
@@ -242,6 +255,14 @@ class _Checker:
     def run(self) -> list[FlowIssue]:
         flow = self.flow
         self.ref(flow.start, ("start",), "start node")
+        hours = flow.business_hours
+        if hours.open >= hours.close:
+            self.add(
+                ("business_hours", "close"),
+                f"`close` ({hours.close:%H:%M}) must be later than `open` ({hours.open:%H:%M})",
+            )
+        for i, entry in enumerate(flow.faq):
+            self.identifier(entry.name, ("faq", i, "name"), "faq name")
         for i, intent in enumerate(flow.global_intents):
             if intent.goto is not None:
                 self.ref(intent.goto, ("global_intents", i, "goto"), f"goto of global intent '{intent.name}':")
@@ -299,9 +320,35 @@ class _Checker:
             self.add((*path, "choices"), f"`choices` only apply to `type: choice`, not `{ask.type}`", at_key=True)
         if ask.type != "number" and (ask.min is not None or ask.max is not None):
             key = "min" if ask.min is not None else "max"
-            self.add((*path, key), f"`{key}` only applies to `type: number`", at_key=True)
+            hint = " (for `digits`, say how many with `length`)" if ask.type == "digits" else ""
+            self.add((*path, key), f"`{key}` only applies to `type: number`{hint}", at_key=True)
         if ask.min is not None and ask.max is not None and ask.min > ask.max:
             self.add((*path, "max"), f"`max` ({ask.max:g}) is smaller than `min` ({ask.min:g})")
+        if ask.type == "yes_no" and ask.confirm not in (None, False):
+            self.add(
+                (*path, "confirm"),
+                "a yes or no is not read back (`confirm` is for numbers, digits, dates, times, choices and text); "
+                "remove it",
+                at_key=True,
+            )
+        if ask.length is not None:
+            if ask.type not in ("digits", "number"):
+                self.add(
+                    (*path, "length"),
+                    f"`length` only applies to `type: digits` or `number`, not `{ask.type}`",
+                    at_key=True,
+                )
+            elif ask.length.min > ask.length.max:
+                self.add(
+                    (*path, "length", "max"),
+                    f"`max` ({ask.length.max}) of `length` is smaller than its `min` ({ask.length.min})",
+                )
+            elif ask.type == "number" and ask.length.max > _MAX_NUMBER_DIGITS:
+                self.add(
+                    (*path, "length"),
+                    f"a number of more than {_MAX_NUMBER_DIGITS} digits is a code, not an amount: use `type: digits`, "
+                    "which also keeps leading zeros",
+                )
 
     def llm(self, base: PathKey, node: Node) -> None:
         llm = node.llm

@@ -9,21 +9,30 @@ unit tests, and a call's behaviour can be replayed exactly from its transcript.
 Effects the runtime must carry out (hand over, HTTP request, call-permission request, LLM
 turn) are described in the reply (:mod:`agent.dialogue.effects`); results come back through
 :meth:`FlowEngine.action_result` and :meth:`FlowEngine.llm_result`.
+
+How a caller's turn at a question is understood (hesitations, asides, self-corrections,
+read-backs, suggestions, checks before ending the call) lives in :mod:`agent.dialogue.asking`;
+this module is the node-moving core. The conversation layer may also tell the engine that a
+line was talked over (:meth:`FlowEngine.on_interrupted`), ask whether a partial transcript is
+an unfinished answer (:meth:`FlowEngine.answer_incomplete`, :attr:`FlowEngine.expecting`) and
+let an LLM help where offline matching is unsure (:meth:`FlowEngine.classification_request`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import logging
 import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.dialogue import slots as slot_parsing
+from agent.dialogue.answers import understand
+from agent.dialogue.asking import CLEAR_MARGIN, LLM_CLASSIFIED_SCORE, STRONG_MATCH, VALUE_EVIDENCE_SCORE, Asking
 from agent.dialogue.conditions import evaluate
 from agent.dialogue.effects import (
     Action,
@@ -38,14 +47,19 @@ from agent.dialogue.effects import (
 from agent.dialogue.flow import Flow, FlowError, check_flow
 from agent.dialogue.model import Intent, Node, SlotValue, Variants
 from agent.dialogue.nlu import DEFAULT_THRESHOLD, normalize, rank_intents
+from agent.dialogue.state import Check, ClassificationRequest, Expectation, Turn
+from agent.dialogue.structure import FlowFacts
 from agent.dialogue.templates import iso, lookup, single_placeholder
 from agent.dialogue.templates import render as _render
 from agent.dialogue.tools import chat_messages, dig, tool_arguments, tool_schemas
+from agent.dialogue.utterance import kind, read
 
 __all__ = [
     "STRONG_MATCH",
     "Action",
+    "ClassificationRequest",
     "Classifier",
+    "Expectation",
     "FlowEngine",
     "Handover",
     "HttpRequest",
@@ -59,20 +73,21 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: An intent must be this sure to override a parsed answer ("no, get me a person" to a
-#: yes/no question) or to interrupt an LLM conversation; a plain match is not enough there,
-#: because a free-text answer or an LLM turn would otherwise be hijacked by loose matches.
-STRONG_MATCH = 0.8
 #: Nodes entered in one turn before the engine assumes a conditional loop and stops; far
 #: above any real script, low enough that a bug can never hang a live call.
 MAX_STEPS_PER_TURN = 50
 
-#: Replaces offline matching: ``(text, intents) -> (best intent or None, confidence)``, the
-#: same contract as :func:`agent.dialogue.nlu.match_intent` (an LLM classifier, typically).
+#: Helps offline matching where it is unsure: ``(text, intents) -> (best intent or None,
+#: confidence)``, the same contract as :func:`agent.dialogue.nlu.match_intent`.
 Classifier = Callable[[str, Sequence[Intent]], tuple[Intent | None, float]]
 
 Waiting = Literal["answer", "llm", "action"]
 
+#: Words with which a caller holds back a call that is ending ("wait", "one more thing", "hang on").
+_WAIT_RE = re.compile(
+    r"\b(wait|hold on|hang on|one more thing|another thing|another question|one more question|before you go|"
+    r"actually|just a (second|sec|moment|minute))\b"
+)
 _ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CLOCK_RE = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?")
 
@@ -87,18 +102,7 @@ def render(template: str, context: Mapping[str, Mapping[str, Any]]) -> str:
     return _render(template, context, speak=slot_parsing.speak)
 
 
-@dataclass
-class _Turn:
-    """Everything one event makes the bot say and do, gathered across the nodes it passes."""
-
-    lines: list[str] = field(default_factory=list)
-    actions: list[Action] = field(default_factory=list)
-    end: bool = False
-    interruptible: bool = True
-    llm: LlmRequest | None = None
-
-
-class FlowEngine:
+class FlowEngine(Asking):
     """The state of one call: current node, slots, retry count, transcript, pending effects."""
 
     def __init__(
@@ -139,6 +143,18 @@ class FlowEngine:
         self._last_said: list[str] = []
         self._hung_up = False
         self._started = False
+        self._last_question: str | None = None  # where "wait, one more thing" over a goodbye goes back to
+        self._facts = FlowFacts(flow)
+        # FAQ entries are matched like intents (the goto is never followed).
+        self._faq_intents = [
+            Intent(name=entry.name, examples=entry.examples, keywords=entry.keywords, goto=entry.name)
+            for entry in flow.faq
+        ]
+        self._check: Check | None = None  # a read-back, suggestion or intent the caller must confirm
+        self._partial = ""  # digits heard so far at the current question
+        self._unheard: list[str] = []  # lines the caller talked over before they were finished
+        self._spoken: list[str] = []  # the lines of the latest reply that said anything
+        self._digression: str | None = None  # the question to return to after an LLM answered an aside
 
     # -- public state ------------------------------------------------------------------
 
@@ -163,9 +179,97 @@ class FlowEngine:
         return (self._today or dt.date.today)()
 
     def classify_with(self, fn: Classifier | None) -> None:
-        """Let another classifier (an LLM) pick intents; ``None`` restores offline matching.
-        If it raises, the engine falls back to offline matching for that turn."""
+        """Let another classifier (an LLM) help pick intents; ``None`` restores offline-only
+        matching. It is asked only when offline matching is unsure (no intent clearly ahead),
+        never instead of it; if it raises, offline matching decides that turn.
+
+        A live call's LLM is asynchronous: use :meth:`classification_request` and pass the
+        model's pick to :meth:`handle` as ``classified`` instead."""
         self._classifier = fn
+
+    @property
+    def expecting(self) -> Expectation | None:
+        """What the current question expects (``None`` when no answer is awaited), so the
+        turn-taking layer can wait longer for a caller who is reading out a number."""
+        if not self._started or self.ended or self._waiting != "answer":
+            return None
+        if self._check is not None:
+            return Expectation("yes_no", confirming=True)
+        ask = self.flow.nodes[self.node].ask
+        if ask is None:
+            return Expectation("intent")
+        missing: int | None = None
+        if ask.type == "digits" or (ask.type == "number" and ask.length is not None):
+            missing = max(ask.length.min - len(self._partial), 0) if ask.length is not None else None
+        return Expectation(ask.type, digits_missing=missing)
+
+    def answer_incomplete(self, text: str) -> bool:
+        """Whether ``text`` (a transcript so far) is an answer the caller has not finished:
+        part of a number read out ("four eight two" of five digits), or a value just taken
+        back ("Tuesday, no —", "no, wait"). Pure: the call does not change."""
+        if not self._started or self.ended or self._waiting != "answer" or not normalize(text).strip():
+            return False
+        ask = self.flow.nodes[self.node].ask
+        yes_no = self._check is not None or (ask is not None and ask.type == "yes_no")
+        if read(text, yes_no=yes_no).retracted:
+            return True
+        if ask is not None and self._check is None and (ask.type == "digits" or ask.length is not None):
+            answer = understand(ask, text, today=self.today(), hours=self.flow.business_hours, partial=self._partial)
+            return answer.kind == "partial"
+        return False
+
+    def on_interrupted(self, line: str) -> None:
+        """The caller talked over ``line`` (one of the latest reply's ``lines``) and it was
+        cut off before it finished playing.
+
+        The engine then treats that line and the ones after it as unheard: on the caller's
+        next turn, unless that turn clearly goes somewhere (an intent, a typed answer, an FAQ
+        question), it says them again instead of taking, say, a "yes" said over a delivery
+        status as the answer to a question the caller never heard. A line that is not part of
+        the latest reply is ignored, so a late call is harmless.
+        """
+        if self.ended or not self._spoken:
+            return
+        wanted = " ".join(line.split())
+        for index, said in enumerate(self._spoken):
+            if " ".join(said.split()) == wanted:
+                self._unheard = list(self._spoken[index:])
+                return
+
+    def classification_request(self, text: str) -> ClassificationRequest | None:
+        """What an LLM should classify ``text`` among, when offline matching is unsure; ``None``
+        when the offline path already has a clear answer (or the engine is not waiting for
+        one). Pure: the call does not change.
+
+        The runtime awaits its model on ``request.names`` (bounded by a short timeout) and
+        passes the pick to ``handle(text, classified=name)``; ``None`` or an unknown name is
+        fine: the offline path then decides alone.
+        """
+        if not self._started or self.ended or self._waiting != "answer" or self._check is not None:
+            return None
+        if kind(text) != "content":
+            return None
+        node = self.flow.nodes[self.node]
+        if node.ask is not None:
+            answer = understand(
+                node.ask, text, today=self.today(), hours=self.flow.business_hours, partial=self._partial
+            )
+            if answer.kind != "none":
+                return None
+        candidates = [*node.intents, *self.flow.global_intents]
+        ranked = sorted((score for _, score in rank_intents(text, candidates)), reverse=True)
+        best = ranked[0] if ranked else 0.0
+        runner_up = ranked[1] if len(ranked) > 1 else 0.0
+        if best >= STRONG_MATCH and best - runner_up >= CLEAR_MARGIN:
+            return None
+        names: list[str] = []
+        descriptions: dict[str, str] = {}
+        for item in [*candidates, *self.flow.faq]:
+            if item.name in descriptions:
+                continue
+            names.append(item.name)
+            descriptions[item.name] = "; ".join([*item.examples[:3], *item.keywords[:3]])
+        return ClassificationRequest(text=text, names=names, descriptions=descriptions) if names else None
 
     # -- events ------------------------------------------------------------------------
 
@@ -174,12 +278,15 @@ class FlowEngine:
         if self._started:
             raise RuntimeError("FlowEngine.start() called twice for the same call")
         self._started = True
-        turn = _Turn()
+        turn = Turn()
         self._run(self.flow.start, turn)
         return self._reply(turn)
 
-    def handle(self, text: str) -> Reply:
-        """Advance the conversation by one caller utterance."""
+    def handle(self, text: str, *, classified: str | None = None) -> Reply:
+        """Advance the conversation by one caller utterance.
+
+        ``classified`` is an LLM's pick for this turn (see :meth:`classification_request`);
+        it only counts where offline matching was unsure."""
         if not self._started:
             raise RuntimeError("FlowEngine.handle() called before start()")
         if self.ended:
@@ -200,6 +307,10 @@ class FlowEngine:
             self._pending = None
             return self._follow(intent, score, scores)
 
+        if self._waiting == "llm" and self._digression is not None:
+            # The caller spoke again while the LLM answered an aside: take the new turn.
+            self._digression = None
+            self._waiting = "answer"
         if self._waiting == "llm":
             intent, score, scores = self._match(text, self.flow.global_intents)
             if intent is not None and score >= STRONG_MATCH:
@@ -208,21 +319,56 @@ class FlowEngine:
             reply.llm = self._llm_request(node)
             return reply
 
-        local = list(node.intents)
-        intent, score, scores = self._match(text, [*local, *self.flow.global_intents])
-        is_local = intent is not None and any(intent is c or intent == c for c in local)
-        if node.ask is not None:
-            value = slot_parsing.parse_slot(node.ask, text, today=self.today())
-            if intent is not None and is_local:
-                return self._follow(intent, score, scores)
-            if value is not None and (intent is None or score < STRONG_MATCH):
-                self._slots[node.ask.slot] = value
-                turn = _Turn()
-                self._run(self._after(node), turn)
-                return self._reply(turn, scores=scores)
-        if intent is not None:
+        return self._answer(node, text, classified)
+
+    # -- turn-taking support: take back a turn, reopen an ending ------------------------
+
+    #: Attributes shared with other calls or fixed for the call: never copied by :meth:`snapshot`.
+    _SHARED_STATE = frozenset({"flow", "_classifier", "_today", "_slot_types", "_facts", "_faq_intents"})
+
+    def snapshot(self) -> dict[str, Any]:
+        """The call's state as it is now, for :meth:`restore`.
+
+        The conversation takes one before each caller turn: when the caller turns out to have only paused
+        mid-thought, the fragment's effect on the flow (a node moved, a miss counted, a slot filled) is taken
+        back and the whole thought is handled instead. Copies every attribute but the shared ones, so state
+        added to the engine later is covered without touching this method.
+        """
+        return {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in self._SHARED_STATE}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Go back to a :meth:`snapshot` taken earlier in this call."""
+        for key, value in state.items():
+            setattr(self, key, copy.deepcopy(value))
+
+    def reopen(self, text: str) -> Reply | None:
+        """The caller spoke over the ending of the call: a turn that goes somewhere is followed.
+
+        A global intent that leads on ("a person, please") is followed; words that ask the bot to wait
+        ("wait, one more thing") go back to the last question the caller was asked. Anything else is
+        ``None``: the call may end.
+        """
+        if not self._started or not self.ended or not normalize(text).strip():
+            return None
+        intent, score, scores = self._match(text, self.flow.global_intents)
+        if intent is not None and intent.goto is not None and not self._ends_at(intent.goto):
+            self.ended = self._hung_up = False
+            self.history.append(("caller", text))
             return self._follow(intent, score, scores)
-        return self._miss(node, score, scores)
+        if _WAIT_RE.search(normalize(text)) and self._last_question is not None:
+            before = self.snapshot()
+            self.goto(self._last_question)
+            answer = self.handle(text)  # "wait, what are your opening hours?" is answered at once
+            if self.misses == 0:
+                return answer
+            self.restore(before)
+            self.history.append(("caller", text))
+            return self.goto(self._last_question)
+        return None
+
+    def _ends_at(self, node_id: str) -> bool:
+        node = self.flow.nodes.get(node_id)
+        return node is not None and node.end
 
     def goto(self, node: str) -> Reply:
         """Continue the call at `node`: a human agent handing the call back, or a queue's fallback.
@@ -234,7 +380,7 @@ class FlowEngine:
         self.ended = False
         self._hung_up = False
         self.misses = 0
-        turn = _Turn()
+        turn = Turn()
         self._run(node, turn)
         return self._reply(turn)
 
@@ -262,11 +408,18 @@ class FlowEngine:
             log.warning("llm_result at node '%s' which is not waiting for an LLM; ignored", self.node)
             return self._quiet(end_call=self.ended and self._hung_up)
         node = self.flow.nodes[self.node]
+        if self._digression is not None:
+            # The LLM answered an aside; its tools are not offered there. Back to the question.
+            self._digression = None
+            self._waiting = "answer"
+            if text.strip():
+                self.history.append(("bot", text.strip()))
+            return self._speak_lines(self._question_lines(node), node)
         assert node.llm is not None
         if text.strip():
             self.history.append(("bot", text.strip()))
             self._last_said = [text.strip()]
-        transition: Callable[[_Turn], None] | None = None
+        transition: Callable[[Turn], None] | None = None
         for call in tool_calls:
             args = tool_arguments(call)
             if args is None:
@@ -281,7 +434,7 @@ class FlowEngine:
                 log.warning("LLM called '%s' after another transition in the same turn; ignored", call.name)
                 continue
             transition = step
-        turn = _Turn()
+        turn = Turn()
         if transition is not None:
             transition(turn)
         return self._reply(turn)
@@ -308,7 +461,7 @@ class FlowEngine:
                 stored[slot] = self._from_json(slot, value)
         if ok:
             self._slots.update(stored)
-        turn = _Turn()
+        turn = Turn()
         self._run(node.http.on_success if ok else node.http.on_error, turn)
         return self._reply(turn)
 
@@ -332,16 +485,13 @@ class FlowEngine:
 
     # -- understanding -----------------------------------------------------------------
 
-    def _match(self, text: str, intents: Sequence[Intent]) -> tuple[Intent | None, float, dict[str, float]]:
+    def _match(
+        self, text: str, intents: Sequence[Intent], *, classified: str | None = None
+    ) -> tuple[Intent | None, float, dict[str, float]]:
+        """The best intent for ``text`` offline; an LLM's pick (``classified``, or the
+        :meth:`classify_with` classifier) only decides when offline matching is unsure."""
         if not intents:
             return None, 0.0, {}
-        if self._classifier is not None:
-            try:
-                intent, score = self._classifier(text, intents)
-            except Exception:
-                log.warning("intent classifier failed; using offline matching for this turn", exc_info=True)
-            else:
-                return intent, score, ({intent.name: score} if intent is not None else {})
         ranked = rank_intents(text, intents)
         scores: dict[str, float] = {}
         best: Intent | None = None
@@ -351,10 +501,57 @@ class FlowEngine:
             if score > best_score:  # strict: earlier intents (the node's own) win ties
                 best, best_score = intent, score
         if best is None or best_score < DEFAULT_THRESHOLD:
+            lifted = self._value_evidence(text, intents, scores)
+            if lifted is not None and lifted[1] > best_score:
+                best, best_score = lifted
+                scores[best.name] = best_score
+        runner_up = max((s for name, s in scores.items() if best is None or name != best.name), default=0.0)
+        sure = best is not None and best_score >= STRONG_MATCH and best_score - runner_up >= CLEAR_MARGIN
+        if not sure:
+            picked = self._pick(text, intents, classified)
+            if picked is not None:
+                intent, score = picked
+                score = max(score, scores.get(intent.name, 0.0))
+                scores[intent.name] = score
+                return intent, score, scores
+        if best is None or best_score < DEFAULT_THRESHOLD:
             return None, best_score, scores
         return best, best_score, scores
 
-    def _follow(self, intent: Intent, score: float, scores: dict[str, float]) -> Reply:
+    def _value_evidence(
+        self, text: str, intents: Sequence[Intent], scores: dict[str, float]
+    ) -> tuple[Intent, float] | None:
+        """A caller who answers the menu with a value ("an appointment tomorrow at half
+        three") points at the one intent whose path asks for that kind of value next."""
+        owners: list[Intent] = []
+        for intent in intents:
+            if intent.goto is None:
+                continue
+            found = self._facts.first_ask(intent.goto)
+            if found is None or found[1].type in ("yes_no", "text"):
+                continue
+            answer = understand(found[1], text, today=self.today(), hours=self.flow.business_hours, strict=True)
+            if answer.kind in ("value", "partial", "vague"):
+                owners.append(intent)
+        if not owners or len({intent.goto for intent in owners}) > 1:
+            return None
+        lift = round(max(scores.get(owners[0].name, 0.0), VALUE_EVIDENCE_SCORE), 4)
+        return owners[0], lift
+
+    def _pick(self, text: str, intents: Sequence[Intent], classified: str | None) -> tuple[Intent, float] | None:
+        if classified is not None:
+            found = next((intent for intent in intents if intent.name == classified), None)
+            return (found, LLM_CLASSIFIED_SCORE) if found is not None else None
+        if self._classifier is None:
+            return None
+        try:
+            intent, score = self._classifier(text, intents)
+        except Exception:
+            log.warning("intent classifier failed; using offline matching for this turn", exc_info=True)
+            return None
+        return (intent, score) if intent is not None else None
+
+    def _follow(self, intent: Intent, score: float, scores: dict[str, float], *, carry: str | None = None) -> Reply:
         self._assign(intent.assign)
         if intent.repeat:
             reply = self.repeat()
@@ -362,23 +559,27 @@ class FlowEngine:
             return reply
         assert intent.goto is not None
         self._waiting = None
-        turn = _Turn()
+        self._check = None
+        turn = Turn(carry=carry)
         self._run(intent.goto, turn)
         return self._reply(turn, intent=intent.name, score=score, scores=scores)
 
-    def _miss(self, node: Node, score: float, scores: dict[str, float]) -> Reply:
+    def _miss(self, node: Node, score: float, scores: dict[str, float], *, lines: list[str] | None = None) -> Reply:
         self.misses += 1
         limit = node.max_retries if node.max_retries is not None else self.flow.max_retries
         target = node.no_match or self.flow.no_match
         if self.misses > limit and target is not None:
-            turn = _Turn()
+            turn = Turn()
             self._run(target, turn)
             return self._reply(turn, score=score, scores=scores)
-        lines = node.reprompt or self.flow.fallback
-        line = self._text(lines[(self.misses - 1) % len(lines)])
-        said = [line] if line else []
+        if lines is not None:
+            said = [line for line in lines if line]
+        else:
+            options = node.reprompt or self.flow.fallback
+            line = self._text(options[(self.misses - 1) % len(options)])
+            said = [line] if line else []
         self._say(said)
-        if node.reprompt:
+        if node.reprompt or lines is not None:
             self._last_said = said  # a rephrased question is worth repeating; "sorry?" is not
         return Reply(
             lines=said, node=self.node, score=score, interruptible=node.interruptible, slots=self.slots, scores=scores
@@ -386,7 +587,7 @@ class FlowEngine:
 
     # -- moving through nodes ------------------------------------------------------------
 
-    def _run(self, node_id: str | None, turn: _Turn) -> None:
+    def _run(self, node_id: str | None, turn: Turn) -> None:
         """Enter ``node_id`` and keep going through nodes that do not wait, collecting
         what is said and done on the way."""
         steps = 0
@@ -407,14 +608,20 @@ class FlowEngine:
             self._last_said = list(turn.lines)
         self._say(turn.lines)
 
-    def _enter(self, node_id: str, turn: _Turn) -> str | None:
+    def _enter(self, node_id: str, turn: Turn) -> str | None:
         """Perform one node; return the next node to enter now, or ``None`` to wait/stop."""
         node = self.flow.nodes[node_id]
         self.node = node_id
         self.misses = 0
         self._waiting = None
+        self._check = None
+        self._partial = ""
         self._visits[node_id] += 1
         self._assign(node.assign)
+        if node.ask is not None and turn.carry is not None and node.ask.slot not in turn.carried:
+            carried = self._carry(node, node.ask, turn)
+            if carried != "":
+                return carried
         lines = [line for line in (self._say_item(item, node_id) for item in node.say) if line]
         turn.lines.extend(lines)
         turn.interruptible = turn.interruptible and node.interruptible
@@ -446,6 +653,7 @@ class FlowEngine:
             return None
         if node.is_question:
             self._waiting = "answer"
+            self._last_question = node_id
             return None
         return self._after(node)
 
@@ -539,13 +747,13 @@ class FlowEngine:
             return
         self._slots[str(name)] = coerced
 
-    def _tool_transition(self, node: Node, name: str, args: dict[str, Any]) -> Callable[[_Turn], None] | None:
+    def _tool_transition(self, node: Node, name: str, args: dict[str, Any]) -> Callable[[Turn], None] | None:
         """Validate a moving tool call; return how to perform it, or ``None`` if invalid."""
         llm = node.llm
         assert llm is not None
         if name == "end_call":
 
-            def end(turn: _Turn) -> None:
+            def end(turn: Turn) -> None:
                 turn.end = True
                 self.ended = True
                 self._hung_up = True
@@ -561,7 +769,7 @@ class FlowEngine:
                 queue = default
             reason = str(args.get("reason") or "").strip()
 
-            def handover(turn: _Turn) -> None:
+            def handover(turn: Turn) -> None:
                 skills = [skill for skill in (self._text(s) for s in self._queues.get(queue, [])) if skill]
                 turn.actions.append(Handover(queue=queue, skills=skills, reason=reason))
                 self.ended = True
@@ -585,7 +793,7 @@ class FlowEngine:
                 return None
             values[param] = value
 
-        def declared_tool(turn: _Turn) -> None:
+        def declared_tool(turn: Turn) -> None:
             self._slots.update(values)
             self._run(declared.goto, turn)
 
@@ -595,6 +803,9 @@ class FlowEngine:
 
     def _say(self, lines: list[str]) -> None:
         self.history.extend(("bot", line) for line in lines if line)
+        if any(lines):
+            self._spoken = [line for line in lines if line]
+            self._unheard = []  # whatever was talked over before is superseded by what is said now
 
     def _quiet(self, *, end_call: bool = False, score: float = 0.0, scores: dict[str, float] | None = None) -> Reply:
         return Reply(
@@ -608,7 +819,7 @@ class FlowEngine:
         )
 
     def _reply(
-        self, turn: _Turn, *, intent: str | None = None, score: float = 0.0, scores: dict[str, float] | None = None
+        self, turn: Turn, *, intent: str | None = None, score: float = 0.0, scores: dict[str, float] | None = None
     ) -> Reply:
         return Reply(
             lines=turn.lines,

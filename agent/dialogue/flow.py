@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ from agent.dialogue.model import (
     SLOT_TYPES,
     Ask,
     Branch,
+    BusinessHours,
     CallPermissionConfig,
+    DigitLength,
+    FaqEntry,
     Flow,
     FlowError,
     HandoverConfig,
@@ -52,7 +56,9 @@ __all__ = [
     "ASK_KEYS",
     "DEFAULT_FALLBACK",
     "DEFAULT_MAX_RETRIES",
+    "FAQ_KEYS",
     "FLOW_KEYS",
+    "HOURS_KEYS",
     "INTENT_KEYS",
     "NODE_KEYS",
     "NO_MATCH_NODE",
@@ -79,7 +85,18 @@ _TAG_INT = "tag:yaml.org,2002:int"
 _TAG_FLOAT = "tag:yaml.org,2002:float"
 
 #: The keys each block accepts; shared with the JSON Schema so the two cannot drift apart.
-FLOW_KEYS = ("name", "start", "persona", "fallback", "max_retries", "slots", "global_intents", "nodes")
+FLOW_KEYS = (
+    "name",
+    "start",
+    "persona",
+    "fallback",
+    "max_retries",
+    "business_hours",
+    "slots",
+    "global_intents",
+    "faq",
+    "nodes",
+)
 NODE_KEYS = (
     "say",
     "ask",
@@ -97,8 +114,11 @@ NODE_KEYS = (
     "end",
     "interruptible",
 )
-INTENT_KEYS = ("name", "examples", "keywords", "goto", "repeat", "set")
-ASK_KEYS = ("slot", "type", "choices", "min", "max")
+INTENT_KEYS = ("name", "examples", "keywords", "goto", "repeat", "set", "confirm")
+ASK_KEYS = ("slot", "type", "choices", "min", "max", "length", "confirm")
+FAQ_KEYS = ("name", "examples", "keywords", "answer")
+HOURS_KEYS = ("open", "close")
+LENGTH_KEYS = ("min", "max")
 BRANCH_KEYS = ("if", "goto")
 HANDOVER_KEYS = ("queue", "skills", "reason")
 HTTP_KEYS = ("method", "url", "headers", "json", "timeout", "store", "on_success", "on_error")
@@ -418,10 +438,99 @@ class _Reader:
                 )
             set_node = self.optional(fields, "set")
             assign = {} if set_node is None else self.assignments(set_node, (*item_path, "set"), f"`set` of {label}")
+            confirm_node = self.optional(fields, "confirm")
+            confirm = None if confirm_node is None else self.confirmation(confirm_node, f"`confirm` of {label}")
             result.append(
-                Intent(name=name, examples=examples, keywords=keywords, goto=goto, repeat=repeat, assign=assign)
+                Intent(
+                    name=name,
+                    examples=examples,
+                    keywords=keywords,
+                    goto=goto,
+                    repeat=repeat,
+                    assign=assign,
+                    confirm=None if confirm is True else "" if confirm is False else confirm,
+                )
             )
         return result
+
+    def confirmation(self, node: yaml.Node, what: str) -> bool | str:
+        """``true``/``false``, or the line to say when checking."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_BOOL:
+            return self.boolean(node, what)
+        return self.spoken(node, f"{what} (true, false, or the line to say)")
+
+    def faq(self, node: yaml.Node | None, path: PathKey) -> list[FaqEntry]:
+        if node is None or _is_null(node):
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(
+                node.start_mark, f"`faq` must be a list (each item starting with '- '), not {_describe(node)}"
+            )
+        out: list[FaqEntry] = []
+        seen: dict[str, yaml.Mark] = {}
+        for i, item in enumerate(node.value):
+            item_path = (*path, i)
+            self.value_nodes[item_path] = item
+            label = f"question {i + 1} of `faq`"
+            fields = self.entries(item, item_path, label, FAQ_KEYS)
+            name = f"faq_{i + 1}"
+            if not _is_null(fields.get("name")):
+                name = self.identifier(fields["name"], f"`name` of {label}")
+                if name in seen:
+                    raise self.error(
+                        fields["name"].start_mark,
+                        f"duplicate name '{name}' in `faq` (already used on line {seen[name].line + 1})",
+                    )
+                seen[name] = fields["name"].start_mark
+            examples = self.optional_phrases(fields, "examples", item_path, label)
+            keywords = self.optional_phrases(fields, "keywords", item_path, label)
+            if not examples and not keywords:
+                raise self.error(
+                    item.start_mark,
+                    f"{label} needs `examples` (the ways callers ask it) or `keywords`, otherwise it can never match",
+                )
+            answer_node = self.require(fields, "answer", item, f"{label} needs an `answer`: what the bot says")
+            answer = self.say_items(answer_node, (*item_path, "answer"), f"`answer` of {label}")
+            out.append(FaqEntry(name=name, examples=examples, keywords=keywords, answer=answer))
+        return out
+
+    def clock(self, node: yaml.Node, what: str) -> dt.time:
+        """A clock time: "09:00" in quotes, or unquoted 09:00 (which YAML 1.1 reads as 540 minutes)."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_INT:
+            minutes = int(_construct(node))
+            if 0 <= minutes < 24 * 60 and ":" in str(node.value):
+                return dt.time(minutes // 60, minutes % 60)
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_STR:
+            text = str(node.value).strip()
+            if re.fullmatch(r"\d{1,2}:\d{2}", text):
+                hour, minute = (int(part) for part in text.split(":"))
+                if hour < 24 and minute < 60:
+                    return dt.time(hour, minute)
+        raise self.error(node.start_mark, f'{what} must be a clock time like "09:00", not {_describe(node)}')
+
+    def business_hours(self, node: yaml.Node, path: PathKey) -> BusinessHours:
+        fields = self.entries(node, path, "`business_hours`", HOURS_KEYS)
+        values: dict[str, dt.time] = {}
+        for key in HOURS_KEYS:
+            value = self.optional(fields, key)
+            if value is not None:
+                values[key] = self.clock(value, f"`{key}` of `business_hours`")
+        return BusinessHours(**values)
+
+    def length(self, node: yaml.Node, path: PathKey, what: str) -> DigitLength:
+        """``length: 5`` or ``length: {min: 6, max: 10}``."""
+        if isinstance(node, yaml.MappingNode):
+            fields = self.entries(node, path, what, LENGTH_KEYS)
+            low = self.optional(fields, "min")
+            high = self.optional(fields, "max")
+            if low is None or high is None:
+                raise self.error(node.start_mark, f"{what} needs both `min` and `max` (or one number: `length: 5`)")
+            lo, hi = self.count(low, f"`min` of {what}"), self.count(high, f"`max` of {what}")
+        else:
+            lo = hi = self.count(node, what)
+        if lo < 1 or hi < 1:
+            raise self.error(node.start_mark, f"{what} must be at least 1 digit")
+        return DigitLength(min=lo, max=hi)
 
     def optional_phrases(self, fields: dict[str, yaml.Node], key: str, path: PathKey, label: str) -> list[str]:
         node = fields.get(key)
@@ -445,7 +554,19 @@ class _Reader:
             bound = self.optional(fields, key)
             if bound is not None:
                 bounds[key] = self.number(bound, f"`{key}` of {label}")
-        return Ask(slot=slot, type=slot_type, choices=choices, min=bounds["min"], max=bounds["max"])  # type: ignore[arg-type]
+        length_node = self.optional(fields, "length")
+        length = None if length_node is None else self.length(length_node, (*path, "length"), f"`length` of {label}")
+        confirm_node = self.optional(fields, "confirm")
+        confirm = None if confirm_node is None else self.confirmation(confirm_node, f"`confirm` of {label}")
+        return Ask(
+            slot=slot,
+            type=slot_type,  # type: ignore[arg-type]
+            choices=choices,
+            min=bounds["min"],
+            max=bounds["max"],
+            length=length,
+            confirm=confirm,
+        )
 
     def choices(self, node: yaml.Node, path: PathKey, what: str) -> dict[str, list[str]]:
         if isinstance(node, yaml.MappingNode):
@@ -674,6 +795,10 @@ class _Reader:
             for slot, value in self.entries(fields["slots"], ("slots",), "`slots`", None).items():
                 slots[slot] = None if _is_null(value) else self.slot_value(value, f"slot '{slot}'")
         global_intents = self.intents(fields.get("global_intents"), ("global_intents",), "`global_intents`")
+        faq = self.faq(fields.get("faq"), ("faq",))
+        hours = BusinessHours()
+        if not _is_null(fields.get("business_hours")):
+            hours = self.business_hours(fields["business_hours"], ("business_hours",))
 
         node_map = self.entries(fields["nodes"], ("nodes",), "`nodes`", None)
         if not node_map:
@@ -689,6 +814,8 @@ class _Reader:
             global_intents=global_intents,
             slots=slots,
             persona=persona,
+            faq=faq,
+            business_hours=hours,
             source=self.source,
         )
 

@@ -376,6 +376,7 @@ def check_suite(suite: FlowTestSuite, flow: Flow) -> list[FlowError]:
     reader = _SuiteReader(suite.source)
     known_slots = slots_set(flow)
     intents = {i.name for i in flow.global_intents} | {i.name for n in flow.nodes.values() for i in n.intents}
+    intents |= {entry.name for entry in flow.faq}  # an answered FAQ question reports its name as the intent
     errors: list[FlowError] = []
     for conversation in suite.conversations:
         for step in conversation.steps:
@@ -385,7 +386,11 @@ def check_suite(suite: FlowTestSuite, flow: Flow) -> list[FlowError]:
                 errors.append(reader.error(expect.value_marks["node"], f"there is no node '{node}' in {flow.source}"))
             intent = expect.raw.get("intent", expect.get("intent"))
             if expect.get("intent") is not None and str(intent) not in intents:
-                errors.append(reader.error(expect.value_marks["intent"], f"there is no intent '{intent}' in the flow"))
+                errors.append(
+                    reader.error(
+                        expect.value_marks["intent"], f"there is no intent '{intent}' in the flow (nor an faq entry)"
+                    )
+                )
             slots = expect.get("slots")
             if isinstance(slots, _MarkedDict):
                 for name in slots:

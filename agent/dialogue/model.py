@@ -28,7 +28,10 @@ __all__ = [
     "SLOT_TYPES",
     "Ask",
     "Branch",
+    "BusinessHours",
     "CallPermissionConfig",
+    "DigitLength",
+    "FaqEntry",
     "Flow",
     "FlowError",
     "HandoverConfig",
@@ -52,8 +55,12 @@ DEFAULT_HTTP_TIMEOUT_S = 5.0
 #: opt in just by writing the node; a question can still name its own ``no_match``).
 NO_MATCH_NODE = "no_match"
 
-SlotType = Literal["yes_no", "number", "date", "time", "text", "choice"]
-SLOT_TYPES: tuple[str, ...] = ("yes_no", "number", "date", "time", "text", "choice")
+SlotType = Literal["yes_no", "number", "digits", "date", "time", "text", "choice"]
+SLOT_TYPES: tuple[str, ...] = ("yes_no", "number", "digits", "date", "time", "text", "choice")
+#: Opening hours assumed when a flow gives none: they decide whether "at three" is 3 pm and
+#: what "first thing" or "end of the day" mean.
+DEFAULT_OPEN = dt.time(9, 0)
+DEFAULT_CLOSE = dt.time(17, 0)
 HTTP_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: Tools every LLM node gets (or may get); declared tools must not reuse these names.
 BUILTIN_TOOLS: tuple[str, ...] = ("end_call", "handover", "set_slot", "goto")
@@ -119,12 +126,31 @@ class Intent(_Model):
     repeat: bool = False
     #: Slots to set when this intent matches (YAML key ``set``).
     assign: dict[str, SlotValue] = Field(default_factory=dict)
+    #: The question asked before following an intent that ends or hands over the call when
+    #: the match is not clear-cut ("Just to check: you have already paid?"). ``None``: a
+    #: line made from the intent's closest example; ``""`` (YAML ``confirm: false``): never ask.
+    confirm: str | None = None
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Intent:
         if (self.goto is None) == (not self.repeat):
             raise ValueError(f"intent '{self.name}' needs exactly one of `goto` or `repeat: true`")
         return self
+
+
+class DigitLength(_Model):
+    """How many digits a ``digits`` (or ``number``) answer has: exactly ``min`` when the two
+    are equal, else between them."""
+
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @property
+    def exact(self) -> int | None:
+        return self.min if self.min == self.max else None
+
+    def fits(self, count: int) -> bool:
+        return self.min <= count <= self.max
 
 
 class Ask(_Model):
@@ -137,6 +163,18 @@ class Ask(_Model):
     #: For ``number``: answers outside the range count as not understood.
     min: float | None = None
     max: float | None = None
+    #: For ``digits`` and ``number``: how many digits the answer has (an order number has
+    #: five), so groups read in separate breaths are joined and missing digits asked for.
+    length: DigitLength | None = None
+    #: Read the answer back before moving on: ``True`` (a built-in line), ``False``, or the
+    #: line to say (with ``{{slot}}`` for the value heard). ``None``: on for ``digits``.
+    confirm: bool | str | None = None
+
+    @property
+    def reads_back(self) -> bool:
+        if self.confirm is None:
+            return self.type == "digits"
+        return self.confirm is not False
 
 
 class Branch(_Model):
@@ -223,6 +261,24 @@ class Node(_Model):
         return self.ask is not None or bool(self.intents)
 
 
+class FaqEntry(_Model):
+    """A question callers ask in passing ("what time do you open?") and its answer; matched
+    at any question, answered, and then the pending question is asked again."""
+
+    name: str
+    examples: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    answer: list[SayItem] = Field(min_length=1)
+
+
+class BusinessHours(_Model):
+    """When the business works; decides am or pm for "at three" and what "first thing" or
+    "end of the day" mean."""
+
+    open: dt.time = DEFAULT_OPEN
+    close: dt.time = DEFAULT_CLOSE
+
+
 class Flow(_Model):
     """A whole call script, as loaded from one YAML file."""
 
@@ -236,6 +292,9 @@ class Flow(_Model):
     slots: dict[str, SlotValue | None] = Field(default_factory=dict)
     #: Background every LLM node's prompt starts with (who the bot is, tone).
     persona: str = ""
+    #: Questions callers ask in passing, answered from any question node.
+    faq: list[FaqEntry] = Field(default_factory=list)
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
     source: str = "<string>"
 
     @property

@@ -18,8 +18,10 @@ from typing import Any
 from agent.dialogue.flow import (
     ASK_KEYS,
     BRANCH_KEYS,
+    FAQ_KEYS,
     FLOW_KEYS,
     HANDOVER_KEYS,
+    HOURS_KEYS,
     HTTP_KEYS,
     INTENT_KEYS,
     LLM_KEYS,
@@ -83,6 +85,11 @@ def _definitions() -> dict[str, Any]:
             "goto": _d("The node to go to when this intent matches.", _NAME),
             "repeat": _d("Say the last thing again instead of moving (for 'repeat that').", {"type": "boolean"}),
             "set": _d("Slots to set when this intent matches.", assignments),
+            "confirm": _d(
+                "For an intent that ends or hands over the call: the question asked first when the match is not "
+                "clear-cut (true: a built-in line, false: never ask).",
+                {"type": ["string", "boolean"]},
+            ),
         },
         INTENT_KEYS,
         ("name",),
@@ -107,6 +114,28 @@ def _definitions() -> dict[str, Any]:
             ),
             "min": _d("For type number: the smallest accepted answer.", {"type": "number"}),
             "max": _d("For type number: the largest accepted answer.", {"type": "number"}),
+            "length": _d(
+                "For type digits or number: how many digits (5), or {min, max}. Groups read in separate breaths "
+                "are joined and missing digits asked for.",
+                {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 1},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "min": {"type": "integer", "minimum": 1},
+                                "max": {"type": "integer", "minimum": 1},
+                            },
+                            "required": ["min", "max"],
+                            "additionalProperties": False,
+                        },
+                    ]
+                },
+            ),
+            "confirm": _d(
+                "Read the answer back before moving on: true, false, or the line to say (on by default for digits).",
+                {"type": ["string", "boolean"]},
+            ),
         },
         ASK_KEYS,
         ("slot",),
@@ -211,7 +240,28 @@ def _definitions() -> dict[str, Any]:
         },
         NODE_KEYS,
     )
-    return {"intent": intent, "node": {"anyOf": [node, {"type": "null"}]}, "say": _one_or_many(say_item)}
+    faq = _object(
+        {
+            "name": _d("A short name for the question (shown in logs and tests).", _NAME),
+            "examples": _d("Ways callers ask it.", _one_or_many(_NAME)),
+            "keywords": _d("Words or short phrases that signal it.", _one_or_many(_NAME)),
+            "answer": _d("What the bot answers, before asking its pending question again.", _one_or_many(say_item)),
+        },
+        FAQ_KEYS,
+        ("answer",),
+    )
+    clock = {"type": ["string", "integer"], "description": 'A clock time in quotes, like "09:00".'}
+    hours = _object(
+        {"open": _d("Opening time.", clock), "close": _d("Closing time.", clock)},
+        HOURS_KEYS,
+    )
+    return {
+        "intent": intent,
+        "node": {"anyOf": [node, {"type": "null"}]},
+        "say": _one_or_many(say_item),
+        "faq": faq,
+        "business_hours": hours,
+    }
 
 
 def flow_schema() -> dict[str, Any]:
@@ -232,12 +282,22 @@ def flow_schema() -> dict[str, Any]:
                 "max_retries": _d(
                     "Misunderstandings in a row before the no_match node.", {"type": "integer", "minimum": 0}
                 ),
+                "business_hours": _d(
+                    "When the business is open: decides am or pm for 'at three', and what 'first thing' or "
+                    "'end of the day' mean. Default 09:00 to 17:00.",
+                    {"$ref": "#/definitions/business_hours"},
+                ),
                 "slots": _d(
                     "Slots and their starting values (empty: filled by the system).",
                     {"type": "object", "additionalProperties": _SCALAR},
                 ),
                 "global_intents": _d(
                     "Intents that work from every node.", {"type": "array", "items": {"$ref": "#/definitions/intent"}}
+                ),
+                "faq": _d(
+                    "Questions callers ask in passing, answered from any question; the bot then asks its "
+                    "question again.",
+                    {"type": "array", "items": {"$ref": "#/definitions/faq"}},
                 ),
                 "nodes": _d(
                     "The steps of the call, by name.",

@@ -11,10 +11,12 @@ reads the clock.
 
 Conventions (documented for authors in prompts/README.md):
 
-- "friday" / "this friday": the next Friday, today included; "next friday": the Friday of
-  next week (weeks start on Monday).
+- "friday" / "this friday": the next Friday after today ("Monday" said on a Monday is next
+  week's); "next friday": the Friday of next week (weeks start on Monday).
 - a date without a year is the next such date from today on.
-- a time from 1 to 6 without "am"/"pm"/"morning" is taken as afternoon (business hours).
+- a time without "am"/"pm"/"morning" is the one inside the business hours (default 9 to 5),
+  else the one closest to them: "at three" is 15:00, "at eight" 08:00, "half three" 15:30.
+- "the 15" (a bare day number after "the", or a lone number) is that day of the month.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.dialogue.model import Ask, Intent
+from agent.dialogue.model import DEFAULT_CLOSE, DEFAULT_OPEN, Ask, BusinessHours, Intent
 from agent.dialogue.nlu import match_intent, normalize
 
 __all__ = [
+    "number_runs",
     "parse_choice",
     "parse_date",
     "parse_number",
@@ -186,6 +189,11 @@ def _number_runs(words: Sequence[str]) -> list[list[_Chunk]]:
     return runs
 
 
+def number_runs(words: Sequence[str]) -> list[list[_Chunk]]:
+    """Runs of spoken numbers in ``words`` (public for :mod:`agent.dialogue.digits`)."""
+    return _number_runs(words)
+
+
 def _run_as_number(run: Sequence[_Chunk]) -> float | None:
     if len(run) == 1:
         return run[0].value
@@ -197,38 +205,77 @@ def _run_as_number(run: Sequence[_Chunk]) -> float | None:
 # -- yes / no ------------------------------------------------------------------------------------
 
 _UNSURE = ("not sure", "do not know", "no idea", "maybe", "perhaps", "i am unsure", "not certain")
+#: Said alone these do not answer a yes/no question ("I'm good" may be a yes or a "no thanks"),
+#: so they are set aside: "nah, I'm good" is the "nah".
+_NEUTRAL = (
+    *("i am good", "i am fine", "i am ok", "i am okay", "i am alright", "i am all right", "that is it"),
+    *("all good", "i am here", "i am listening", "right now", "right away", "right here", "right there"),
+)
+#: "I will." answers "Will you...?", but "I can pay on the 10th" is not a yes: these count only
+#: at the end of the turn.
+_SHORT_YES = ("i do", "i would", "i will", "i can", "i am", "i have", "i did", "we do", "we can", "we will")
 _YES_PHRASES = (
     *("no problem", "no worries", "not a problem", "of course", "go ahead", "sounds good", "that works"),
-    *("that is right", "that is correct", "please do", "i do", "i would", "i will", "i can", "i am"),
-    *("uh huh", "why not", "you bet", "all right", "yes please"),
+    *("that is right", "that is correct", "please do"),
+    *("uh huh", "mm hmm", "mmhmm", "mhm", "why not", "you bet", "all right", "yes please"),
     *("that is me", "it is me", "this is me", "speaking"),
+    *("i think so", "i guess so", "i suppose so", "go for it", "do it", "book it", "works for me", "that would be"),
+    *("sounds great", "sounds perfect", "that is fine", "that is great", "that is perfect", "spot on"),
 )
 _NO_PHRASES = (
     *("not really", "i do not", "do not", "not now", "i would not", "i can not", "can not", "not right"),
     *("not correct", "rather not", "no thanks", "no thank you", "i will not", "not at all", "i am not"),
-    *("not okay", "not ok", "not yet"),
+    *("not okay", "not ok", "not yet", "uh uh", "nothing else", "that is all", "that will be all", "all set"),
+    *("that is everything", "no need", "not necessary", "not needed", "not at the moment", "not today"),
+    *("i am good thanks", "i am good thank you", "i am fine thanks", "i am fine thank you", "i am ok thanks"),
+    *("absolutely not", "definitely not", "certainly not", "of course not", "no way", "not quite"),
 )
+_HESITATION_WORDS = frozenset("um uh er erm hmm well oh so ah".split())
 _YES_WORDS = frozenset(
     "yes yeah yea yep yup ya yah sure ok okay correct right absolutely definitely certainly affirmative "
-    "alright fine indeed exactly perfect yess".split()
+    "alright fine indeed exactly perfect yess aye great lovely brilliant excellent wonderful awesome cool good".split()
 )
 _NO_WORDS = frozenset("no nope nah negative incorrect wrong never nay".split())
 
 
+def _mask(plain: str, phrases: Sequence[str]) -> tuple[str, list[int]]:
+    """Blank out every phrase (longest first) so its words are not read again; return where."""
+    found: list[int] = []
+    for phrase in sorted(phrases, key=len, reverse=True):
+        needle = f" {phrase} "
+        while (at := plain.find(needle)) >= 0:
+            found.append(at)
+            plain = plain[:at] + " " + "#" * (len(needle) - 2) + " " + plain[at + len(needle) :]
+    return plain, found
+
+
 def parse_yes_no(text: str) -> bool | None:
-    """``True``/``False`` for a clear yes or no ("yeah", "sure", "nope", "that's not right"),
-    ``None`` when unsure ("I'm not sure") or contradictory ("yes... no")."""
+    """``True``/``False`` for a clear yes or no ("yeah", "sure", "nope", "that's not right",
+    "nah, I'm good"), ``None`` when unsure ("I'm not sure") or contradictory ("yes... no")."""
     plain = f" {normalize(text)} "
     for phrase in _UNSURE:
         if f" {phrase} " in plain:
             return None
     cues: list[tuple[int, bool]] = []
-    for phrases, polarity in ((_NO_PHRASES, False), (_YES_PHRASES, True)):
-        for phrase in sorted(phrases, key=len, reverse=True):
-            needle = f" {phrase} "
-            while (at := plain.find(needle)) >= 0:
-                cues.append((at, polarity))
-                plain = plain[:at] + " " + "#" * (len(needle) - 2) + " " + plain[at + len(needle) :]
+    plain, murmured = _mask(plain, ("uh huh", "mm hmm"))  # before "uh uh" (a no) can take "uh, uh-huh"
+    cues.extend((at, True) for at in murmured)
+    plain, no_at = _mask(plain, _NO_PHRASES)
+    cues.extend((at, False) for at in no_at)
+    plain, _ = _mask(plain, _NEUTRAL)
+    plain, yes_at = _mask(plain, _YES_PHRASES)
+    cues.extend((at, True) for at in yes_at)
+    ending = re.sub(r"(?: (?:please|thanks|thank you|yes|yeah|sure|too|of course|#+))+ $", " ", plain)
+    for phrase in _SHORT_YES:
+        if ending.endswith(f" {phrase} "):
+            cues.append((len(ending) - len(phrase) - 1, True))
+    words = [w for w in re.findall(r"[a-z]+", plain) if w not in _HESITATION_WORDS]
+    if words and (words[0] in _YES_WORDS or words[0] in _NO_WORDS):
+        # A bare answer word said first decides ("nah, I'll send a message" is a no), unless
+        # another bare word contradicts it ("yeah, no").
+        first = words[0] in _YES_WORDS
+        opposite = _NO_WORDS if first else _YES_WORDS
+        if not any(w in opposite for w in words[1:]):
+            return first
     for match in re.finditer(r"[a-z]+", plain):
         word = match.group()
         if word in _YES_WORDS:
@@ -269,10 +316,12 @@ def parse_number(text: str) -> int | float | None:
 
 
 def _next_weekday(today: dt.date, weekday: int, modifier: str) -> dt.date:
+    """ "next friday": the Friday of next week; "friday" or "this friday": the coming one after
+    today (said on a Monday, "Monday" means next week's: today would be "today")."""
     if modifier == "next":
         monday_next_week = today + dt.timedelta(days=7 - today.weekday())
         return monday_next_week + dt.timedelta(days=weekday)
-    return today + dt.timedelta(days=(weekday - today.weekday()) % 7)
+    return today + dt.timedelta(days=(weekday - today.weekday()) % 7 or 7)
 
 
 def _safe_date(year: int, month: int, day: int) -> dt.date | None:
@@ -366,26 +415,78 @@ def parse_date(text: str, today: dt.date) -> dt.date | None:
         if amount is not None and float(amount).is_integer() and amount > 0:
             unit = 7 if relative.group(2).startswith("week") else 1
             return today + dt.timedelta(days=int(amount) * unit)
+    if "fortnight" in words:
+        return today + dt.timedelta(days=14)
+    end_of = re.search(r"\b(?:end|close) of (?:the |this )?(next )?(week|month)\b", joined)
+    if end_of:
+        return _end_of(today, end_of.group(2), bool(end_of.group(1)))
     if "tomorrow" in words:
         return today + dt.timedelta(days=1)
     if "today" in words or "tonight" in words:
         return today
     if "yesterday" in words:
         return today - dt.timedelta(days=1)
+    month_shift = 1 if re.search(r"\bof next month\b|\bnext month on the\b", joined) else 0
+    by_number = _numbered_day(words, runs, today, month_shift)
+    next_week = bool(re.search(r"\b(?:next week|week after next|following week)\b", joined))
     for index, word in enumerate(words):
         if word in _WEEKDAYS:
-            modifier = words[index - 1] if index > 0 else ""
-            return _next_weekday(today, _WEEKDAYS[word], modifier)
+            if by_number is not None and by_number.weekday() == _WEEKDAYS[word]:
+                return by_number  # "Friday the 13th"
+            modifier = "next" if next_week else (words[index - 1] if index > 0 else "")
+            day = _next_weekday(today, _WEEKDAYS[word], modifier)
+            following = words[index + 1] if index + 1 < len(words) else ""
+            # "Wednesday week": a week on from the coming Wednesday.
+            return day + dt.timedelta(days=7) if following == "week" and modifier != "next" else day
+    return by_number
+
+
+def _numbered_day(words: list[str], runs: list[list[_Chunk]], today: dt.date, month_shift: int) -> dt.date | None:
+    """ "the 15th", "the 15", "on the first", or a lone "15": that day of the month."""
     for run in runs:
         chunk = run[0]
-        if len(run) == 1 and chunk.ordinal and 1 <= chunk.value <= 31:
-            day = int(chunk.value)
-            candidate = _safe_date(today.year, today.month, day)
-            if candidate is None or candidate < today:
-                month = today.month % 12 + 1
-                candidate = _safe_date(today.year + (month == 1), month, day)
-            return candidate
+        if len(run) != 1 or not float(chunk.value).is_integer() or not 1 <= chunk.value <= 31:
+            continue
+        before = words[chunk.start - 1] if chunk.start > 0 else ""
+        after = words[chunk.end] if chunk.end < len(words) else ""
+        if after in _NOT_A_DAY_AFTER:
+            continue
+        lone = all(w in _DAY_LEAD_INS for i, w in enumerate(words) if not chunk.start <= i < chunk.end)
+        written = words[chunk.start].isdigit()  # "the 15", not "the one after"
+        if (chunk.ordinal and before in ("the", "on", "")) or (written and before == "the") or lone:
+            return _day_of_month(today, int(chunk.value), month_shift)
     return None
+
+
+#: A number followed by one of these is not a day of the month ("first thing", "3 people").
+_NOT_A_DAY_AFTER = frozenset(
+    "thing time available slot opening one ones week weeks day days people person hour hours minute minutes "
+    "month months year years oclock am pm".split()
+)
+#: Words that may surround a lone day number ("on the 15th please").
+_DAY_LEAD_INS = frozenset("on the um uh er please its it is that would be say maybe of".split())
+
+
+def _day_of_month(today: dt.date, day: int, month_shift: int = 0) -> dt.date | None:
+    """The next date with this day number (this month if still to come, else next month)."""
+    month = (today.month - 1 + month_shift) % 12 + 1
+    year = today.year + (today.month - 1 + month_shift) // 12
+    candidate = _safe_date(year, month, day)
+    if month_shift == 0 and (candidate is None or candidate < today):
+        month = today.month % 12 + 1
+        candidate = _safe_date(today.year + (month == 1), month, day)
+    return candidate
+
+
+def _end_of(today: dt.date, unit: str, following: bool) -> dt.date:
+    """ "end of the week": Friday; "end of the month": its last day (of the next one with "next")."""
+    if unit == "week":
+        friday = today + dt.timedelta(days=(4 - today.weekday()) % 7)
+        return friday + dt.timedelta(days=7) if following else friday
+    month = today.month % 12 + 1 if following else today.month
+    year = today.year + (1 if following and month == 1 else 0)
+    first_of_next = dt.date(year + (month == 12), month % 12 + 1, 1)
+    return first_of_next - dt.timedelta(days=1)
 
 
 # -- times ---------------------------------------------------------------------------------------
@@ -402,21 +503,59 @@ def _meridiem(words: Sequence[str]) -> str:
     return ""
 
 
-def _clock(hour: int, minute: int, meridiem: str) -> dt.time | None:
+def _minutes(value: dt.time) -> int:
+    return value.hour * 60 + value.minute
+
+
+def _business_hour(hour: int, minute: int, hours: BusinessHours | None) -> int:
+    """Morning or afternoon for a bare "at three": the reading inside the opening hours, else
+    the one nearer to them (morning on a tie)."""
+    if hour == 12:
+        return 12
+    opening = _minutes(hours.open) if hours else _minutes(DEFAULT_OPEN)
+    closing = _minutes(hours.close) if hours else _minutes(DEFAULT_CLOSE)
+
+    def distance(h: int) -> int:
+        t = h * 60 + minute
+        return 0 if opening <= t <= closing else min(abs(t - opening), abs(t - closing))
+
+    morning, afternoon = hour, hour + 12
+    return morning if distance(morning) <= distance(afternoon) else afternoon
+
+
+def _clock(hour: int, minute: int, meridiem: str, hours: BusinessHours | None = None) -> dt.time | None:
     if not (0 <= minute < 60 and 0 <= hour < 24):
         return None
     if meridiem == "pm" and 1 <= hour < 12:
         hour += 12
     elif meridiem == "am" and hour == 12:
         hour = 0
-    elif not meridiem and 1 <= hour <= 6:
-        hour += 12  # "at three" on a business line means the afternoon
+    elif not meridiem and 1 <= hour <= 12:
+        hour = _business_hour(hour, minute, hours)  # "at three" on a business line means the afternoon
     return dt.time(hour, minute)
 
 
-def parse_time(text: str) -> dt.time | None:
+_TIME_CUE_RE = re.compile(
+    r"\b(?:\d{1,2}:\d{2}|am|pm|oclock|noon|midday|midnight|hundred hours|(?:half|quarter|minutes?) (?:past|to|after)"
+    r"|half (?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\d{1,2})\b"
+    r"|(?:at|around|about|by|from|after|before|until) (?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten"
+    r"|eleven|twelve)\b|(?:past|to) (?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b"
+    r"|in the (?:morning|afternoon|evening))"
+)
+
+
+def has_time_cue(text: str) -> bool:
+    """Whether ``text`` clearly names a clock time ("at 3", "half past two", "10 am"), as
+    opposed to a number that may be a day ("December 5"): a time is only taken from an
+    answer to another question when it does."""
+    return bool(_TIME_CUE_RE.search(" ".join(_words(text))))
+
+
+def parse_time(text: str, hours: BusinessHours | None = None) -> dt.time | None:
     """A clock time: "half past three", "quarter to four", "three thirty pm", "3:30",
-    "15:30", "fifteen hundred", "ten in the morning", "noon"."""
+    "15:30", "fifteen hundred", "ten in the morning", "noon", "half three" (3:30).
+
+    Without "am"/"pm", ``hours`` (the business's opening hours, default 9 to 5) decide."""
     words = _words(text)
     meridiem = _meridiem(words)
     if "noon" in words or "midday" in words:
@@ -424,9 +563,9 @@ def parse_time(text: str) -> dt.time | None:
     if "midnight" in words:
         return dt.time(0, 0)
     for word in words:
-        clock = re.fullmatch(r"(\d{1,2}):(\d{2})", word)
+        clock = re.fullmatch(r"(\d{1,2})[:.](\d{2})", word)  # "3:30", and "3.30" as Whisper writes it
         if clock:
-            return _clock(int(clock.group(1)), int(clock.group(2)), meridiem)
+            return _clock(int(clock.group(1)), int(clock.group(2)), meridiem, hours)
     runs = [run for run in _number_runs(words) if not run[0].ordinal]
     joined = " ".join(words)
     for relative in re.finditer(
@@ -445,9 +584,15 @@ def parse_time(text: str) -> dt.time | None:
             hour, minutes = int(hour), int(minutes)
             if relative.group(2) in ("to", "before"):
                 hour, minutes = (hour - 1) % 24, 60 - minutes
-                if hour == 0 and not meridiem:
-                    hour = 12
-            return _clock(hour, minutes, meridiem)
+                if hour == 0:
+                    hour = 12  # "quarter to one" is 12:45 (or 00:45 with "in the morning"/"am")
+            return _clock(hour, minutes, meridiem, hours)
+    # "half three" (British): half past three; not "half an hour", not "half past".
+    half = re.search(r"\bhalf (\d{1,2}|[a-z]+)\b", joined)
+    if half and half.group(1) not in ("past", "an", "a", "after", "to"):
+        hour = parse_number(half.group(1))
+        if hour is not None and float(hour).is_integer() and 1 <= hour <= 12:
+            return _clock(int(hour), 30, meridiem, hours)
     for run in runs:
         values = [c.value for c in run]
         if any(not float(v).is_integer() for v in values):
@@ -456,12 +601,12 @@ def parse_time(text: str) -> dt.time | None:
         if len(parts) == 1:
             value = parts[0]
             if value >= 100:  # "fifteen hundred", "930", "1530"
-                return _clock(value // 100, value % 100, meridiem)
-            return _clock(value, 0, meridiem)
+                return _clock(value // 100, value % 100, meridiem, hours)
+            return _clock(value, 0, meridiem, hours)
         if len(parts) == 2:
-            return _clock(parts[0], parts[1], meridiem)
+            return _clock(parts[0], parts[1], meridiem, hours)
         if len(parts) == 3 and parts[1] == 0 and parts[2] < 10:  # "nine oh five"
-            return _clock(parts[0], parts[2], meridiem)
+            return _clock(parts[0], parts[2], meridiem, hours)
     return None
 
 

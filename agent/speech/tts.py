@@ -99,7 +99,7 @@ class PiperSynthesizer:
         reply audio, for a line already in memory).
         """
         loop = asyncio.get_running_loop()
-        for piece in split_for_speech(text, self._max_chars):
+        for piece in split_for_speech(text, self._max_chars, quick_start=True):
             audio = self._cached(piece)
             if audio is None:
                 audio = await loop.run_in_executor(self._executor, self._synth_piece, piece)
@@ -113,7 +113,7 @@ class PiperSynthesizer:
 
     def synthesize_sync(self, text: str) -> np.ndarray:
         """Blocking variant for startup warm-up, offline tools and test fixtures."""
-        chunks = [self._synth_piece(piece) for piece in split_for_speech(text, self._max_chars)]
+        chunks = [self._synth_piece(piece) for piece in split_for_speech(text, self._max_chars, quick_start=True)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
     def _cached(self, piece: str) -> np.ndarray | None:
@@ -165,12 +165,19 @@ _CLAUSE_WORD = re.compile(
 _MIN_PIECE_CHARS = 12
 
 
-def split_for_speech(text: str, max_chars: int = 120) -> list[str]:
+QUICK_START_CHARS = 40
+
+
+def split_for_speech(text: str, max_chars: int = 120, *, quick_start: bool = False) -> list[str]:
     """Split a reply into sentences, and long sentences into clauses of at most ``max_chars``.
 
     Short pieces mean the first audio is ready sooner; cutting at punctuation or conjunctions keeps the
     prosody natural. Numbers (3.50, 1,000), URLs and common abbreviations are never split, and a piece is
     only cut mid-clause (at a space, never inside a word) when no boundary exists.
+
+    `quick_start` also cuts a first sentence longer than ``QUICK_START_CHARS`` at its first comma: the
+    caller hears "Hello Ana," while the rest is made, and in a personalised line ("Hello {{caller.name}},
+    thanks for calling…") the part after the name is the same for every call, so it can be cached.
     """
     pieces: list[str] = []
     for block in re.split(r"\n\s*\n|\n", text):
@@ -179,7 +186,18 @@ def split_for_speech(text: str, max_chars: int = 120) -> list[str]:
             continue
         for sentence in _split_sentences(block):
             pieces.extend(_split_long(sentence, max_chars))
-    return [p for p in pieces if any(ch.isalnum() for ch in p)]
+    pieces = [p for p in pieces if any(ch.isalnum() for ch in p)]
+    if quick_start and pieces and len(pieces[0]) > QUICK_START_CHARS:
+        pieces[:1] = _split_first_clause(pieces[0])
+    return pieces
+
+
+def _split_first_clause(piece: str) -> list[str]:
+    match = _CLAUSE_PUNCT.search(piece)
+    if match is None or len(piece) - match.end() < _MIN_PIECE_CHARS:
+        return [piece]
+    head, tail = piece[: match.end()].strip(), piece[match.end() :].strip()
+    return [head, tail] if any(ch.isalnum() for ch in head) else [piece]
 
 
 def _split_sentences(text: str) -> list[str]:

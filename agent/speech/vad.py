@@ -106,6 +106,8 @@ class Endpointer:
         self._voiced_frames = 0
         self._silence_run = 0
         self._frames_since_start = 0
+        self._end_frames_now = self._end_frames  # this utterance's end silence (see hold_end)
+        self._last_end_frames = self._end_frames
 
     @property
     def in_speech(self) -> bool:
@@ -130,6 +132,21 @@ class Endpointer:
     def current_audio(self) -> np.ndarray | None:
         """The utterance so far (for partial transcripts while the caller is still talking)."""
         return np.concatenate(self._utterance) if self._in_speech and self._utterance else None
+
+    @property
+    def last_end_silence_ms(self) -> int:
+        """The silence that ended the last utterance: ``end_silence_ms``, or longer after :meth:`hold_end`."""
+        return self._last_end_frames * self.config.frame_ms
+
+    def hold_end(self, silence_ms: int) -> None:
+        """Let the current utterance end only after `silence_ms` of silence (not shorter than the usual).
+
+        For words that sound unfinished ("…and", "um", digits being read out): the caller is most likely
+        pausing to think, and answering now would talk over the rest of their sentence. Lasts until the
+        utterance ends.
+        """
+        if self._in_speech:
+            self._end_frames_now = max(self._end_frames, math.ceil(silence_ms / self.config.frame_ms))
 
     def end_now(self) -> VadEvent | None:
         """End the current utterance early (the caller's words already make a complete turn).
@@ -214,7 +231,7 @@ class Endpointer:
             self._silence_run = 0
         else:
             self._silence_run += 1
-        if self._silence_run >= self._end_frames:
+        if self._silence_run >= self._end_frames_now:
             return self._end(t, forced=False)
         if (
             self._pause_frames
@@ -229,6 +246,7 @@ class Endpointer:
 
     def _end(self, t: float, *, forced: bool) -> VadEvent:
         speech_ms = self._voiced_frames * self.config.frame_ms
+        self._last_end_frames = self._end_frames_now
         audio: np.ndarray | None = None
         if self._voiced_frames >= self._min_speech_frames:
             # Keep a little trailing audio (soft word endings fall under the gate) but not the whole
@@ -246,6 +264,7 @@ class Endpointer:
         return np.concatenate(kept) if kept else None
 
     def _end_utterance_state(self) -> None:
+        self._end_frames_now = self._end_frames
         self._utterance = []
         self._in_speech = False
         self._voiced_frames = 0

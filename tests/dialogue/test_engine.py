@@ -154,7 +154,7 @@ def test_match_resets_the_miss_counter(demo: Flow) -> None:
     engine.handle("blah blah blah")
     engine.handle("where is my order")  # matched: new node, counter starts again
     assert engine.handle("the weather is lovely").node == "anything_else"
-    assert engine.handle("what time is it").node == "anything_else"
+    assert engine.handle("can you tell me a joke").node == "anything_else"
     assert engine.handle("purple monkey dishwasher").node == "no_match"
 
 

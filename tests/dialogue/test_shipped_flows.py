@@ -48,6 +48,13 @@ def test_flow_lines_are_plainly_speakable(path: Path) -> None:
         lines += node.reprompt
         for item in node.say:
             lines += item.one_of if isinstance(item, Variants) else [item]
+        if node.ask is not None and isinstance(node.ask.confirm, str):
+            lines.append(node.ask.confirm)
+        lines += [intent.confirm for intent in node.intents if intent.confirm]
+    lines += [intent.confirm for intent in flow.global_intents if intent.confirm]
+    for entry in flow.faq:
+        for item in entry.answer:
+            lines += item.one_of if isinstance(item, Variants) else [item]
     for line in lines:
         bad = set(PLACEHOLDER_RE.sub("", line)) & set("&%$#@*/\\<>[]_=+~^|")
         assert not bad, f"TTS-unfriendly characters {bad} in {line!r}"

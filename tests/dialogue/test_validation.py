@@ -445,7 +445,7 @@ def test_bad_slot_type() -> None:
         """,
         "7:13",
         "unknown slot type 'colour'",
-        "choose one of: yes_no, number, date, time, text, choice",
+        "choose one of: yes_no, number, digits, date, time, text, choice",
     )
     assert_error(
         """

@@ -253,3 +253,37 @@ def test_split_prefers_punctuation_and_never_breaks_words_or_numbers() -> None:
 def test_split_unbreakable_text_is_kept_whole() -> None:
     word = "x" * 200
     assert split_for_speech(word, max_chars=50) == [word]
+
+
+def test_quick_start_cuts_a_long_first_sentence_at_its_first_comma() -> None:
+    assert split_for_speech("Hello Ana Lima, thanks for calling Sunrise Electronics support.", quick_start=True) == [
+        "Hello Ana Lima,",
+        "thanks for calling Sunrise Electronics support.",
+    ]
+    # Short first sentences, and later sentences, are left as they are.
+    assert split_for_speech("Yes, of course. Hello there, how are you today?", quick_start=True) == [
+        "Yes, of course.",
+        "Hello there, how are you today?",
+    ]
+    assert split_for_speech("Hello Ana Lima, thanks for calling Sunrise Electronics support.") == [
+        "Hello Ana Lima, thanks for calling Sunrise Electronics support."
+    ]
+
+
+def test_the_fixed_part_of_a_personalised_greeting_is_synthesised_ahead() -> None:
+    from agent.dialogue.flow import parse_flow
+    from agent.runtime import static_lines
+
+    flow = parse_flow(
+        """
+name: greet
+start: hello
+nodes:
+  hello:
+    say: "Hello {{caller.name}}, thanks for calling Sunrise Electronics support."
+    end: true
+""",
+        source="greet.yaml",
+    )
+    assert "thanks for calling Sunrise Electronics support." in static_lines(flow)
+    assert not any("{{" in line for line in static_lines(flow))

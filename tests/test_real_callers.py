@@ -1,0 +1,268 @@
+"""Turn-taking with callers who pause mid-thought, talk over goodbyes, or say nothing.
+
+Same harness as tests/test_conversation.py (real FlowEngine and webrtcvad endpointer, fakes at the model
+seams, a fake clock), with the production defaults for continuation turned on.
+"""
+
+# ruff: noqa: F811  (the harness's fixtures are imported by name, and pytest passes them back in)
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from agent.conversation import ConversationConfig, ConversationHooks
+from agent.dialogue.effects import Handover
+from tests.test_conversation import (  # noqa: F401  (make_call and short_hangup_tail are fixtures)
+    GREETING,
+    HOURS,
+    RATE,
+    VAD,
+    Call,
+    FakeLlm,
+    FakeTranscriber,
+    done,
+    make_call,
+    sentence,
+    short_hangup_tail,
+    silence,
+    tool_call,
+    until,
+    voice,
+)
+
+SORRY = "Sorry, could you say that again?"
+
+
+def real_config(**overrides: object) -> ConversationConfig:
+    """The production defaults that matter here, with short real-time waits for the timers."""
+    settings: dict[str, object] = {
+        "vad": VAD,
+        "continuation_window_s": 2.0,
+        "unfinished_hold_ms": 1300,
+        "closing_quiet_s": 0.2,
+        "silence_reprompt_s": None,
+    }
+    settings.update(overrides)
+    return ConversationConfig(**settings)  # type: ignore[arg-type]
+
+
+def caller_lines(call: Call) -> list[str]:
+    return [e.text for e in call.conv.transcript if e.who == "caller"]
+
+
+async def test_caller_who_goes_on_after_a_pause_gets_one_answer_to_the_whole_thought(
+    make_call: Callable[..., Call],
+) -> None:
+    stt = FakeTranscriber(["I got a letter.", "I got a letter, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(0.8)  # "I got a letter." then a one-second pause...
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])  # the bot took the pause for the end of the turn
+    await call.feed(voice(1.0))  # ... and the caller goes on with the same thought
+    assert call.out.queue == [], "the bot kept talking over the rest of the sentence"
+    await call.feed(silence(0.6))
+    await call.turn(2)
+    await call.play_out()
+    assert call.heard() == [GREETING, SORRY, *HOURS]
+    # The whole thought was recognised again as one piece of audio: both fragments and the gap.
+    assert stt.calls[-1].size > (0.8 + 1.0) * RATE
+    assert caller_lines(call) == ["I got a letter, what are your opening hours?"]
+    assert call.conv.continuations == 1 and call.conv.false_starts == 1
+    assert call.conv.turns[0].continued and not call.conv.turns[1].continued
+    assert call.engine.misses == 0, "the fragment's re-prompt was counted as a miss"
+
+
+async def test_caller_who_goes_on_before_the_answer_is_answered_once(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["I got a letter.", "I got a letter, what are your opening hours?"])
+    stt.hold = True  # the fragment is still being recognised when the caller goes on
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(0.8)
+    await call.feed(voice(0.5))
+    stt.release.set()
+    await call.feed(voice(0.5))
+    await call.feed(silence(0.6))
+    await call.turn(1)
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+    assert len(call.conv.turns) == 1 and call.conv.false_starts == 0
+
+
+async def test_a_cough_after_the_turn_does_not_drop_the_answer(make_call: Callable[..., Call]) -> None:
+    call = make_call(stt=FakeTranscriber(["What are your opening hours?"]), config=real_config())
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.hears([GREETING, *HOURS])
+    await call.feed(voice(0.1))  # a cough: the bot goes quiet at once...
+    assert call.out.paused
+    await call.feed(silence(0.6))  # ... and goes on when it was nothing
+    assert not call.out.paused
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+    assert call.conv.continuations == 0 and len(call.conv.turns) == 1
+
+
+async def test_a_cough_after_a_dropped_answer_gets_the_answer_after_all(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["What are your opening hours?"])
+    stt.hold = True
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(1.0)
+    await call.feed(voice(0.1))  # a cough while the turn is being recognised
+    await call.feed(silence(0.6))
+    stt.release.set()
+    await call.turn(1)
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+    assert len(stt.calls) == 1, "the words were recognised twice"
+
+
+async def test_speech_after_the_window_is_a_new_turn(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["What are your opening hours?", "Thanks, goodbye."])
+    call = make_call(stt=stt, config=real_config(continuation_window_s=1.0))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.play_out()
+    await call.feed(silence(1.5))
+    await call.say(1.0)
+    await call.turn(2)
+    assert call.conv.continuations == 0
+    assert caller_lines(call) == ["What are your opening hours?", "Thanks, goodbye."]
+
+
+async def test_caller_talking_over_the_goodbye_is_never_hung_up_on(
+    make_call: Callable[..., Call], short_hangup_tail: None
+) -> None:
+    stt = FakeTranscriber(["Goodbye.", "Wait, one more thing, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(continuation_window_s=0))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.hears([GREETING, "Goodbye."])
+    await call.feed(voice(1.2))  # "wait, one more thing…" over the goodbye
+    assert call.conv.barge_ins == 1
+    await call.feed(silence(0.6))
+    await call.turn(2)
+    await asyncio.sleep(0.3)
+    assert call.hangups == [], "hung up on a caller who was still talking"
+    await call.play_out()
+    assert call.heard()[-len(HOURS) :] == HOURS, call.heard()  # "wait, …" reopened the call and was answered
+    await asyncio.sleep(0.3)
+    assert call.hangups == []
+
+
+async def test_caller_who_did_not_hear_the_goodbye_hears_it_again_then_the_call_ends(
+    make_call: Callable[..., Call], short_hangup_tail: None
+) -> None:
+    stt = FakeTranscriber(["Goodbye.", "Thanks so much for your help today."])
+    call = make_call(stt=stt, config=real_config(continuation_window_s=0))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.hears([GREETING, "Goodbye."])
+    await call.say(1.2)
+    await call.turn(2)
+    assert call.hangups == []
+    await call.hears([GREETING, "Goodbye.", "Goodbye."])
+    await call.play_out()
+    await until(lambda: call.hangups == ["bot_ended"], what="the hang-up after the goodbye was heard")
+
+
+async def test_goodbye_heard_in_full_waits_for_the_callers_last_words(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["Goodbye.", "Bye bye."])
+    call = make_call(stt=stt, config=real_config(continuation_window_s=0, closing_quiet_s=5.0))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.hears([GREETING, "Goodbye."])
+    call.out.drain()  # the goodbye has been played...
+    await call.feed(voice(0.3))  # ... and the caller says "bye bye" before the line is torn down
+    await asyncio.sleep(0.5)
+    assert call.hangups == [], "hung up in the middle of the caller's words"
+    await call.feed(silence(0.6))
+    # The goodbye was heard in full: once the caller is done, the call ends without the long wait.
+    await until(lambda: call.hangups == ["bot_ended"], timeout=2.0, what="the hang-up")
+
+
+async def test_silent_caller_is_prompted_then_bid_goodbye(
+    make_call: Callable[..., Call], short_hangup_tail: None
+) -> None:
+    call = make_call(config=real_config(silence_reprompt_s=0.1))
+    await call.start()
+    await until(lambda: len(call.heard()) > 1, what="the re-prompt")
+    await call.play_out()
+    assert call.heard()[1:] == ["Are you still there?", GREETING]
+    await until(lambda: len(call.heard()) > 3, what="the goodbye")
+    assert "end the call" in call.heard()[3]
+    await call.play_out()
+    await until(lambda: call.hangups == ["caller_silent"], what="the hang-up")
+
+
+async def test_caller_who_answers_the_silence_prompt_is_heard(make_call: Callable[..., Call]) -> None:
+    call = make_call(stt=FakeTranscriber(["What are your opening hours?"]), config=real_config(silence_reprompt_s=0.2))
+    await call.start()
+    await until(lambda: len(call.heard()) > 1, what="the re-prompt")
+    await call.play_out()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.play_out()
+    assert call.heard()[-len(HOURS) :] == HOURS
+    await asyncio.sleep(0.1)
+    assert call.hangups == []
+
+
+async def test_two_interrupted_replies_each_carry_out_their_handover(make_call: Callable[..., Call]) -> None:
+    """Regression: interrupted replies were remembered by id(), which CPython reuses at once."""
+    handovers: list[Handover] = []
+    llm = FakeLlm([sentence("Let me pass you to a colleague."), tool_call("handover", queue="support"), done()])
+    call = make_call(
+        stt=FakeTranscriber(["I have a question.", "Hello? Is anyone there?"] * 2),
+        hooks=ConversationHooks(llm=llm, on_handover=handovers.append),
+        config=real_config(continuation_window_s=0),
+    )
+    await call.start()
+    for n in (1, 2):
+        await call.say(1.0)
+        await call.turn(2 * n - 1)
+        await until(lambda: call.heard()[-1] == "Let me pass you to a colleague.", what="the handover line")
+        await call.say(0.8)  # talked over: the handover still happens
+        await until(lambda n=n: len(handovers) == n, what=f"handover {n}")
+        call.engine.goto("hello")  # an agent hands the call back
+        llm.events = [sentence("Let me pass you to a colleague."), tool_call("handover", queue="support"), done()]
+        await call.play_out()
+    assert len(handovers) == 2
+
+
+async def test_flow_state_is_restored_when_a_fragment_moved_it(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["What are your opening hours?", "What are your opening hours, and a person please?"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    assert call.engine.node == "more"
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.6))
+    await call.turn(2)
+    await call.play_out()
+    # Handled from the greeting's question again, as one utterance (not from "more", where the fragment led).
+    assert [text for who, text in call.engine.history if who == "caller"] == [
+        "What are your opening hours, and a person please?"
+    ]
+
+
+async def test_an_answer_the_caller_talked_over_is_offered_again(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["What are your opening hours?", "Yes."])
+    call = make_call(stt=stt, config=real_config(continuation_window_s=0))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.hears([GREETING, *HOURS])  # queued, none of it played yet
+    await call.say(0.8)  # "yes" over it, long enough to be an interruption
+    assert call.conv.barge_ins == 1
+    await call.turn(2)
+    await call.play_out()
+    # The caller never heard the hours: a bare "yes" gets them again instead of moving on.
+    assert call.heard()[-len(HOURS) :] == HOURS, call.heard()
