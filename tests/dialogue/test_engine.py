@@ -144,7 +144,9 @@ def test_demo_fallback_then_no_match(demo: Flow) -> None:
     third = engine.handle("can you tell me a joke")
     assert third.node == "no_match"
     assert third.intent is None
-    assert third.end_call and engine.ended
+    # no_match offers a call back rather than hanging up on the caller.
+    assert not third.end_call and not engine.ended
+    assert engine.handle("yes please").end_call and engine.node == "agent"
     assert "trouble understanding" in third.lines[0]
 
 
