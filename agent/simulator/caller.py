@@ -21,8 +21,9 @@ import av
 import numpy as np
 
 from agent.media.peer import MediaPeer
-from agent.media.tracks import OUT_RATE, InboundAudio
+from agent.media.tracks import OUT_RATE, InboundAudio, OutboundAudioTrack
 from agent.simulator.phone_sdp import local_mid_answer, meta_shaped_answer, meta_shaped_offer
+from agent.simulator.room_noise import NoisyMicrophone, RoomNoise
 from agent.speech.audio import resample
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
@@ -95,11 +96,15 @@ class SimulatedUser:
         synthesizer: Synthesizer | None = None,
         hosts: Sequence[str] = ("127.0.0.1",),
         listen_silence_ms: int = 700,
+        background_noise: RoomNoise | None = None,
     ) -> None:
         self.transcriber = transcriber
         self.synthesizer = synthesizer
         self.peer_hosts = list(hosts)
         self.peer = MediaPeer(hosts=hosts, label="sim-user")
+        if background_noise is not None:
+            # The room is heard through the phone's microphone: under speech, in pauses, between lines.
+            self.peer.outbound = OutboundAudioTrack(encoder=NoisyMicrophone(background_noise))
         self.conversation = Conversation()
         self._endpointer = Endpointer(VadConfig(aggressiveness=3, end_silence_ms=listen_silence_ms))
         self._inbound: InboundAudio | None = None
@@ -115,6 +120,8 @@ class SimulatedUser:
         self.first_audio_after: float | None = None
         self._close_callbacks: list[Callable[[], object]] = []
         self._stream_t0: float | None = None
+        # Called with (receive time, voiced) for every chunk of bot audio, e.g. to log when the bot spoke.
+        self.audio_listeners: list[Callable[[float, bool], None]] = []
 
     # signalling ---------------------------------------------------------------
     async def make_offer(self) -> str:
@@ -157,6 +164,8 @@ class SimulatedUser:
             self._stream_t0 = now
         voiced = _dbfs(pcm) > VOICED_DBFS
         self._voiced_log.append((now, voiced))
+        for listener in self.audio_listeners:
+            listener(now, voiced)
         if voiced and self._mark_t is not None and self.first_audio_after is None and now > self._mark_t:
             self.first_audio_after = now
         if voiced:
