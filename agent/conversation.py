@@ -339,6 +339,8 @@ class Conversation:
             self._continuation_confirmed = False
             self._overlapped = False
             prefix.continued = True  # an answer not yet given waits for the rest
+            # A caller who paused once in this thought may pause again: give the rest of it time.
+            self._endpointer.hold_end(self.config.unfinished_hold_ms)
             if prefix.answer is not None and not prefix.answer.done() and not self.output.paused:
                 self.output.pause()
             return
@@ -447,8 +449,10 @@ class Conversation:
                 log.debug("%r sounds unfinished; waiting up to %d ms", text, self.config.unfinished_hold_ms)
                 self._endpointer.hold_end(self.config.unfinished_hold_ms)
                 return
-            if not self.config.early_end_on_complete_sentence:
+            if not self.config.early_end_on_complete_sentence or self._continuing is not None:
                 return
+            if self._endpointer.holding:
+                return  # this caller already paused mid-sentence in this turn: a full stop is no proof
             if not looks_complete(text, self.config.early_end_min_words):
                 return
             if opinion is not None and await opinion:
@@ -588,6 +592,8 @@ class Conversation:
             raise
         except Exception:
             log.exception("speech-to-text failed; telling the caller")
+            if self._last_taken is utterance:
+                self._last_taken = None  # what they say next is the repeat we asked for, not a continuation
             self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
             return
         prefix = utterance.prefix

@@ -4,8 +4,8 @@ Plays every caller script under bench/callers/<flow>/ (natural phrasings, writte
 flows' own examples or tests; clean ones and disfluent ones with fillers, pauses inside sentences,
 self-corrections, room noise and other speaking rates) through the whole stack: signed webhooks, the
 Graph API with a real round trip, aiortc over 127.0.0.1, VAD, faster-whisper, the flow and piper, with
-the flows' business systems answered by bench/business_systems.py. Each script says what completes its
-task (slots, end node, handover, business request). Prints, split into clean and disfluent callers:
+the flows' business systems answered by agent/simulator/business_systems.py. Each script says what
+completes its task (slots, end node, handover, business request). Prints, split into clean and disfluent callers:
 
 - task completion: the share of calls whose `expect` holds (agent.simulator.caller_outcome);
 - false starts per 100 caller lines: bot speech that began while the caller was mid-line (pauses
@@ -34,7 +34,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before any model library is imported
 
@@ -50,24 +49,18 @@ from benchkit import (
     split_v2v,
     warm_whisper,
 )
-from business_systems import BusinessSystems
 from conversation_metrics import LineFigures, run_figures
 
 from agent.config import Settings
-from agent.dialogue.flow import load_flow
 from agent.runtime import Models
+from agent.simulator.business_systems import BusinessSystems
 from agent.simulator.caller import TurnTiming
-from agent.simulator.caller_outcome import CallOutcome, check_expectations, count_reprompts, handover_queue
+from agent.simulator.caller_outcome import count_reprompts
 from agent.simulator.caller_script import CallerScript, load_script
 from agent.simulator.caller_voice import PiperCallerVoice
+from agent.simulator.judged_call import judged_call
 from agent.simulator.meta import graph_round_trip_s
-from agent.simulator.natural_caller import (
-    BIC_BUSINESS_NUMBER,
-    CallerRun,
-    NaturalCaller,
-    bots_own_record,
-    resolve_flow,
-)
+from agent.simulator.natural_caller import CallerRun, NaturalCaller, resolve_flow
 from agent.simulator.session import Simulation
 
 CALLERS = Path(__file__).resolve().parent / "callers"
@@ -124,69 +117,38 @@ async def one_call(
     """One script on its own simulated deployment (its own business systems, so requests are its own)."""
     report = CallReport(flow=flow, script=script)
     started = time.monotonic()
-    systems = BusinessSystems()
-    overrides: dict[str, Any] = {}
-    if script.direction == "business_initiated":
-        overrides["business_number"] = BIC_BUSINESS_NUMBER
-    flow_path = resolve_flow(script.flow or flow)
     try:
-        async with Simulation.start(models, flow=flow_path, http=systems, **overrides) as sim:
-            user = caller.user()
-            engine: Any = None
-            transcript: list[Any] = []
-            bot_turns: Any = []
-            try:
-                sim_call = await caller.connect(sim, user)
-                live = sim.runtime.calls.get(sim_call.id)
-                conversation = getattr(live, "conversation", None)
-                engine = getattr(conversation, "policy", None)
-                transcript = getattr(conversation, "transcript", [])
-                bot_turns = getattr(conversation, "turns", [])
-                run = await caller.converse(user, sim.meta, sim_call, hearing=bots_own_record(sim, sim_call.id))
-                summary = await _finished(sim, sim_call.id)
-            finally:
-                await user.close()
-            report.end_reason = summary.get("end_reason") if summary else None
-            report.final_node = getattr(engine, "node", None)
-            report.ended_by = run.ended_by
-            slots = dict(summary.get("slots", {})) if summary else dict(getattr(engine, "slots", {}) or {})
-            flow_model = load_flow(flow_path)
-            bot_said = [e.text for e in transcript if e.who == "bot"]
-            outcome = CallOutcome(
-                slots=slots,
-                bot_lines=bot_said,
-                final_node=report.final_node,
-                handover_queue=handover_queue(flow_model, report.final_node),
-                end_reason=report.end_reason,
-                requests=systems.requests,
-                permission_requests=len(sim.meta.permission_requests),
+        judged = await judged_call(models, script, caller, flow=script.flow or flow)
+        run = judged.run
+        report.end_reason = judged.outcome.end_reason
+        report.final_node = judged.outcome.final_node
+        report.ended_by = run.ended_by
+        report.problems = judged.problems
+        report.completed = judged.completed
+        caller_ends = [e.t for e in judged.transcript if e.who == "caller"]
+        report.bot_heard = [e.text for e in judged.transcript if e.who == "caller"]
+        report.bot_said = judged.outcome.bot_lines
+        report.reprompts = count_reprompts(report.bot_said, judged.flow)
+        report.lines = run_figures(run, caller_ends)
+        answered = [
+            TurnTiming(said=line.text, last_voiced_sent=line.ended, first_bot_audio=line.first_bot_audio)
+            for line, figures in zip(run.lines, report.lines, strict=True)
+            if figures.v2v_s is not None and line.ended is not None
+        ]
+        report.splits = split_v2v(answered, judged.turns)
+        report.cut_off = run.cut_off is not None
+        report.unanswered = run.unanswered_lines
+        report.timeline = timeline(run)
+        kinds = [line.kind for line in run.lines]
+        report.off_script = ", ".join(
+            f"{count} {label}"
+            for count, label in (
+                (kinds.count("reply"), "replies"),
+                (kinds.count("repeat"), "repeats"),
+                (len(run.skipped), "skipped"),
             )
-            report.problems = check_expectations(script.expect, outcome, today=systems.today)
-            report.completed = not report.problems
-            caller_ends = [e.t for e in transcript if e.who == "caller"]
-            report.bot_heard = [e.text for e in transcript if e.who == "caller"]
-            report.bot_said = bot_said
-            report.reprompts = count_reprompts(report.bot_said, flow_model)
-            report.lines = run_figures(run, caller_ends)
-            answered = [
-                TurnTiming(said=line.text, last_voiced_sent=line.ended, first_bot_audio=line.first_bot_audio)
-                for line, figures in zip(run.lines, report.lines, strict=True)
-                if figures.v2v_s is not None and line.ended is not None
-            ]
-            report.splits = split_v2v(answered, bot_turns if isinstance(bot_turns, list) else [])
-            report.cut_off = run.cut_off is not None
-            report.unanswered = run.unanswered_lines
-            report.timeline = timeline(run)
-            kinds = [line.kind for line in run.lines]
-            report.off_script = ", ".join(
-                f"{count} {label}"
-                for count, label in (
-                    (kinds.count("reply"), "replies"),
-                    (kinds.count("repeat"), "repeats"),
-                    (len(run.skipped), "skipped"),
-                )
-                if count
-            )
+            if count
+        )
     except Exception as exc:  # one failed call is a result, not a reason to stop the bench
         report.error = f"{type(exc).__name__}: {exc}"
     report.wall_s = time.monotonic() - started
@@ -205,13 +167,6 @@ def timeline(run: CallerRun) -> list[str]:
     if run.call_ended_at is not None:
         events.append((run.call_ended_at, f"ended  {run.call_ended_at - t0:6.2f} by the {run.ended_by}"))
     return [text for _, text in sorted(events)]
-
-
-async def _finished(sim: Simulation, call_id: str, timeout: float = 10.0) -> dict[str, Any] | None:
-    deadline = time.monotonic() + timeout
-    while call_id not in sim.runtime.finished and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return sim.runtime.finished.get(call_id)
 
 
 def _pct(part: int, whole: int) -> str:

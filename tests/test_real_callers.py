@@ -61,7 +61,7 @@ async def test_caller_who_goes_on_after_a_pause_gets_one_answer_to_the_whole_tho
     await call.hears([GREETING, SORRY])  # the bot took the pause for the end of the turn
     await call.feed(voice(1.0))  # ... and the caller goes on with the same thought
     assert call.out.queue == [], "the bot kept talking over the rest of the sentence"
-    await call.feed(silence(0.6))
+    await call.feed(silence(1.4))
     await call.turn(2)
     await call.play_out()
     assert call.heard() == [GREETING, SORRY, *HOURS]
@@ -82,7 +82,7 @@ async def test_caller_who_goes_on_before_the_answer_is_answered_once(make_call: 
     await call.feed(voice(0.5))
     stt.release.set()
     await call.feed(voice(0.5))
-    await call.feed(silence(0.6))
+    await call.feed(silence(1.4))
     await call.turn(1)
     await call.play_out()
     assert call.heard() == [GREETING, *HOURS]
@@ -97,7 +97,7 @@ async def test_a_cough_after_the_turn_does_not_drop_the_answer(make_call: Callab
     await call.hears([GREETING, *HOURS])
     await call.feed(voice(0.1))  # a cough: the bot goes quiet at once...
     assert call.out.paused
-    await call.feed(silence(0.6))  # ... and goes on when it was nothing
+    await call.feed(silence(1.4))  # ... and goes on when it was nothing
     assert not call.out.paused
     await call.play_out()
     assert call.heard() == [GREETING, *HOURS]
@@ -111,7 +111,7 @@ async def test_a_cough_after_a_dropped_answer_gets_the_answer_after_all(make_cal
     await call.start()
     await call.say(1.0)
     await call.feed(voice(0.1))  # a cough while the turn is being recognised
-    await call.feed(silence(0.6))
+    await call.feed(silence(1.4))
     stt.release.set()
     await call.turn(1)
     await call.play_out()
@@ -144,7 +144,7 @@ async def test_caller_talking_over_the_goodbye_is_never_hung_up_on(
     await call.hears([GREETING, "Goodbye."])
     await call.feed(voice(1.2))  # "wait, one more thing…" over the goodbye
     assert call.conv.barge_ins == 1
-    await call.feed(silence(0.6))
+    await call.feed(silence(1.4))
     await call.turn(2)
     await asyncio.sleep(0.3)
     assert call.hangups == [], "hung up on a caller who was still talking"
@@ -182,7 +182,7 @@ async def test_goodbye_heard_in_full_waits_for_the_callers_last_words(make_call:
     await call.feed(voice(0.3))  # ... and the caller says "bye bye" before the line is torn down
     await asyncio.sleep(0.5)
     assert call.hangups == [], "hung up in the middle of the caller's words"
-    await call.feed(silence(0.6))
+    await call.feed(silence(1.4))
     # The goodbye was heard in full: once the caller is done, the call ends without the long wait.
     await until(lambda: call.hangups == ["bot_ended"], timeout=2.0, what="the hang-up")
 
@@ -244,7 +244,7 @@ async def test_flow_state_is_restored_when_a_fragment_moved_it(make_call: Callab
     await call.turn(1)
     assert call.engine.node == "more"
     await call.feed(voice(1.0))
-    await call.feed(silence(0.6))
+    await call.feed(silence(1.4))
     await call.turn(2)
     await call.play_out()
     # Handled from the greeting's question again, as one utterance (not from "more", where the fragment led).
@@ -266,3 +266,48 @@ async def test_an_answer_the_caller_talked_over_is_offered_again(make_call: Call
     await call.play_out()
     # The caller never heard the hours: a bare "yes" gets them again instead of moving on.
     assert call.heard()[-len(HOURS) :] == HOURS, call.heard()
+
+
+class ClassifyingLlm(FakeLlm):
+    """An LLM that also classifies (LlmClient.classify's contract): picks `pick` among the names offered."""
+
+    def __init__(self, pick: str) -> None:
+        super().__init__()
+        self.pick = pick
+        self.asked: list[tuple[str, list[str]]] = []
+
+    async def classify(self, text: str, intents: list[str]) -> str | None:
+        self.asked.append((text, intents))
+        return self.pick if self.pick in intents else None
+
+
+async def test_an_llm_classifies_only_when_offline_matching_is_unsure(make_call: Callable[..., Call]) -> None:
+    llm = ClassifyingLlm("hours")
+    stt = FakeTranscriber(["When can I swing by the shop?", "What are your opening hours?"])
+    call = make_call(stt=stt, hooks=ConversationHooks(llm=llm), config=real_config(continuation_window_s=0))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.play_out()
+    assert llm.asked and llm.asked[0][0] == "When can I swing by the shop?"
+    assert "hours" in llm.asked[0][1]
+    assert call.heard()[1 : 1 + len(HOURS)] == HOURS, call.heard()  # the LLM's pick was followed
+    await call.say(1.0)
+    await call.turn(2)
+    assert len(llm.asked) == 1, "asked the LLM about words the offline matcher understood"
+
+
+async def test_after_a_held_pause_a_full_stop_does_not_end_the_turn(make_call: Callable[..., Call]) -> None:
+    """A caller who paused mid-sentence once ("I'm calling about…") gets the same patience at the next pause,
+    even when Whisper puts a full stop there ("…an order I placed on Saturday.")."""
+    stt = FakeTranscriber(["I am calling about", "I am calling about an order I placed on Saturday."])
+    call = make_call(stt=stt, config=real_config(continuation_window_s=0))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(1.0))  # held: "about" is no end
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.8))  # a complete-looking sentence at this pause
+    await asyncio.sleep(0.01)
+    assert call.conv.turns == [], "took the turn at the second pause"
+    await call.feed(silence(0.7))
+    await call.turn(1)

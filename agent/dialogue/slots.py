@@ -544,11 +544,26 @@ _TIME_CUE_RE = re.compile(
 )
 
 
+_HOUR_WORDS = r"(?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+# Whisper's spellings of a spoken time (tiny.en, measured): "have three" / "halve three" for "half three",
+# "half pass two" / "have passed four" for "half past".
+_HALF_HEARD_RE = re.compile(rf"\b(?:have|halve)\b(?=\s+(?:(?:pass|passed|past)\s+)?{_HOUR_WORDS}\b)")
+_PAST_HEARD_RE = re.compile(rf"\b(half|quarter)\s+(?:pass|passed)\b(?=\s+{_HOUR_WORDS}\b)")
+
+
+def _time_words(text: str) -> list[str]:
+    """The words of ``text`` with Whisper's mishearings of "half" and "past" put right."""
+    joined = " ".join(_words(text))
+    joined = _HALF_HEARD_RE.sub("half", joined)
+    joined = _PAST_HEARD_RE.sub(r"\1 past", joined)
+    return joined.split()
+
+
 def has_time_cue(text: str) -> bool:
     """Whether ``text`` clearly names a clock time ("at 3", "half past two", "10 am"), as
     opposed to a number that may be a day ("December 5"): a time is only taken from an
     answer to another question when it does."""
-    return bool(_TIME_CUE_RE.search(" ".join(_words(text))))
+    return bool(_TIME_CUE_RE.search(" ".join(_time_words(text))))
 
 
 def parse_time(text: str, hours: BusinessHours | None = None) -> dt.time | None:
@@ -556,7 +571,7 @@ def parse_time(text: str, hours: BusinessHours | None = None) -> dt.time | None:
     "15:30", "fifteen hundred", "ten in the morning", "noon", "half three" (3:30).
 
     Without "am"/"pm", ``hours`` (the business's opening hours, default 9 to 5) decide."""
-    words = _words(text)
+    words = _time_words(text)
     meridiem = _meridiem(words)
     if "noon" in words or "midday" in words:
         return dt.time(12, 0)

@@ -138,6 +138,11 @@ class Endpointer:
         """The silence that ended the last utterance: ``end_silence_ms``, or longer after :meth:`hold_end`."""
         return self._last_end_frames * self.config.frame_ms
 
+    @property
+    def holding(self) -> bool:
+        """The current utterance waits for a longer silence than usual (see :meth:`hold_end`)."""
+        return self._in_speech and self._end_frames_now > self._end_frames
+
     def hold_end(self, silence_ms: int) -> None:
         """Let the current utterance end only after `silence_ms` of silence (not shorter than the usual).
 

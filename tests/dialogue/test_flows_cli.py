@@ -56,7 +56,7 @@ def test_check_a_test_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_test_runs_the_shipped_tests(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("flows", "test", str(PROMPTS / "demo.yaml")) == 0
     out = capsys.readouterr().out
-    assert "demo.test.yaml: 6 of 6 conversations passed" in out
+    assert "demo.test.yaml: 7 of 7 conversations passed" in out
 
 
 def test_test_fails_on_a_failing_conversation_or_a_missing_test_file(

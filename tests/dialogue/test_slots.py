@@ -201,3 +201,18 @@ def test_coerce_values_from_llm_tools() -> None:
 )
 def test_values_are_spoken_naturally(value: object, expected: str) -> None:
     assert speak(value, today=MONDAY) == expected
+
+
+@pytest.mark.parametrize(
+    ("heard", "expected"),
+    [
+        ("have three if you can", dt.time(15, 30)),  # "half three", as Whisper tiny.en wrote it
+        ("half pass 2", dt.time(14, 30)),
+        ("have passed four", dt.time(16, 30)),
+        ("quarter pass ten", dt.time(10, 15)),
+    ],
+)
+def test_whispers_spellings_of_half_and_past_are_times(heard: str, expected: dt.time) -> None:
+    from agent.dialogue.slots import parse_time
+
+    assert parse_time(heard) == expected

@@ -1,4 +1,4 @@
-"""The business systems the shipped flows talk to, as bench/conversation.py's calls see them.
+"""The business systems the shipped flows talk to, as simulated callers see them (bench and tests).
 
 Each call gets its own `BusinessSystems`: it answers the flows' `http` steps (booking, order lookup,
 callbacks, billing) with fixed, plausible data and keeps every request, so a caller script can say which
