@@ -365,9 +365,17 @@ class Conversation:
         fragment = self._continuing
         if fragment is None or self._continuation_confirmed:
             return
-        if self._endpointer.voiced_ms >= self.config.vad.min_speech_ms:
+        # Before the answer is heard, any words go on with the thought. Once it plays, a short "uh-huh" is a
+        # reaction to it: only as much speech as a barge-in needs drops it.
+        needed = self.config.barge_in_min_ms if self._answer_audible(fragment) else self.config.vad.min_speech_ms
+        if self._endpointer.voiced_ms >= needed:
             self._continuation_confirmed = True
             self._take_back(fragment)
+
+    @staticmethod
+    def _answer_audible(fragment: _Utterance) -> bool:
+        metrics = fragment.metrics
+        return fragment.answer is not None and metrics is not None and metrics.first_audio_sent is not None
 
     def _take_back(self, fragment: _Utterance) -> None:
         """Drop the bot's answer to a fragment at once; the whole thought will be answered instead."""
@@ -513,7 +521,18 @@ class Conversation:
             else:
                 task.cancel()
         if prefix is not None and not self._continuation_confirmed:
-            self._take_back(prefix)
+            if self._answer_audible(prefix):
+                # A short reaction to the answer the caller is hearing: handled like speech over the bot (a
+                # backchannel lets the answer go on; other words interrupt it and are a turn of their own).
+                prefix.continued = False
+                overlapped, prefix = True, None
+                if guess is not None:
+                    guess.cancel()  # it was made on the whole thought; these words are judged alone
+                    guess = None
+                if self.output.paused:
+                    self.output.resume()
+            else:
+                self._take_back(prefix)
         joined = _join(prefix, audio) if prefix is not None else audio
         self._take(_Utterance(joined, end_of_speech, speech_ms, overlapped, confirmed, t, guess, prefix=prefix))
 

@@ -311,3 +311,43 @@ async def test_after_a_held_pause_a_full_stop_does_not_end_the_turn(make_call: C
     assert call.conv.turns == [], "took the turn at the second pause"
     await call.feed(silence(0.7))
     await call.turn(1)
+
+
+async def test_uh_huh_while_the_answer_plays_is_a_backchannel_not_a_continuation(
+    make_call: Callable[..., Call],
+) -> None:
+    stt = FakeTranscriber(["What are your opening hours?", "Uh-huh."])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await call.hears([GREETING, *HOURS])
+    call.conv.on_audio_sent(call.clock.now)  # the caller is hearing the answer
+    await call.feed(voice(0.4))  # "uh-huh", shorter than a barge-in
+    assert call.out.paused  # quiet at once, as for any speech over the bot...
+    await call.feed(silence(1.4))
+    await until(lambda: len(stt.calls) >= 2, what="the uh-huh to be recognised")
+    await asyncio.sleep(0.02)
+    assert not call.out.paused  # ... and on again: the answer was not dropped
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+    assert call.conv.continuations == 0 and call.conv.false_interruptions == 1
+
+
+async def test_words_while_the_answer_plays_still_join_the_thought_when_long_enough(
+    make_call: Callable[..., Call],
+) -> None:
+    stt = FakeTranscriber(["I got a letter.", "I got a letter, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(0.8)
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])
+    call.conv.on_audio_sent(call.clock.now)
+    await call.feed(voice(1.0))  # longer than a barge-in: the caller is going on with the thought
+    assert call.out.queue == []
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    await call.play_out()
+    assert call.heard() == [GREETING, SORRY, *HOURS]
+    assert call.conv.continuations == 1

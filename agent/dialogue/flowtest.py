@@ -554,13 +554,7 @@ def _run_conversation(suite: FlowTestSuite, flow: Flow, conversation: _Conversat
             suite.source, mark.line + 1, mark.column + 1, f"conversation '{conversation.name}', {message}"
         )
 
-    engine = FlowEngine(
-        flow,
-        caller={k: "" if v is None else str(v) for k, v in conversation.caller_info.items()},
-        slots=_plain(conversation.slots) if conversation.slots else None,
-        today=conversation.today,
-        llm_available=conversation.llm_available,
-    )
+    engine = engine_for(flow, conversation)
     reply = engine.start()
     result.transcript.extend(f"bot: {line}" for line in reply.lines)
     for step in conversation.steps:
@@ -642,3 +636,14 @@ def format_report(report: FlowTestReport, *, verbose: bool = False) -> str:
         passed = sum(result.passed for result in report.results)
         lines.append(f"{report.source}: {passed} of {len(report.results)} conversations passed")
     return "\n".join(lines)
+
+
+def engine_for(flow: Flow, conversation: Any) -> FlowEngine:
+    """A fresh engine set up as a test conversation says: the caller, slots, today, whether an LLM exists."""
+    return FlowEngine(
+        flow,
+        caller={k: "" if v is None else str(v) for k, v in conversation.caller_info.items()},
+        slots=_plain(conversation.slots) if conversation.slots else None,
+        today=conversation.today,
+        llm_available=conversation.llm_available,
+    )

@@ -31,9 +31,8 @@ import yaml
 
 from agent.actions import run_http
 from agent.dialogue.effects import HttpRequest
-from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError
-from agent.dialogue.flowtest import flow_tests_path, load_suite
+from agent.dialogue.flowtest import engine_for, flow_tests_path, load_suite
 from agent.dialogue.tools import dig
 
 __all__ = ["CannedAnswer", "HttpAnswers", "HttpAnswersError", "answers_from_file", "answers_from_flow_tests"]
@@ -194,13 +193,7 @@ def answers_from_flow_tests(flow_path: str | Path, flow: Flow) -> dict[str, Cann
 
 
 def _replay(flow: Flow, conversation: Any, source: str, found: dict[str, list[CannedAnswer]]) -> None:
-    engine = FlowEngine(
-        flow,
-        caller={k: "" if v is None else str(v) for k, v in conversation.caller_info.items()},
-        slots=_plain(conversation.slots) if conversation.slots else None,
-        today=conversation.today,
-        llm_available=conversation.llm_available,
-    )
+    engine = engine_for(flow, conversation)
     engine.start()
     for step in conversation.steps:
         if engine.ended:

@@ -42,7 +42,15 @@ from agent.simulator.caller_voice import (
 )
 from agent.simulator.meta import Decision, MetaSimulator, ScriptedPhone, SimCall
 from agent.simulator.room_noise import RoomNoise
-from agent.simulator.session import USER_WA_ID, HttpRunner, Simulation, SimulationResult, dial, format_result
+from agent.simulator.session import (
+    USER_WA_ID,
+    HttpRunner,
+    Simulation,
+    SimulationResult,
+    dial,
+    format_result,
+    hang_up_with,
+)
 from agent.speech.stt import Transcriber
 
 log = logging.getLogger(__name__)
@@ -457,14 +465,7 @@ async def place_business_call(
     call = await sim.runtime.place_call(wa_id)
     sim_call = sim.meta.calls[call.id]
     await asyncio.wait_for(sim_call.accepted.wait(), timeout)
-
-    async def notice_hangup() -> None:
-        await sim_call.ended.wait()
-        await asyncio.sleep(0.3)
-        user.call_ended()
-
-    watcher = asyncio.create_task(notice_hangup())
-    user.on_close(watcher.cancel)
+    hang_up_with(user, sim_call)
     return sim_call
 
 

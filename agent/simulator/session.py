@@ -251,6 +251,12 @@ async def dial(
     await user.apply_answer(sim_call.answer_sdp)
     await _unless_ended(sim_call, sim_call.accepted, timeout)
     progress(f"answered after {time.monotonic() - dialled:.1f} s")
+    hang_up_with(user, sim_call)
+    return sim_call, dialled
+
+
+def hang_up_with(user: SimulatedUser, sim_call: SimCall) -> None:
+    """The phone stops listening when Meta ends the call (a watcher owned by `user`, cancelled on close)."""
 
     async def notice_hangup() -> None:
         await sim_call.ended.wait()
@@ -260,7 +266,6 @@ async def dial(
 
     watcher = asyncio.create_task(notice_hangup())
     user.on_close(watcher.cancel)
-    return sim_call, dialled
 
 
 async def run_call(

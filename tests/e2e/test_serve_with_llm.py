@@ -26,26 +26,12 @@ from agent.simulator.caller import SimulatedUser
 from agent.simulator.llm_server import Rule, ScriptedLlm, running_llm_server
 from agent.simulator.meta import MetaSimulator
 from agent.simulator.session import SIM_PHONE_NUMBER_ID, bound_socket, dial, serve
+from tests.e2e.test_llm_turns import FLOW  # the shop assistant: a greeting, then an LLM node
 from tests.wer import wer
 
 pytestmark = pytest.mark.e2e
 
 ANSWER = "We open at nine in the morning and close at six in the evening."
-FLOW = """
-name: llm_serve
-start: hello
-nodes:
-  hello:
-    say: "Hello, this is the shop assistant. How can I help?"
-    next: assistant
-  assistant:
-    llm:
-      prompt: "You are the shop's assistant. Answer in at most two short sentences."
-      transitions: [goodbye]
-  goodbye:
-    say: "Goodbye."
-    end: true
-"""
 
 
 @pytest.fixture
