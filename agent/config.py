@@ -58,6 +58,8 @@ class TurnSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Speech this soon after the bot took the turn continues the caller's thought (0: off).
     continuation_window_s: float = Field(2.0, ge=0, le=10)
+    # ... unless the bot's answer had already been heard this long (then the caller is reacting to it).
+    continuation_heard_s: float = Field(1.0, ge=0, le=10)
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits being read out).
     unfinished_hold_ms: int = Field(1300, ge=100, le=5000)
     # After the caller talked over an ending line, the call ends once they have been quiet this long.

@@ -94,6 +94,8 @@ class ConversationConfig:
     partial_stt_every_ms: int | None = None
     # The caller talking again this soon after the bot took the turn is still on the same thought (0: off).
     continuation_window_s: float = 2.0
+    # ... unless the answer has already been heard this long: then it is a reaction to the answer.
+    continuation_heard_s: float = 1.0
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits read out).
     unfinished_hold_ms: int = 1300
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
@@ -359,6 +361,9 @@ class Conversation:
         answer = last.answer
         if answer is not None and (answer.committed or not answer.allow_interruptions):
             return None
+        heard_since = last.metrics.first_audio_sent if last.metrics is not None else None
+        if answer is not None and heard_since is not None and t - heard_since > self.config.continuation_heard_s:
+            return None  # "uh-huh", "okay", "wait, what?" after hearing part of the answer: about the answer
         return last
 
     def _check_continuation(self) -> None:

@@ -153,6 +153,7 @@ class Runtime:
                 early_end_min_words=settings.vad.early_end_min_words,
                 partial_stt_every_ms=settings.vad.partial_stt_every_ms,
                 continuation_window_s=settings.turns.continuation_window_s,
+                continuation_heard_s=settings.turns.continuation_heard_s,
                 unfinished_hold_ms=settings.turns.unfinished_hold_ms,
                 closing_quiet_s=settings.turns.closing_quiet_s,
                 silence_reprompt_s=settings.turns.silence_reprompt_s,

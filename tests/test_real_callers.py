@@ -351,3 +351,18 @@ async def test_words_while_the_answer_plays_still_join_the_thought_when_long_eno
     await call.play_out()
     assert call.heard() == [GREETING, SORRY, *HOURS]
     assert call.conv.continuations == 1
+
+
+async def test_speech_after_hearing_a_second_of_the_answer_is_about_the_answer(
+    make_call: Callable[..., Call],
+) -> None:
+    stt = FakeTranscriber(["What are your opening hours?", "Uh-huh, right, okay then."])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    call.conv.on_audio_sent(call.clock.now)
+    await call.feed(silence(1.2))  # the caller listens to the answer for a while
+    await call.feed(voice(0.4))
+    await call.feed(silence(1.4))
+    assert call.conv.continuations == 0
