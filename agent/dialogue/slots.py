@@ -498,7 +498,8 @@ _PM_WORDS = ("pm", "afternoon", "evening", "night", "tonight")
 def _meridiem(words: Sequence[str]) -> str:
     if any(w in _PM_WORDS for w in words):
         return "pm"
-    if any(w in _AM_WORDS for w in words):
+    # "I am free at 3": the "am" of "I am" is no morning.
+    if any(w in _AM_WORDS and not (w == "am" and i > 0 and words[i - 1] == "i") for i, w in enumerate(words)):
         return "am"
     return ""
 
@@ -549,6 +550,10 @@ _HOUR_WORDS = r"(?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|elev
 # "half pass two" / "have passed four" for "half past".
 _HALF_HEARD_RE = re.compile(rf"\b(?:have|halve)\b(?=\s+(?:(?:pass|passed|past)\s+)?{_HOUR_WORDS}\b)")
 _PAST_HEARD_RE = re.compile(rf"\b(half|quarter)\s+(?:pass|passed)\b(?=\s+{_HOUR_WORDS}\b)")
+# ... and "free 30" / "free o'clock" for "three thirty" / "three o'clock".
+_THREE_HEARD_RE = re.compile(
+    r"\bfree\b(?=\s+(?:\d{1,2}\b|o ?clock|oclock|thirty|fifteen|forty|fifty|twenty|ten|am|pm))"
+)
 
 
 def _time_words(text: str) -> list[str]:
@@ -556,6 +561,7 @@ def _time_words(text: str) -> list[str]:
     joined = " ".join(_words(text))
     joined = _HALF_HEARD_RE.sub("half", joined)
     joined = _PAST_HEARD_RE.sub(r"\1 past", joined)
+    joined = _THREE_HEARD_RE.sub("three", joined)
     return joined.split()
 
 

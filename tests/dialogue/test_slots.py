@@ -210,6 +210,8 @@ def test_values_are_spoken_naturally(value: object, expected: str) -> None:
         ("half pass 2", dt.time(14, 30)),
         ("have passed four", dt.time(16, 30)),
         ("quarter pass ten", dt.time(10, 15)),
+        ("free 30 in the afternoon", dt.time(15, 30)),  # "three thirty", as CI's run heard it
+        ("I am free at 3", dt.time(15, 0)),  # the "am" of "I am" is no morning
     ],
 )
 def test_whispers_spellings_of_half_and_past_are_times(heard: str, expected: dt.time) -> None:
