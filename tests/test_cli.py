@@ -155,7 +155,7 @@ data_dir: {tmp_path / "data"}
 business_hours: {{timezone: Europe/Madrid, weekly: {{monday: ["09:00-17:00"]}}}}
 graph_base_url: https://graph.example.com
 media_hosts: [203.0.113.7]
-ice_servers: ["stun:stun.example.com:3478"]
+ice_servers: ["stun:127.0.0.1:3478"]  # never contacted: the simulation drops it
 max_concurrent_calls: 3
 llm_base_url: http://127.0.0.1:9/v1
 handover:
