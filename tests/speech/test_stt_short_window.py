@@ -74,3 +74,24 @@ def test_long_audio_takes_the_full_window(models: Models) -> None:
     assert isinstance(transcriber, WhisperTranscriber)
     long_audio = np.zeros(16000 * 9, np.float32)
     assert transcriber._transcribe_short_window(long_audio) is None
+
+
+async def test_short_window_keeps_the_last_words_of_a_long_turn(models: Models) -> None:
+    """CTranslate2 stops near half the max_length it is given: the last words of a 5 s turn were lost."""
+    transcriber = models.transcriber
+    assert isinstance(transcriber, WhisperTranscriber)
+    sentence = "Yeah hi, I just got my bill and I wanted to check that my last payment actually went through."
+    pcm = resample(await models.synthesizer.synthesize(sentence), 48000, 16000)
+    fast = transcriber._transcribe_short_window(pcm.astype(np.float32) / 32768)
+    assert fast is not None
+    assert fast.rstrip(".").lower().endswith("went through"), fast
+
+
+@pytest.mark.parametrize("word", ["Yes.", "No.", "Thursday."])
+async def test_short_words_take_the_short_window(models: Models, word: str) -> None:
+    """One-word answers are the commonest turn: they must not wait for the full 30 s window."""
+    transcriber = models.transcriber
+    assert isinstance(transcriber, WhisperTranscriber)
+    pcm = resample(await models.synthesizer.synthesize(word), 48000, 16000)
+    fast = transcriber._transcribe_short_window(pcm.astype(np.float32) / 32768)
+    assert fast is not None and wer(word, fast) == 0, fast
