@@ -53,7 +53,7 @@ from agent.speech.tts import Synthesizer
 from agent.speech.vad import Endpointer, VadConfig
 from agent.speech_handle import SpeechHandle
 from agent.turn_record import TranscriptEntry, TurnMetrics
-from agent.turn_signals import is_backchannel, looks_complete, sounds_unfinished
+from agent.turn_signals import is_backchannel, is_opener, looks_complete, sounds_unfinished
 
 __all__ = [
     "NO_AGENTS",
@@ -458,15 +458,16 @@ class Conversation:
             if not self._guess_still_current(task, speech_ms):
                 return
             text = task.result()
-            if sounds_unfinished(text) or self._answer_incomplete(text):
+            complete = self._policy_says("answer_complete", text)
+            if not complete and self._sounds_unfinished(text):
                 log.debug("%r sounds unfinished; waiting up to %d ms", text, self.config.unfinished_hold_ms)
                 self._endpointer.hold_end(self.config.unfinished_hold_ms)
                 return
             if not self.config.early_end_on_complete_sentence or self._continuing is not None:
                 return
-            if self._endpointer.holding:
+            if not complete and self._endpointer.holding:
                 return  # this caller already paused mid-sentence in this turn: a full stop is no proof
-            if not looks_complete(text, self.config.early_end_min_words):
+            if not complete and not looks_complete(text, self.config.early_end_min_words):
                 return
             if opinion is not None and await opinion:
                 log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")
@@ -481,15 +482,25 @@ class Conversation:
             log.debug("early end of turn on a complete sentence: %r", task.result())
             self._on_end(event.audio, event.speech_ms, paused_at, silence_s=self._endpointer.pause_ms / 1000)
 
-    def _answer_incomplete(self, text: str) -> bool:
-        """The flow's view: part of a number it expects ("four eight" of five digits), or "Tuesday, no —"."""
-        check = getattr(self.policy, "answer_incomplete", None)
-        if len(text.split()) < 2:
-            return False  # a bare "No." is an answer; early_end_min_words already keeps it from being rushed
+    def _sounds_unfinished(self, text: str) -> bool:
+        """Words that stop mid-thought, an answer the flow knows is unfinished (part of a number it
+        expects, "Tuesday, no —"), or only a greeting or reaction so far ("Hi there.", "Okay, brilliant.")."""
+        if sounds_unfinished(text):
+            return True
+        # A bare "No." is an answer; early_end_min_words already keeps it from being rushed.
+        if len(text.split()) >= 2 and self._policy_says("answer_incomplete", text):
+            return True
+        # Where nothing says an open answer is expected, "Yes." or "No?" may be the whole answer.
+        expecting = getattr(self.policy, "expecting", None)
+        return is_opener(text, yes_no=getattr(expecting, "type", "yes_no") == "yes_no")
+
+    def _policy_says(self, question: str, text: str) -> bool:
+        """Ask the dialogue policy a yes/no question about a transcript so far (policies without it say no)."""
+        check = getattr(self.policy, question, None)
         try:
             return bool(check(text)) if check is not None else False
         except Exception:
-            log.exception("answer_incomplete failed on %r", text)
+            log.exception("%s failed on %r", question, text)
             return False
 
     def _guess_still_current(self, task: asyncio.Task[str], speech_ms: int) -> bool:

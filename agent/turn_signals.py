@@ -36,9 +36,30 @@ def is_backchannel(text: str) -> bool:
 # A turn that ends on one of these is still going ("half past…", "book it for…"), whatever Whisper's full stop
 # says: articles, prepositions, conjunctions, possessives and fillers.
 _TRAILING_FILLERS = frozenset(
-    "and but or so um uh because the a an to my your our their his her its is are was were i we it "
-    "at for of on in past from with about by into than then like if".split()
+    "and but or so um uh because the a an to my your our their his her its is are was were i we "
+    "at for of on in past from with about by into than like if".split()
 )
+# ... unless the word before closes it: "yes, it is", "I think so", "if you like", "hang on".
+_CLOSED_BY = {
+    "is": frozenset("it that this he she there what who which yes no".split()),
+    "are": frozenset("you they we there yes no".split()),
+    "was": frozenset("it that this he she there what who which yes no".split()),
+    "were": frozenset("you they we there yes no".split()),
+    "so": frozenset("think hope guess believe suppose said told thought expect".split()),
+    "like": frozenset("you you'd".split()),
+    "on": frozenset("hang hold go come carry".split()),
+    "in": frozenset("come log sign pop drop".split()),
+    "by": frozenset("stand pop drop".split()),
+}
+
+
+def _open_ending(words: list[str]) -> bool:
+    last = words[-1]
+    if last not in _TRAILING_FILLERS:
+        return False
+    if last in ("is", "are", "was", "were") and len(words) < 3:
+        return True  # "It was…" may be the start of anything
+    return len(words) < 2 or words[-2] not in _CLOSED_BY.get(last, frozenset())
 
 
 def looks_complete(text: str, min_words: int = 1) -> bool:
@@ -50,8 +71,8 @@ def looks_complete(text: str, min_words: int = 1) -> bool:
     stripped = text.strip()
     if not stripped or stripped[-1] not in ".?!":
         return False
-    words = re.sub(r"[^a-z ]+", " ", stripped.lower()).split()  # digits read out ("… is 555.") go on
-    return len(words) >= max(1, min_words) and words[-1] not in _TRAILING_FILLERS and not stripped.endswith("...")
+    words = re.sub(r"[^a-z' ]+", " ", stripped.lower()).split()  # digits read out ("… is 555.") go on
+    return len(words) >= max(1, min_words) and not _open_ending(words) and not stripped.endswith("...")
 
 
 _THINKING = frozenset("um uh erm er hmm mm ah".split())
@@ -79,7 +100,7 @@ def sounds_unfinished(text: str) -> bool:
     if not words:
         return False
     last = words[-1]
-    if last in _TRAILING_FILLERS or last in _THINKING:
+    if _open_ending(words) or last in _THINKING:
         return True
     if _UNFINISHED_PHRASES.search(re.sub(r"[.?!]+$", "", lowered)):
         return True
@@ -90,3 +111,27 @@ def sounds_unfinished(text: str) -> bool:
 
 
 _DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
+
+
+# Words that open a turn without answering anything: greetings, and reactions to what the bot just said.
+_GREETINGS = frozenset("hi hello hey hiya there good morning afternoon evening".split())
+_REACTIONS = frozenset(
+    "oh ah well so um uh er erm hmm mm right okay ok alright brilliant great lovely perfect cool nice good "
+    "sorry hang on wait actually just then thanks thank you cheers".split()
+)
+_YES_NO = frozenset("yes yeah yep yup no nope nah sure please fine".split())
+
+
+def is_opener(text: str, *, yes_no: bool) -> bool:
+    """Only a greeting or a reaction so far ("Hi there.", "Yeah, hi.", "Okay, brilliant."): people go on
+    to say what they want, so a pause after it is not the end of the turn.
+
+    `yes_no`: the bot asked a yes/no question, where "Yes, please." or "Great." is a whole answer; there
+    only greetings count (a "Hello?" answers nothing).
+    """
+    words = re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()
+    if not words:
+        return False
+    if yes_no:
+        return all(w in _GREETINGS for w in words) and any(w in _GREETINGS - {"good", "there"} for w in words)
+    return all(w in _GREETINGS or w in _REACTIONS or w in _YES_NO for w in words)

@@ -587,7 +587,7 @@ async def test_complete_sentence_ends_the_turn_before_the_end_silence(make_call:
     [
         ("What are your opening hours", True),  # no final punctuation
         ("What are your opening hours?", False),  # early end switched off
-        ("No?", True),  # one word: very often "No, that's all…" at a comma's pause
+        ("Billing?", True),  # one word: "No?" at a comma's pause is very often "No, that's all…"
     ],
 )
 async def test_no_early_end_unless_the_sentence_is_complete(
@@ -617,6 +617,8 @@ async def test_no_early_end_unless_the_sentence_is_complete(
         "I'd like to book it for the",
         "My order number is 4 8",  # digits being read out, in groups
         "Um,",
+        "Hi there.",  # a greeting opens the turn: what the caller wants comes next
+        "Okay, brilliant.",  # a reaction to the last answer, at an open question
     ],
 )
 async def test_words_that_sound_unfinished_wait_for_a_longer_silence(

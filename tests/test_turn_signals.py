@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.turn_signals import is_backchannel, looks_complete, sounds_unfinished
+from agent.turn_signals import is_backchannel, is_opener, looks_complete, sounds_unfinished
 
 
 @pytest.mark.parametrize("text", ["Uh-huh.", "mm hmm", "Okay.", "Yeah", "ah ha", "", "Right, right."])
@@ -68,7 +68,38 @@ def test_words_that_stop_mid_sentence_sound_unfinished(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "Thank you.", "Yes please.", "I want the small one.", "What are your opening hours?", "No, that's all."],
+    [
+        "",
+        "Thank you.",
+        "Yes please.",
+        "I want the small one.",
+        "What are your opening hours?",
+        "No, that's all.",
+        "Yes, that's it.",
+        "Yes, it is.",
+        "I think so.",
+        "Okay, nine then.",
+        "Yeah, go on then.",
+        "Hang on.",
+    ],
 )
 def test_finished_sentences_do_not_sound_unfinished(text: str) -> None:
     assert not sounds_unfinished(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Hi there.", "Yeah, hi.", "Okay, brilliant.", "Good morning.", "Sorry, yes.", "Hi, um"]
+)
+def test_a_greeting_or_reaction_alone_opens_a_turn(text: str) -> None:
+    assert is_opener(text, yes_no=False)
+
+
+@pytest.mark.parametrize("text", ["Yes, please.", "Great.", "No, thanks.", "Okay."])
+def test_at_a_yes_no_question_yes_or_a_reaction_is_the_answer(text: str) -> None:
+    assert not is_opener(text, yes_no=True)
+    assert is_opener("Hello?", yes_no=True)
+
+
+@pytest.mark.parametrize("text", ["It's about my bill.", "No, that's all.", "Tuesday.", "I'd like a refund."])
+def test_words_that_say_something_are_no_opener(text: str) -> None:
+    assert not is_opener(text, yes_no=False)

@@ -218,6 +218,28 @@ class FlowEngine(Asking):
             return answer.kind == "partial"
         return False
 
+    def answer_complete(self, text: str) -> bool:
+        """Whether ``text`` is a whole answer to a number question that no further word could
+        extend: all the digits of a fixed-length number ("four eight two nine one" of five), or
+        a number whose next digit would pass the question's ``max`` ("1984" for a year). The
+        turn-taking layer may then answer at once instead of waiting out a caller who "might be
+        reading more digits". Pure: the call does not change."""
+        if not self._started or self.ended or self._waiting != "answer" or self._check is not None:
+            return False
+        ask = self.flow.nodes[self.node].ask
+        if ask is None or ask.type not in ("number", "digits") or not normalize(text).strip():
+            return False
+        answer = understand(ask, text, today=self.today(), hours=self.flow.business_hours, partial=self._partial)
+        if answer.kind != "value" or read(text, yes_no=False).retracted:
+            return False
+        if ask.type == "digits" or ask.length is not None:
+            digits = re.sub(r"\D", "", str(answer.value))
+            return ask.length is not None and len(digits) >= ask.length.max
+        value = answer.value
+        if not isinstance(value, int | float) or ask.max is None or value < 0:
+            return False
+        return (ask.min is None or value >= ask.min) and value * 10 > ask.max
+
     def on_interrupted(self, line: str) -> None:
         """The caller talked over ``line`` (one of the latest reply's ``lines``) and it was
         cut off before it finished playing.

@@ -169,6 +169,19 @@ def test_answer_incomplete_tells_the_turn_taking_to_wait(triage: Flow, booking: 
     assert engine.node == "ask_date" and "date" not in engine.slots  # asking changed nothing
 
 
+def test_answer_complete_lets_a_whole_number_through_at_once(triage: Flow, payment: Flow) -> None:
+    engine, _ = call(triage, "where is my order")
+    assert engine.answer_complete("four eight two nine one")  # all five digits: nothing more can come
+    assert not engine.answer_complete("four eight two")
+    assert not engine.answer_complete("four eight two nine one, no")
+    engine, _ = paying(payment, "yes")  # the year of birth: 1900-2025
+    assert engine.answer_complete("1984")  # one more digit would pass 2025
+    assert engine.answer_complete("nineteen eighty four")
+    assert not engine.answer_complete("nineteen")  # 19 may become 1984
+    assert not engine.answer_complete("yes")
+    assert engine.node == "verify" and "said_birth_year" not in engine.slots  # asking changed nothing
+
+
 # -- times and dates ------------------------------------------------------------------------
 
 
