@@ -359,11 +359,13 @@ class Conversation:
         if t - last.taken_at > window or last.seconds > self.config.max_thought_s:
             return None
         answer = last.answer
-        if answer is not None and (answer.committed or not answer.allow_interruptions):
+        if answer is not None and answer.committed:
             return None
         heard_since = last.metrics.first_audio_sent if last.metrics is not None else None
         if answer is not None and heard_since is not None and t - heard_since > self.config.continuation_heard_s:
             return None  # "uh-huh", "okay", "wait, what?" after hearing part of the answer: about the answer
+        # An answer that must be heard in full (a handover notice, terms) is still dropped here: it answers
+        # half a sentence the caller is still saying, and the whole thought's answer will say it again.
         return last
 
     def _check_continuation(self) -> None:

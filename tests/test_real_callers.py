@@ -366,3 +366,24 @@ async def test_speech_after_hearing_a_second_of_the_answer_is_about_the_answer(
     await call.feed(voice(0.4))
     await call.feed(silence(1.4))
     assert call.conv.continuations == 0
+
+
+async def test_an_answer_that_must_be_heard_in_full_is_still_dropped_for_the_rest_of_the_thought(
+    make_call: Callable[..., Call],
+) -> None:
+    """A handover notice or terms (`interruptible: false`) answer half a sentence the caller is still
+    saying: the rest of the thought drops them, as it drops any answer, before the caller has heard it."""
+    stt = FakeTranscriber(["Read me the notice.", "Read me the notice? No, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.say(0.8)
+    await call.turn(1)
+    await call.hears([GREETING, "This call may be recorded.", "Please listen to the whole notice.", "Anything else?"])
+    call.conv.on_audio_sent(call.clock.now)
+    await call.feed(voice(1.0))  # the caller goes on, less than a second into the notice
+    assert call.out.queue == [], "the bot kept reading the notice over the rest of the sentence"
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    await call.play_out()
+    assert call.conv.continuations == 1
+    assert call.heard()[-len(HOURS) :] == HOURS
