@@ -556,9 +556,19 @@ _THREE_HEARD_RE = re.compile(
 )
 
 
+# ... "4 it clock" / "for a clock" for "four o'clock" ("o'" heard as a short word), and "order to five" for
+# "quarter to five".
+_OCLOCK_HEARD_RE = re.compile(r"\b(?:a|of|it|the|o) clock\b")
+_FOUR_HEARD_RE = re.compile(r"\bfor\b(?= oclock\b)")
+_QUARTER_HEARD_RE = re.compile(rf"\b(?:order|corner|quarters?)\s+(to|past)\b(?=\s+{_HOUR_WORDS}\b)")
+
+
 def _time_words(text: str) -> list[str]:
-    """The words of ``text`` with Whisper's mishearings of "half" and "past" put right."""
+    """The words of ``text`` with Whisper's mishearings of "half", "past", "o'clock" and "quarter" put right."""
     joined = " ".join(_words(text))
+    joined = _OCLOCK_HEARD_RE.sub("oclock", joined)
+    joined = _FOUR_HEARD_RE.sub("four", joined)
+    joined = _QUARTER_HEARD_RE.sub(r"quarter \1", joined)
     joined = _HALF_HEARD_RE.sub("half", joined)
     joined = _PAST_HEARD_RE.sub(r"\1 past", joined)
     joined = _THREE_HEARD_RE.sub("three", joined)

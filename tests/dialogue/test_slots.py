@@ -211,6 +211,8 @@ def test_values_are_spoken_naturally(value: object, expected: str) -> None:
         ("have passed four", dt.time(16, 30)),
         ("quarter pass ten", dt.time(10, 15)),
         ("free 30 in the afternoon", dt.time(15, 30)),  # "three thirty", as CI's run heard it
+        ("for it clock, if possible.", dt.time(16, 0)),  # "four o'clock", as the conversation bench heard it
+        ("Order to five.", dt.time(16, 45)),  # "quarter to five"
         ("I am free at 3", dt.time(15, 0)),  # the "am" of "I am" is no morning
     ],
 )
