@@ -53,7 +53,7 @@ from agent.speech.tts import Synthesizer
 from agent.speech.vad import Endpointer, VadConfig
 from agent.speech_handle import SpeechHandle
 from agent.turn_record import TranscriptEntry, TurnMetrics
-from agent.turn_signals import is_backchannel, is_opener, looks_complete, sounds_unfinished
+from agent.turn_signals import hesitates, is_backchannel, is_opener, looks_complete, sounds_unfinished
 
 __all__ = [
     "NO_AGENTS",
@@ -98,6 +98,8 @@ class ConversationConfig:
     continuation_heard_s: float = 1.0
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits read out).
     unfinished_hold_ms: int = 1300
+    # End-of-turn silence for the rest of the call once the caller has shown they pause mid-thought (0: off).
+    hesitant_end_silence_ms: int = 1000
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
     closing_quiet_s: float = 3.0
     # A caller silent this long after a question hears a prompt; after as long again, a goodbye (None: off).
@@ -228,6 +230,9 @@ class Conversation:
         self.false_interruptions = 0
         self.continuations = 0  # fragments joined into a longer thought
         self.false_starts = 0  # answers whose audio had started and was dropped because the caller went on
+        # The caller pauses mid-thought (went on after the bot took the turn, or hesitates with "um"): from
+        # then on each turn waits for a longer silence and never ends early on a full stop.
+        self.hesitant = False
         self.silence_prompts = 0
 
     # lifecycle ----------------------------------------------------------------
@@ -346,6 +351,8 @@ class Conversation:
             if prefix.answer is not None and not prefix.answer.done() and not self.output.paused:
                 self.output.pause()
             return
+        if self.hesitant:
+            self._endpointer.hold_end(self.config.hesitant_end_silence_ms)
         self._overlapped = self.bot_talking
         if self._overlapped and not self._interruptible:
             log.debug("caller spoke during an uninterruptible line; ignoring it")
@@ -387,6 +394,7 @@ class Conversation:
     def _take_back(self, fragment: _Utterance) -> None:
         """Drop the bot's answer to a fragment at once; the whole thought will be answered instead."""
         self.continuations += 1
+        self._mark_hesitant("went on after a pause")
         answer = fragment.answer
         if answer is None:
             log.debug("the caller went on talking before the bot answered %r", fragment.text)
@@ -460,6 +468,8 @@ class Conversation:
             if not self._guess_still_current(task, speech_ms):
                 return
             text = task.result()
+            if hesitates(text):
+                self._mark_hesitant(f"hesitated: {text!r}")
             complete = self._policy_says("answer_complete", text)
             if not complete and self._sounds_unfinished(text):
                 log.debug("%r sounds unfinished; waiting up to %d ms", text, self.config.unfinished_hold_ms)
@@ -483,6 +493,17 @@ class Conversation:
         if event is not None:
             log.debug("early end of turn on a complete sentence: %r", task.result())
             self._on_end(event.audio, event.speech_ms, paused_at, silence_s=self._endpointer.pause_ms / 1000)
+
+    def _mark_hesitant(self, why: str) -> None:
+        if self.hesitant or not self.config.hesitant_end_silence_ms:
+            return
+        self.hesitant = True
+        self._endpointer.hold_end(self.config.hesitant_end_silence_ms)
+        log.info(
+            "caller pauses mid-thought (%s): waiting %d ms for the end of each turn from now on",
+            why,
+            self.config.hesitant_end_silence_ms,
+        )
 
     def _sounds_unfinished(self, text: str) -> bool:
         """Words that stop mid-thought, an answer the flow knows is unfinished (part of a number it

@@ -76,6 +76,14 @@ def looks_complete(text: str, min_words: int = 1) -> bool:
 
 
 _THINKING = frozenset("um uh erm er hmm mm ah".split())
+_HESITATION = frozenset("um umm uh uhh erm er hmm".split())
+
+
+def hesitates(text: str) -> bool:
+    """A filler in the words ("Hi, um, I'd like…"): this caller thinks aloud and pauses mid-sentence."""
+    return any(w in _HESITATION for w in re.sub(r"[^a-z ]+", " ", text.lower()).split())
+
+
 _UNFINISHED_PHRASES = re.compile(
     r"\b(i want to|i would like to|i'd like to|i need to|it's about|going to|gonna|wanna|let me|what about|"
     r"how about|and then|and also|make that|make it|no wait|i mean|actually|just|any|some|sorry no|no sorry)\W*$"

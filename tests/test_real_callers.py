@@ -387,3 +387,37 @@ async def test_an_answer_that_must_be_heard_in_full_is_still_dropped_for_the_res
     await call.play_out()
     assert call.conv.continuations == 1
     assert call.heard()[-len(HOURS) :] == HOURS
+
+
+async def test_a_caller_who_paused_mid_thought_gets_a_longer_end_of_turn_from_then_on(
+    make_call: Callable[..., Call],
+) -> None:
+    """Once a caller has gone on after the bot took the turn, their later pauses are waited out too: a
+    slower answer for this caller, instead of talking over the rest of each sentence."""
+    stt = FakeTranscriber(
+        ["I got a letter.", "I got a letter, what are your opening hours?", "Thanks, and the notice?"]
+    )
+    call = make_call(stt=stt, config=real_config(hesitant_end_silence_ms=1000))
+    await call.start()
+    await call.say(0.8)
+    await call.turn(1)
+    await call.feed(voice(1.0))  # goes on with the same thought
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    await call.play_out()
+    assert call.conv.hesitant
+    await call.feed(silence(3.0))
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.7))  # past the usual 500 ms end of turn, and a full stop in the guess
+    await asyncio.sleep(0.01)
+    assert len(call.conv.turns) == 2, "answered a hesitant caller at the usual 500 ms pause"
+    await call.feed(silence(0.5))
+    await call.turn(3)
+
+
+async def test_a_filler_marks_the_caller_as_hesitant(make_call: Callable[..., Call]) -> None:
+    call = make_call(stt=FakeTranscriber(["Um, what are your opening hours?"]), config=real_config())
+    await call.start()
+    await call.say(1.0, then=1.2)
+    await call.turn(1)
+    assert call.conv.hesitant
