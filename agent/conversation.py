@@ -477,9 +477,11 @@ class Conversation:
                 return
             if not self.config.early_end_on_complete_sentence or self._continuing is not None:
                 return
-            if not complete and self._endpointer.holding:
+            if self._endpointer.holding:
                 return  # this caller already paused mid-sentence in this turn: a full stop is no proof
-            if not complete and not looks_complete(text, self.config.early_end_min_words):
+            # A complete number skips the wait for more digits, not the usual silence: "1983, [pause] no,
+            # sorry, 84" is common, and a number alone is no sentence.
+            if not looks_complete(text, self.config.early_end_min_words):
                 return
             if opinion is not None and await opinion:
                 log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")

@@ -86,7 +86,14 @@ def hesitates(text: str) -> bool:
 
 _UNFINISHED_PHRASES = re.compile(
     r"\b(i want to|i would like to|i'd like to|i need to|it's about|going to|gonna|wanna|let me|what about|"
-    r"how about|and then|and also|make that|make it|no wait|i mean|actually|just|any|some|sorry no|no sorry)\W*$"
+    r"how about|and then|and also|make that|make it|no wait|i mean|actually|just|any|some|sorry no|no sorry|"
+    # words that ask the bot to wait while the caller thinks or finds something
+    r"(?:hang on|hold on|wait)(?: a (?:sec|second|minute|moment))?|(?:one|just a) (?:sec|second|moment|minute)|"
+    r"bear with me|"
+    r"let me think|let me see|let me check|"
+    # a question that stops before its object: "Could I do…", "Can we make…"
+    r"(?:could|can|may|might|shall|should|would|will) (?:i|we|you) (?:do|have|get|make|book|move|change|come|go|"
+    r"take|ask|pay|see|try|say|speak to|talk to|put))\W*$"
 )
 
 

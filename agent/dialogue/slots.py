@@ -398,6 +398,9 @@ def parse_date(text: str, today: dt.date) -> dt.date | None:
     iso = re.search(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", text)
     if iso:
         return _safe_date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+    numeric = _numeric_date(text, today)
+    if numeric is not None:
+        return numeric
     words = _words(text)
     joined = " ".join(words)
     if re.search(r"\bday after tomorrow\b", joined):
@@ -436,9 +439,30 @@ def parse_date(text: str, today: dt.date) -> dt.date | None:
             modifier = "next" if next_week else (words[index - 1] if index > 0 else "")
             day = _next_weekday(today, _WEEKDAYS[word], modifier)
             following = words[index + 1] if index + 1 < len(words) else ""
-            # "Wednesday week": a week on from the coming Wednesday.
-            return day + dt.timedelta(days=7) if following == "week" and modifier != "next" else day
+            # "Wednesday week" / "a week on Wednesday": a week on from the coming Wednesday.
+            a_week_on = modifier == "on" and words[max(index - 3, 0) : index - 1] == ["a", "week"]
+            week_on = following == "week" or a_week_on
+            return day + dt.timedelta(days=7) if week_on and modifier != "next" else day
     return by_number
+
+
+def _numeric_date(text: str, today: dt.date) -> dt.date | None:
+    """ "12/10", "12.10.", "15/12/2026": day first, as most of the world writes it, unless only the other
+    order is a date ("12/15"). A date without a year is the next one from ``today``."""
+    match = re.search(r"(?<![\d/.])(\d{1,2})/(\d{1,2})(?:/(\d{2}|\d{4}))?(?![\d/])", text) or re.search(
+        r"(?<![\d.])(\d{1,2})\.(\d{1,2})(?:\.(\d{4})|\.)(?!\d)", text  # "12.10." or "12.10.2026"; "3.30" is a time
+    )
+    if match is None:
+        return None
+    first, second = int(match.group(1)), int(match.group(2))
+    day, month = (second, first) if first <= 12 < second else (first, second)
+    if match.group(3) is not None:
+        year = int(match.group(3))
+        return _safe_date(year + 2000 if year < 100 else year, month, day)
+    this_year = _safe_date(today.year, month, day)
+    if this_year is None or this_year >= today:
+        return this_year
+    return _safe_date(today.year + 1, month, day)
 
 
 def _numbered_day(words: list[str], runs: list[list[_Chunk]], today: dt.date, month_shift: int) -> dt.date | None:

@@ -83,6 +83,13 @@ def test_not_numbers(text: str) -> None:
         ("a week from today", dt.date(2024, 12, 9)),
         ("2025-01-03", dt.date(2025, 1, 3)),
         ("yesterday", dt.date(2024, 12, 1)),
+        ("12/10", dt.date(2025, 10, 12)),  # day first, the next one to come
+        ("on 14/12", dt.date(2024, 12, 14)),
+        ("12/15", dt.date(2024, 12, 15)),  # only month-first is a date
+        ("15/12/2025", dt.date(2025, 12, 15)),
+        ("the 12.10.", dt.date(2025, 10, 12)),
+        ("a week on friday", dt.date(2024, 12, 13)),
+        ("friday week", dt.date(2024, 12, 13)),
     ],
 )
 def test_dates_relative_to_an_injected_today(text: str, expected: dt.date) -> None:
@@ -90,7 +97,7 @@ def test_dates_relative_to_an_injected_today(text: str, expected: dt.date) -> No
 
 
 @pytest.mark.parametrize(
-    "text", ["may I book", "whenever", "I don't know", "the thirty second of may", "february 30th"]
+    "text", ["may I book", "whenever", "I don't know", "the thirty second of may", "february 30th", "at 3.30", "31/02"]
 )
 def test_not_dates(text: str) -> None:
     assert parse_date(text, MONDAY) is None
