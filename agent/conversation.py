@@ -512,8 +512,7 @@ class Conversation:
         expects, "Tuesday, no —"), or only a greeting or reaction so far ("Hi there.", "Okay, brilliant.")."""
         if sounds_unfinished(text):
             return True
-        # A bare "No." is an answer; early_end_min_words already keeps it from being rushed.
-        if len(text.split()) >= 2 and self._policy_says("answer_incomplete", text):
+        if self._policy_says("answer_incomplete", text):
             return True
         # Where nothing says an open answer is expected, "Yes." or "No?" may be the whole answer.
         expecting = getattr(self.policy, "expecting", None)

@@ -211,12 +211,21 @@ class FlowEngine(Asking):
             return False
         ask = self.flow.nodes[self.node].ask
         yes_no = self._check is not None or (ask is not None and ask.type == "yes_no")
-        if read(text, yes_no=yes_no).retracted:
-            return True
+        words = normalize(text).split()
+        if len(words) >= 2 and read(text, yes_no=yes_no).retracted:
+            return True  # "Tuesday, no —"; a bare "No." is an answer
         if ask is not None and self._check is None and (ask.type == "digits" or ask.length is not None):
             answer = understand(ask, text, today=self.today(), hours=self.flow.business_hours, partial=self._partial)
-            return answer.kind == "partial"
+            if answer.kind == "partial":
+                return True
+            # One or two words that are neither digits nor anything else the flow knows ("Borry" for "four
+            # eight"): most likely the first group of the number, misheard; the rest is on its way.
+            return answer.kind == "none" and len(words) <= 2 and not self._matches_an_intent(text)
         return False
+
+    def _matches_an_intent(self, text: str) -> bool:
+        candidates = [*self.flow.nodes[self.node].intents, *self.flow.global_intents]
+        return any(score >= DEFAULT_THRESHOLD for _, score in rank_intents(text, candidates))
 
     def answer_complete(self, text: str) -> bool:
         """Whether ``text`` is a whole answer to a number question that no further word could

@@ -163,6 +163,8 @@ def test_answer_incomplete_tells_the_turn_taking_to_wait(triage: Flow, booking: 
     engine, _ = call(triage, "where is my order")
     assert engine.answer_incomplete("four eight two")
     assert not engine.answer_incomplete("four eight two nine one")
+    assert engine.answer_incomplete("Borry")  # the first group, misheard: the rest is on its way
+    assert not engine.answer_incomplete("I don't know it")
     engine, _ = call(booking, "book")
     assert engine.answer_incomplete("next Tuesday, no")
     assert not engine.answer_incomplete("next Tuesday")
