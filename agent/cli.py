@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from agent.app import create_app
+    from agent.listen_socket import listening_socket
     from agent.runtime import Models, Runtime
 
     settings = load_settings(args.config, host=args.host, port=args.port, flow=args.flow)
@@ -78,7 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,  # open console event streams must not hold up a restart
         )
         try:
-            await uvicorn.Server(config).serve()
+            # Our own socket: uvicorn's would make every response wait for the peer's delayed ACK.
+            await uvicorn.Server(config).serve(sockets=[listening_socket(settings.host, settings.port)])
         finally:
             await runtime.aclose()
             models.close()

@@ -18,7 +18,6 @@ import contextlib
 import json
 import re
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -324,9 +323,9 @@ async def _main(port: int) -> None:
     from agent.simulator.session import serve
 
     llm = ScriptedLlm(demo_rules())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    from agent.listen_socket import listening_socket
+
+    sock = listening_socket("127.0.0.1", port)
     print(f"WACALL_LLM_BASE_URL=http://127.0.0.1:{sock.getsockname()[1]}/v1 WACALL_LLM_MODEL={llm.model}", flush=True)
     async with serve(llm.app, sock):
         await asyncio.Event().wait()

@@ -25,6 +25,7 @@ import uvicorn
 from agent.app import create_app
 from agent.config import Settings, load_settings
 from agent.dialogue.effects import HttpRequest
+from agent.listen_socket import listening_socket
 from agent.runtime import Models, Runtime
 from agent.simulator.caller import Conversation, SimulatedUser
 from agent.simulator.meta import MetaSimulator, MetaTimings, SimCall, graph_round_trip_s
@@ -54,10 +55,7 @@ def _quiet(_line: str) -> None:
 
 def bound_socket() -> socket.socket:
     """A listening socket on 127.0.0.1 with a free port, so URLs are known before servers start."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+    return listening_socket("127.0.0.1", 0)
 
 
 @contextlib.asynccontextmanager

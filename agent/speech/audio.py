@@ -132,3 +132,22 @@ def rms_dbfs(pcm: np.ndarray) -> float:
     if rms <= 10 ** (_SILENCE_DBFS / 20):
         return _SILENCE_DBFS
     return 20.0 * float(np.log10(rms))
+
+
+def trim_leading_quiet(pcm: np.ndarray, rate: int, *, threshold_dbfs: float = -50.0, keep_ms: int = 10) -> np.ndarray:
+    """Drop the near-silence before the first sound, keeping `keep_ms` of it so the onset does not click.
+
+    piper starts most lines with 40-50 ms of silence; at the start of a reply that is pure waiting for the
+    caller, added to every answer.
+    """
+    step = max(1, rate // 200)  # 5 ms windows
+    usable = pcm.size - pcm.size % step
+    if usable == 0:
+        return pcm
+    windows = pcm[:usable].astype(np.float64).reshape(-1, step) / 32768.0
+    levels = 10 * np.log10(np.maximum(np.mean(windows**2, axis=1), 1e-12))
+    loud = np.flatnonzero(levels > threshold_dbfs)
+    if loud.size == 0:
+        return pcm
+    start = max(0, int(loud[0]) * step - rate * keep_ms // 1000)
+    return pcm[start:]

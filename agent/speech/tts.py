@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from agent.speech.audio import resample
+from agent.speech.audio import resample, trim_leading_quiet
 from agent.speech.models import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,14 @@ class PiperSynthesizer:
         reply audio, for a line already in memory).
         """
         loop = asyncio.get_running_loop()
+        first = True
         for piece in split_for_speech(text, self._max_chars, quick_start=True):
             audio = self._cached(piece)
             if audio is None:
                 audio = await loop.run_in_executor(self._executor, self._synth_piece, piece)
+            if first:
+                audio = trim_leading_quiet(audio, self.sample_rate)  # the caller is waiting for these words
+                first = False
             if audio.size:
                 yield audio
 
@@ -114,6 +118,8 @@ class PiperSynthesizer:
     def synthesize_sync(self, text: str) -> np.ndarray:
         """Blocking variant for startup warm-up, offline tools and test fixtures."""
         chunks = [self._synth_piece(piece) for piece in split_for_speech(text, self._max_chars, quick_start=True)]
+        if chunks:
+            chunks[0] = trim_leading_quiet(chunks[0], self.sample_rate)  # as `stream` does
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
     def _cached(self, piece: str) -> np.ndarray | None:

@@ -87,11 +87,12 @@ async def test_short_window_keeps_the_last_words_of_a_long_turn(models: Models) 
     assert fast.rstrip(".").lower().endswith("went through"), fast
 
 
-@pytest.mark.parametrize("word", ["Yes.", "No.", "Thursday."])
+@pytest.mark.parametrize("word", ["Yes.", "No.", "Okay."])
 async def test_short_words_take_the_short_window(models: Models, word: str) -> None:
     """One-word answers are the commonest turn: they must not wait for the full 30 s window."""
     transcriber = models.transcriber
     assert isinstance(transcriber, WhisperTranscriber)
     pcm = resample(await models.synthesizer.synthesize(word), 48000, 16000)
-    fast = transcriber._transcribe_short_window(pcm.astype(np.float32) / 32768)
+    lead_in = np.zeros(1600, np.float32)  # as transcribe() gives it, and the VAD's pre-roll
+    fast = transcriber._transcribe_short_window(np.concatenate([lead_in, pcm.astype(np.float32) / 32768]))
     assert fast is not None and wer(word, fast) == 0, fast

@@ -287,3 +287,12 @@ nodes:
     )
     assert "thanks for calling Sunrise Electronics support." in static_lines(flow)
     assert not any("{{" in line for line in static_lines(flow))
+
+
+async def test_a_reply_starts_with_its_first_sound(tts: PiperSynthesizer) -> None:
+    """piper leads most lines with 40-50 ms of silence: at the start of a reply that is waiting, for nothing."""
+    from agent.speech.audio import rms_dbfs
+
+    audio = await tts.synthesize("We open at nine.")
+    first_15_ms = audio[: tts.sample_rate * 15 // 1000]
+    assert rms_dbfs(first_15_ms) > -60
