@@ -53,7 +53,14 @@ from agent.speech.tts import Synthesizer
 from agent.speech.vad import Endpointer, VadConfig
 from agent.speech_handle import SpeechHandle
 from agent.turn_record import TranscriptEntry, TurnMetrics
-from agent.turn_signals import hesitates, is_backchannel, is_opener, looks_complete, sounds_unfinished
+from agent.turn_signals import (
+    DIGIT_WORDS,
+    hesitates,
+    is_backchannel,
+    is_opener,
+    looks_complete,
+    sounds_unfinished,
+)
 
 __all__ = [
     "NO_AGENTS",
@@ -346,13 +353,9 @@ class Conversation:
             self._continuation_confirmed = False
             self._overlapped = False
             prefix.continued = True  # an answer not yet given waits for the rest
-            # A caller who paused once in this thought may pause again: give the rest of it time.
-            self._endpointer.hold_end(self.config.unfinished_hold_ms)
             if prefix.answer is not None and not prefix.answer.done() and not self.output.paused:
                 self.output.pause()
             return
-        if self.hesitant:
-            self._endpointer.hold_end(self.config.hesitant_end_silence_ms)
         self._overlapped = self.bot_talking
         if self._overlapped and not self._interruptible:
             log.debug("caller spoke during an uninterruptible line; ignoring it")
@@ -471,14 +474,19 @@ class Conversation:
             if hesitates(text):
                 self._mark_hesitant(f"hesitated: {text!r}")
             complete = self._policy_says("answer_complete", text)
-            if not complete and self._sounds_unfinished(text):
-                log.debug("%r sounds unfinished; waiting up to %d ms", text, self.config.unfinished_hold_ms)
+            unfinished = None if complete else self._unfinished(text)
+            if unfinished is not None:
+                log.debug(
+                    "%r sounds unfinished (%s); waiting up to %d ms", text, unfinished, self.config.unfinished_hold_ms
+                )
                 self._endpointer.hold_end(self.config.unfinished_hold_ms)
+                if unfinished == "mid-sentence":
+                    self._mark_hesitant(f"paused mid-sentence: {text!r}")
                 return
             if not self.config.early_end_on_complete_sentence or self._continuing is not None:
                 return
-            if self._endpointer.holding:
-                return  # this caller already paused mid-sentence in this turn: a full stop is no proof
+            if self.hesitant:
+                return  # this caller pauses mid-sentence: a full stop is no proof
             # A complete number skips the wait for more digits, not the usual silence: "1983, [pause] no,
             # sorry, 84" is common, and a number alone is no sentence.
             if not looks_complete(text, self.config.early_end_min_words):
@@ -500,23 +508,25 @@ class Conversation:
         if self.hesitant or not self.config.hesitant_end_silence_ms:
             return
         self.hesitant = True
-        self._endpointer.hold_end(self.config.hesitant_end_silence_ms)
+        self._endpointer.set_end_silence(self.config.hesitant_end_silence_ms)
         log.info(
             "caller pauses mid-thought (%s): waiting %d ms for the end of each turn from now on",
             why,
             self.config.hesitant_end_silence_ms,
         )
 
-    def _sounds_unfinished(self, text: str) -> bool:
-        """Words that stop mid-thought, an answer the flow knows is unfinished (part of a number it
-        expects, "Tuesday, no —"), or only a greeting or reaction so far ("Hi there.", "Okay, brilliant.")."""
+    def _unfinished(self, text: str) -> str | None:
+        """Why the words so far are no whole turn: they stop mid-sentence ("…for the", "I want to"), the
+        flow knows the answer is unfinished (part of a number it expects, "Tuesday, no —"), or they are
+        only a greeting or reaction so far ("Hi there.", "Okay, brilliant."); None when they may be."""
         if sounds_unfinished(text):
-            return True
+            last = text.strip().rstrip(".,?!").split()[-1:] or [""]
+            return "number" if last[0].isdigit() or last[0].lower() in DIGIT_WORDS else "mid-sentence"
         if self._policy_says("answer_incomplete", text):
-            return True
+            return "answer"
         # Where nothing says an open answer is expected, "Yes." or "No?" may be the whole answer.
         expecting = getattr(self.policy, "expecting", None)
-        return is_opener(text, yes_no=getattr(expecting, "type", "yes_no") == "yes_no")
+        return "opener" if is_opener(text, yes_no=getattr(expecting, "type", "yes_no") == "yes_no") else None
 
     def _policy_says(self, question: str, text: str) -> bool:
         """Ask the dialogue policy a yes/no question about a transcript so far (policies without it say no)."""

@@ -122,10 +122,10 @@ def sounds_unfinished(text: str) -> bool:
     if last.isdigit():
         return True
     # "four eight" is a number being read out; "the small one" is not.
-    return last in _DIGIT_WORDS and len(words) > 1 and (words[-2].isdigit() or words[-2] in _DIGIT_WORDS | {"is"})
+    return last in DIGIT_WORDS and len(words) > 1 and (words[-2].isdigit() or words[-2] in DIGIT_WORDS | {"is"})
 
 
-_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
+DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 
 
 # Words that open a turn without answering anything: greetings, and reactions to what the bot just said.

@@ -60,9 +60,9 @@ from agent.simulator.session import Simulation
 STAGES = ("transcript_ready_ms", "reply_text_ready_ms", "first_audio_synthesized_ms", "first_audio_sent_ms")
 BARGE_GAP_S = 0.2  # bot audio counts as stopped once the caller hears this much silence
 TARGETS = {
-    "v2v": "p50 ≤ 500 ms, p95 ≤ 800 ms",
+    "v2v": "p50 ≤ 450 ms, p95 ≤ 800 ms",
     "barge": "≤ 200 ms",
-    "answer": "≤ 500 ms",
+    "answer": "p50 ≤ 300 ms (personalised greeting)",
 }
 
 

@@ -105,6 +105,7 @@ class Endpointer:
         self._in_speech = False
         self._voiced_frames = 0
         self._silence_run = 0
+        self._voiced_run = 0
         self._frames_since_start = 0
         self._end_frames_now = self._end_frames  # this utterance's end silence (see hold_end)
         self._last_end_frames = self._end_frames
@@ -144,14 +145,20 @@ class Endpointer:
         return self._in_speech and self._end_frames_now > self._end_frames
 
     def hold_end(self, silence_ms: int) -> None:
-        """Let the current utterance end only after `silence_ms` of silence (not shorter than the usual).
+        """Let the current pause end the utterance only after `silence_ms` of silence (not shorter than the
+        usual).
 
         For words that sound unfinished ("…and", "um", digits being read out): the caller is most likely
         pausing to think, and answering now would talk over the rest of their sentence. Lasts until the
-        utterance ends.
+        caller speaks again (a pause later in the sentence is judged on its own words) or the utterance ends.
         """
         if self._in_speech:
             self._end_frames_now = max(self._end_frames, math.ceil(silence_ms / self.config.frame_ms))
+
+    def set_end_silence(self, silence_ms: int) -> None:
+        """The usual end-of-turn silence from now on (a caller who pauses mid-thought gets a longer one)."""
+        self._end_frames = max(1, math.ceil(silence_ms / self.config.frame_ms))
+        self._end_frames_now = max(self._end_frames_now, self._end_frames)
 
     def end_now(self) -> VadEvent | None:
         """End the current utterance early (the caller's words already make a complete turn).
@@ -222,6 +229,7 @@ class Endpointer:
         self._utterance = [f for f, _ in frames[begin:]]
         self._voiced_frames = sum(v for _, v in frames[first_voiced:])
         self._silence_run = 0 if frames[-1][1] else 1
+        self._voiced_run = 0
         self._frames_since_start = len(frames) - first_voiced
         self._history.clear()
         self._in_speech = True
@@ -233,8 +241,12 @@ class Endpointer:
         self._frames_since_start += 1
         if voiced:
             self._voiced_frames += 1
+            self._voiced_run += 1
             self._silence_run = 0
+            if self._voiced_run == self.config.onset_frames:
+                self._end_frames_now = self._end_frames  # speaking again: a held pause is over
         else:
+            self._voiced_run = 0
             self._silence_run += 1
         if self._silence_run >= self._end_frames_now:
             return self._end(t, forced=False)
@@ -274,4 +286,5 @@ class Endpointer:
         self._in_speech = False
         self._voiced_frames = 0
         self._silence_run = 0
+        self._voiced_run = 0
         self._frames_since_start = 0

@@ -165,3 +165,29 @@ def test_rejects_bad_input_and_config() -> None:
         Endpointer(VadConfig(frame_ms=25))
     with pytest.raises(ValueError):
         Endpointer(VadConfig(onset_frames=6, onset_window=5))
+
+
+def _events(ep: Endpointer, *parts: np.ndarray) -> list[str]:
+    return [e.kind for part in parts for e in ep.feed(part)]
+
+
+def test_a_held_pause_lasts_until_the_caller_speaks_again(speech: np.ndarray) -> None:
+    """A hold is for one pause ("I want to… [pause]"); the sentence's later pauses get the usual silence."""
+    ep = Endpointer(VadConfig(end_silence_ms=400))
+    word = speech[: 16000 * 6 // 10]
+    assert _events(ep, word) == ["start"]
+    ep.hold_end(1200)
+    assert _events(ep, _silence(0.8)) == []  # held: 0.8 s is no end
+    assert ep.holding
+    assert _events(ep, word) == []  # speaking again...
+    assert not ep.holding
+    assert _events(ep, _silence(0.6)) == ["end"]  # ... and the next pause ends at the usual 400 ms
+
+
+def test_a_longer_end_silence_holds_for_every_later_turn(speech: np.ndarray) -> None:
+    ep = Endpointer(VadConfig(end_silence_ms=400))
+    ep.set_end_silence(1000)
+    word = speech[: 16000 * 6 // 10]
+    for _ in range(2):
+        assert _events(ep, word, _silence(0.8)) == ["start"]
+        assert _events(ep, _silence(0.4)) == ["end"]
