@@ -53,10 +53,16 @@ _CLOSED_BY = {
 }
 
 
+_PREPOSITIONS = frozenset("to for about of with from in on at by into".split())
+_WH_WORDS = frozenset("where what who whom which".split())
+
+
 def _open_ending(words: list[str]) -> bool:
     last = words[-1]
     if last not in _TRAILING_FILLERS:
         return False
+    if last in _PREPOSITIONS and _WH_WORDS.intersection(words[:-2]):
+        return False  # a preposition left at the end of a wh-clause: "…where they've got to", "what it's for"
     if last in ("is", "are", "was", "were") and len(words) < 3:
         return True  # "It was…" may be the start of anything
     return len(words) < 2 or words[-2] not in _CLOSED_BY.get(last, frozenset())

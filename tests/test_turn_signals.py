@@ -83,6 +83,8 @@ def test_words_that_stop_mid_sentence_sound_unfinished(text: str) -> None:
         "I think so.",
         "Okay, nine then.",
         "Yeah, go on then.",
+        "I'm wondering where they've got to.",
+        "I don't know what it's for.",
     ],
 )
 def test_finished_sentences_do_not_sound_unfinished(text: str) -> None:
