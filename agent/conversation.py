@@ -55,8 +55,10 @@ from agent.speech_handle import SpeechHandle
 from agent.turn_record import TranscriptEntry, TurnMetrics
 from agent.turn_signals import (
     DIGIT_WORDS,
+    asks_for_the_turn,
     hesitates,
     is_backchannel,
+    is_known_backchannel,
     is_opener,
     looks_complete,
     sounds_unfinished,
@@ -81,6 +83,7 @@ SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
 SILENCE_REPROMPT = "Are you still there?"
 SILENCE_GOODBYE = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
 HANGUP_TAIL_S = 0.4
+ONSET_GATE_MAX_S = 0.15  # longest a reply's first sound waits for the VAD to tell whether the caller speaks
 JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
 SAMPLE_RATE = 16000
 
@@ -150,6 +153,10 @@ class _Utterance:
     restore_point: Any = None  # the dialogue state before this thought was first acted on
     entry: TranscriptEntry | None = None
     metrics: TurnMetrics | None = None
+    silence_s: float = 0.0  # the silence that ended it
+    # Said while the answer to this earlier fragment was playing: a reaction to it ("uh-huh") or the
+    # caller's thought going on ("My TV… keeps…"); the words decide.
+    reaction_to: _Utterance | None = None
 
     @property
     def seconds(self) -> float:
@@ -215,6 +222,7 @@ class Conversation:
         self._overlapped = False
         self._barge_confirmed = False
         self._continuing: _Utterance | None = None  # the earlier fragment the current speech continues
+        self._gated_since: float | None = None  # a reply's start waits: the caller may be starting to speak
         self._continuation_confirmed = False  # ... with enough speech to be words, not a cough
         self._speculation: tuple[int, asyncio.Task[str]] | None = None
         self._partial: asyncio.Task[None] | None = None
@@ -336,9 +344,32 @@ class Conversation:
                 self._on_pause(event.audio, event.speech_ms, t)
             elif event.kind == "end":
                 self._on_end(event.audio, event.speech_ms, t)
+        self._gate_reply_start(t)
         self._check_continuation()
         self._check_barge_in(t)
         self._maybe_partial()
+
+    def _gate_reply_start(self, t: float) -> None:
+        """A reply about to start while the caller may be starting to speak waits the few frames the VAD
+        needs to tell: a caller going on after a pause then hears no blip of an answer that is dropped."""
+        if self._gated_since is not None:
+            if self._endpointer.in_speech:
+                self._gated_since = None  # speech: the turn-taking rules own the pause from here
+            elif not self._endpointer.onset_pending or t - self._gated_since > ONSET_GATE_MAX_S:
+                self._gated_since = None
+                if self.output.paused:
+                    self.output.resume()
+            return
+        if (
+            self._endpointer.onset_pending
+            and self._interruptible
+            and self.output.playing
+            and not self.output.paused
+            and self._current is not None
+            and self._current.first_audio_sent is None
+        ):
+            self._gated_since = t
+            self.output.pause()
 
     def _on_start(self, t: float) -> None:
         self._speech_started_at = t
@@ -572,19 +603,23 @@ class Conversation:
                 task.cancel()
         if prefix is not None and not self._continuation_confirmed:
             if self._answer_audible(prefix):
-                # A short reaction to the answer the caller is hearing: handled like speech over the bot (a
-                # backchannel lets the answer go on; other words interrupt it and are a turn of their own).
+                # Short words while the caller hears the answer: a reaction to it (handled like speech over
+                # the bot: a backchannel lets it go on, a question interrupts it) or the rest of their
+                # thought. What they said decides, once recognised alone.
                 prefix.continued = False
-                overlapped, prefix = True, None
                 if guess is not None:
                     guess.cancel()  # it was made on the whole thought; these words are judged alone
-                    guess = None
                 if self.output.paused:
                     self.output.resume()
-            else:
-                self._take_back(prefix)
+                reaction = _Utterance(audio, end_of_speech, speech_ms, True, confirmed, t, reaction_to=prefix)
+                reaction.silence_s = silence_s
+                self._take(reaction)
+                return
+            self._take_back(prefix)
         joined = _join(prefix, audio) if prefix is not None else audio
-        self._take(_Utterance(joined, end_of_speech, speech_ms, overlapped, confirmed, t, guess, prefix=prefix))
+        utterance = _Utterance(joined, end_of_speech, speech_ms, overlapped, confirmed, t, guess, prefix=prefix)
+        utterance.silence_s = silence_s
+        self._take(utterance)
 
     def _after_a_cough(self, fragment: _Utterance, t: float) -> None:
         """The "continuation" was a cough or a click: the answer goes on, or is given after all."""
@@ -665,6 +700,8 @@ class Conversation:
                 self._last_taken = None  # what they say next is the repeat we asked for, not a continuation
             self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
             return
+        if utterance.reaction_to is not None:
+            text = await self._reaction_or_more(utterance, text)
         prefix = utterance.prefix
         if not text and prefix is not None and prefix.text:
             text = prefix.text  # the rest was a murmur: the words heard before stand
@@ -675,6 +712,8 @@ class Conversation:
         metrics.transcript_ready = self._clock()
         if self._suspended:
             return  # a human took the call while this was being recognised: not ours to answer
+        if not utterance.continued and not utterance.overlapped:
+            await self._hold_if_unfinished(utterance, text)
         if utterance.continued:
             log.debug("holding %r: the caller went on talking", text)
             return
@@ -707,6 +746,37 @@ class Conversation:
         else:
             reply = self.policy_call(lambda: self.policy.handle(text))
         self._answer_with(utterance, reply, metrics)
+
+    async def _reaction_or_more(self, utterance: _Utterance, text: str) -> str:
+        """Words said while the answer to the caller's last fragment plays: a known backchannel or a
+        request ("what?") is about the answer; anything else ("…keeps switching itself off") is the
+        thought going on, so the answer is dropped and the whole thought recognised and answered once."""
+        fragment, utterance.reaction_to = utterance.reaction_to, None
+        answer = fragment.answer if fragment is not None else None
+        if fragment is None or answer is None or answer.done() or answer.committed or self._closing is not None:
+            return text
+        if not text or is_known_backchannel(text) or asks_for_the_turn(text):
+            return text
+        self._continuation_confirmed = True
+        self._take_back(fragment)
+        utterance.prefix, utterance.overlapped = fragment, False
+        utterance.audio = _join(fragment, utterance.audio)
+        whole = await self._transcribe(utterance.audio)
+        log.debug("%r goes on from %r: heard as %r", text, fragment.text, whole)
+        return whole or text
+
+    async def _hold_if_unfinished(self, utterance: _Utterance, text: str) -> None:
+        """Words that sound unfinished wait for the longer silence even when their transcript came too late
+        to hold the turn (a slow or retried recognition): speech within it continues the thought."""
+        hold_s = self.config.unfinished_hold_ms / 1000
+        if utterance.silence_s >= hold_s or not text or self._closing is not None:
+            return
+        if self._policy_says("answer_complete", text) or self._unfinished(text) is None:
+            return
+        deadline = utterance.end_of_speech + hold_s
+        log.debug("%r sounds unfinished; waiting until %.0f ms of silence", text, hold_s * 1000)
+        while not utterance.continued and not self._closed and self._clock() < deadline:
+            await asyncio.sleep(0.02)
 
     async def _classify(self, text: str) -> str | None:
         """Where an LLM is configured and offline matching is unsure, the LLM's pick of intent; the

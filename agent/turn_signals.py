@@ -9,10 +9,48 @@ import re
 
 BACKCHANNELS = frozenset(
     {
-        "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
-        "right", "sure", "got it", "i see", "alright", "all right", "uh", "um", "ah", "oh", "cool", "great",
-        "thanks", "thank you", "aha", "ah ha", "a ha", "uh uh huh", "hmm hmm", "mm mm", "oh ok", "oh okay",
-        "yeah yeah", "ok ok", "okay okay", "yes yes", "i see i see", "oh i see", "yeah right", "yes please",
+        "uh huh",
+        "uhhuh",
+        "mhm",
+        "mm hmm",
+        "mmhmm",
+        "hmm",
+        "mm",
+        "yeah",
+        "yep",
+        "yes",
+        "ok",
+        "okay",
+        "right",
+        "sure",
+        "got it",
+        "i see",
+        "alright",
+        "all right",
+        "uh",
+        "um",
+        "ah",
+        "oh",
+        "cool",
+        "great",
+        "thanks",
+        "thank you",
+        "aha",
+        "ah ha",
+        "a ha",
+        "uh uh huh",
+        "hmm hmm",
+        "mm mm",
+        "oh ok",
+        "oh okay",
+        "yeah yeah",
+        "ok ok",
+        "okay okay",
+        "yes yes",
+        "i see i see",
+        "oh i see",
+        "yeah right",
+        "yes please",
     }
 )
 
@@ -31,6 +69,21 @@ def is_backchannel(text: str) -> bool:
     if not words or " ".join(words) in BACKCHANNELS:
         return True
     return len(words) <= 2 and not TAKE_TURN_WORDS.intersection(words)
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def is_known_backchannel(text: str) -> bool:
+    """Only words listeners say to show they are listening ("uh-huh", "okay", "yes please"); unlike
+    :func:`is_backchannel`, an unknown short word ("keeps") is not assumed to be one."""
+    return " ".join(_words(text)) in BACKCHANNELS
+
+
+def asks_for_the_turn(text: str) -> bool:
+    """Words that ask the bot to stop and listen ("wait", "sorry?", "what?")."""
+    return bool(TAKE_TURN_WORDS.intersection(_words(text)))
 
 
 # A turn that ends on one of these is still going ("half past…", "book it for…"), whatever Whisper's full stop
@@ -96,6 +149,10 @@ _UNFINISHED_PHRASES = re.compile(
     # words that ask the bot to wait while the caller thinks or finds something
     r"(?:hang on|hold on|wait)(?: a (?:sec|second|minute|moment))?|(?:one|just a) (?:sec|second|moment|minute)|"
     r"bear with me|"
+    # a verb that wants its object or its -ing: "I'd like to book…", "my TV keeps…"
+    r"(?:want to|would like to|'d like to|need to|wanted to|hoping to|trying to) (?:book|make|change|move|order|"
+    r"report|check|ask|get|have|buy|arrange|schedule|know|find|discuss|sort|set up|talk about|ask about)|"
+    r"keeps|keep on|kept|"
     r"let me think|let me see|let me check|"
     # a question that stops before its object: "Could I do…", "Can we make…"
     r"(?:could|can|may|might|shall|should|would|will) (?:i|we|you) (?:do|have|get|make|book|move|change|come|go|"

@@ -421,3 +421,83 @@ async def test_a_filler_marks_the_caller_as_hesitant(make_call: Callable[..., Ca
     await call.say(1.0, then=1.2)
     await call.turn(1)
     assert call.conv.hesitant
+
+
+async def test_a_short_word_that_goes_on_with_the_thought_drops_the_playing_answer(
+    make_call: Callable[..., Call],
+) -> None:
+    """A caller says "My TV… [the bot starts answering] keeps… switching itself off": a short word that is
+    no backchannel ("keeps") is the thought going on, even once the answer is audible; the whole thought is
+    answered once."""
+    stt = FakeTranscriber(["I got a letter.", "Keeps.", "I got a letter, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(speculative_stt=False))
+    await call.start()
+    await call.say(0.8)
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])
+    call.conv.on_audio_sent(call.clock.now)  # the caller is hearing the answer
+    await call.feed(voice(0.4))  # shorter than a barge-in
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    await call.play_out()
+    assert call.heard() == [GREETING, SORRY, *HOURS]
+    assert stt.calls[-1].size > (0.8 + 0.4) * RATE, "the whole thought was not recognised again"
+    assert caller_lines(call) == ["I got a letter, what are your opening hours?"]
+    assert call.conv.continuations == 1 and call.conv.false_interruptions == 0
+
+
+async def test_unfinished_words_recognised_after_the_end_of_turn_still_wait(make_call: Callable[..., Call]) -> None:
+    """A slow recognition ("I'd like to book" came back after the usual end-of-turn silence) still gets the
+    longer wait for unfinished words: the caller going on within it is the same thought."""
+    stt = FakeTranscriber(["I'd like to book", "I'd like to book, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(speculative_stt=False))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.9))  # past the usual end of turn: recognised, and still no answer
+    await asyncio.sleep(0.05)
+    assert call.conv.turns == [] and call.out.queue == []
+    await call.feed(voice(0.8))
+    await call.feed(silence(1.4))
+    await call.turn(1)
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+    assert caller_lines(call) == ["I'd like to book, what are your opening hours?"]
+
+
+async def test_unfinished_words_are_answered_after_the_longer_silence(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["What are your opening hours and"])
+    call = make_call(stt=stt, config=real_config(speculative_stt=False))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.9))
+    await asyncio.sleep(0.05)
+    assert call.conv.turns == []
+    await call.feed(silence(0.6))
+    await call.turn(1)
+
+
+async def test_a_reply_about_to_start_waits_while_the_caller_may_be_starting_to_speak(
+    make_call: Callable[..., Call],
+) -> None:
+    """The answer is ready just as the caller draws breath to go on: its first sound waits the few frames
+    the VAD needs to tell speech from a click, so a dropped answer is never heard as a blip."""
+    call = make_call(stt=FakeTranscriber(["I got a letter."]), config=real_config())
+    await call.start()
+    await call.say(0.8)
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])  # queued, its first frame not sent yet
+    await call.feed(voice(0.04))  # two voiced frames: too few to call it speech yet
+    assert call.out.paused, "the answer starts over what may be the caller going on"
+    await call.feed(silence(0.2))  # only a click
+    assert not call.out.paused
+
+
+async def test_an_answer_already_heard_is_not_held_back_by_a_click(make_call: Callable[..., Call]) -> None:
+    call = make_call(stt=FakeTranscriber(["I got a letter."]), config=real_config())
+    await call.start()
+    await call.say(0.8)
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])
+    call.conv.on_audio_sent(call.clock.now)  # the answer is audible: no waiting any more
+    await call.feed(voice(0.04))
+    assert not call.out.paused

@@ -63,6 +63,8 @@ def test_digits_read_out_do_not_make_a_sentence_complete() -> None:
         "Hang on.",  # asks the bot to wait
         "Hold on a second.",
         "Could I do.",  # a question that stops before its object
+        "Hi, I'd like to book.",  # a verb that wants its object
+        "My TV keeps.",
     ],
 )
 def test_words_that_stop_mid_sentence_sound_unfinished(text: str) -> None:
@@ -85,6 +87,9 @@ def test_words_that_stop_mid_sentence_sound_unfinished(text: str) -> None:
         "Yeah, go on then.",
         "I'm wondering where they've got to.",
         "I don't know what it's for.",
+        "It just stopped.",
+        "I'd like to pay.",
+        "I want to book an appointment.",
     ],
 )
 def test_finished_sentences_do_not_sound_unfinished(text: str) -> None:

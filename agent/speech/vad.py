@@ -121,6 +121,15 @@ class Endpointer:
         return self._in_speech and self._silence_run == 0
 
     @property
+    def onset_pending(self) -> bool:
+        """Outside an utterance, a voiced frame among the last few: speech may be starting (the "start"
+        event needs `onset_frames` of them, so it comes up to `onset_window` frames later)."""
+        if self._in_speech:
+            return False
+        window = list(self._history)[-self.config.onset_window :]
+        return any(voiced for _, voiced in window)
+
+    @property
     def pause_ms(self) -> int:
         """How far into a silence "pause" comes (0 when pauses are off)."""
         return self._pause_frames * self.config.frame_ms
