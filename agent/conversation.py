@@ -110,6 +110,9 @@ class ConversationConfig:
     unfinished_hold_ms: int = 1300
     # End-of-turn silence for the rest of the call once the caller has shown they pause mid-thought (0: off).
     hesitant_end_silence_ms: int = 1000
+    # ... shown by going on after a pause at least this long: a shorter one is a comma's breath that an
+    # early end of turn happened to catch, not a caller who thinks mid-sentence.
+    hesitant_min_pause_ms: int = 500
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
     closing_quiet_s: float = 3.0
     # A caller silent this long after a question hears a prompt; after as long again, a goodbye (None: off).
@@ -154,6 +157,7 @@ class _Utterance:
     entry: TranscriptEntry | None = None
     metrics: TurnMetrics | None = None
     silence_s: float = 0.0  # the silence that ended it
+    resumed_at: float | None = None  # when the caller went on after it (stream time)
     # Said while the answer to this earlier fragment was playing: a reaction to it ("uh-huh") or the
     # caller's thought going on ("My TV… keeps…"); the words decide.
     reaction_to: _Utterance | None = None
@@ -382,6 +386,7 @@ class Conversation:
             # the answer as soon as this is more than a cough.
             self._continuing = prefix
             self._continuation_confirmed = False
+            prefix.resumed_at = t - self.config.vad.onset_frames * self.config.vad.frame_ms / 1000
             self._overlapped = False
             prefix.continued = True  # an answer not yet given waits for the rest
             if prefix.answer is not None and not prefix.answer.done() and not self.output.paused:
@@ -428,7 +433,10 @@ class Conversation:
     def _take_back(self, fragment: _Utterance) -> None:
         """Drop the bot's answer to a fragment at once; the whole thought will be answered instead."""
         self.continuations += 1
-        self._mark_hesitant("went on after a pause")
+        if fragment.resumed_at is not None:
+            pause_ms = (fragment.resumed_at - fragment.end_of_speech) * 1000
+            if pause_ms >= self.config.hesitant_min_pause_ms:
+                self._mark_hesitant(f"went on after a {pause_ms:.0f} ms pause")
         answer = fragment.answer
         if answer is None:
             log.debug("the caller went on talking before the bot answered %r", fragment.text)

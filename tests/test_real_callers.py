@@ -501,3 +501,22 @@ async def test_an_answer_already_heard_is_not_held_back_by_a_click(make_call: Ca
     call.conv.on_audio_sent(call.clock.now)  # the answer is audible: no waiting any more
     await call.feed(voice(0.04))
     assert not call.out.paused
+
+
+async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_caller(
+    make_call: Callable[..., Call],
+) -> None:
+    """An early end of turn caught a comma's breath ("No, that was it, [0.3 s] thanks a lot"): the answer
+    is dropped for the whole thought, but this caller keeps the fast end of turn."""
+    stt = FakeTranscriber(["I got a letter today.", "I got a letter today, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.26))  # the early end comes at the pause
+    await call.turn(1)
+    await call.feed(silence(0.06))
+    await call.feed(voice(1.0))
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    assert call.conv.continuations == 1
+    assert not call.conv.hesitant

@@ -61,7 +61,14 @@ _MONTHS = {
     **_indexed("jan feb mar apr", 1),
     **{"jun": 6, "jul": 7, "aug": 8, "sep": 9, "sept": 9, "oct": 10, "nov": 11, "dec": 12},
 }
-_WEEKDAYS = _indexed("monday tuesday wednesday thursday friday saturday sunday")
+_WEEKDAYS = {
+    **_indexed("monday tuesday wednesday thursday friday saturday sunday"),
+    **_indexed("mondays tuesdays wednesdays thursdays fridays saturdays sundays"),
+    # Whisper's hearing of a weekday said alone on a phone line ("Could I do thirsty instead?")
+    "thirsty": 3,
+    "thirstday": 3,
+    "wensday": 2,
+}
 _DIGIT_ORDINAL_RE = re.compile(r"(\d+)(st|nd|rd|th)")
 
 

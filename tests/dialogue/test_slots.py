@@ -90,6 +90,8 @@ def test_not_numbers(text: str) -> None:
         ("the 12.10.", dt.date(2025, 10, 12)),
         ("a week on friday", dt.date(2024, 12, 13)),
         ("friday week", dt.date(2024, 12, 13)),
+        ("Could I do thirsty instead?", dt.date(2024, 12, 5)),  # Whisper's "Thursday" on a noisy line
+        ("any thursdays", dt.date(2024, 12, 5)),
     ],
 )
 def test_dates_relative_to_an_injected_today(text: str, expected: dt.date) -> None:
