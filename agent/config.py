@@ -62,6 +62,9 @@ class TurnSettings(BaseModel):
     continuation_heard_s: float = Field(1.0, ge=0, le=10)
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits being read out).
     unfinished_hold_ms: int = Field(1300, ge=100, le=5000)
+    # End-of-turn silence when the flow can make nothing of the words so far (more often half a sentence,
+    # misheard, than a whole one): a "sorry?" waits this long (0: at the usual silence).
+    unclear_hold_ms: int = Field(1000, ge=0, le=5000)
     # End-of-turn silence, for the rest of the call, once a caller has shown they pause mid-thought (went on
     # after the bot took the turn, or said "um"): a slower answer rather than talking over them (0: off).
     hesitant_end_silence_ms: int = Field(1000, ge=0, le=5000)

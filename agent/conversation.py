@@ -108,6 +108,9 @@ class ConversationConfig:
     continuation_heard_s: float = 1.0
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits read out).
     unfinished_hold_ms: int = 1300
+    # End-of-turn silence when the flow can make nothing of the words so far (they are more often half a
+    # sentence, misheard, than a whole one): a "sorry?" waits this long (0: answered at the usual silence).
+    unclear_hold_ms: int = 1000
     # End-of-turn silence for the rest of the call once the caller has shown they pause mid-thought (0: off).
     hesitant_end_silence_ms: int = 1000
     # ... shown by going on after a pause at least this long: a shorter one is a comma's breath that an
@@ -515,10 +518,9 @@ class Conversation:
             complete = self._policy_says("answer_complete", text)
             unfinished = None if complete else self._unfinished(text)
             if unfinished is not None:
-                log.debug(
-                    "%r sounds unfinished (%s); waiting up to %d ms", text, unfinished, self.config.unfinished_hold_ms
-                )
-                self._endpointer.hold_end(self.config.unfinished_hold_ms)
+                hold_ms = self._hold_ms(unfinished)
+                log.debug("%r sounds unfinished (%s); waiting up to %d ms", text, unfinished, hold_ms)
+                self._endpointer.hold_end(hold_ms)
                 if unfinished == "mid-sentence":
                     self._mark_hesitant(f"paused mid-sentence: {text!r}")
                 return
@@ -563,9 +565,14 @@ class Conversation:
             return "number" if last[0].isdigit() or last[0].lower() in DIGIT_WORDS else "mid-sentence"
         if self._policy_says("answer_incomplete", text):
             return "answer"
+        if self.config.unclear_hold_ms and self._policy_says("would_miss", text):
+            return "not understood"
         # Where nothing says an open answer is expected, "Yes." or "No?" may be the whole answer.
         expecting = getattr(self.policy, "expecting", None)
         return "opener" if is_opener(text, yes_no=getattr(expecting, "type", "yes_no") == "yes_no") else None
+
+    def _hold_ms(self, why: str) -> int:
+        return self.config.unclear_hold_ms if why == "not understood" else self.config.unfinished_hold_ms
 
     def _policy_says(self, question: str, text: str) -> bool:
         """Ask the dialogue policy a yes/no question about a transcript so far (policies without it say no)."""
@@ -776,10 +783,11 @@ class Conversation:
     async def _hold_if_unfinished(self, utterance: _Utterance, text: str) -> None:
         """Words that sound unfinished wait for the longer silence even when their transcript came too late
         to hold the turn (a slow or retried recognition): speech within it continues the thought."""
-        hold_s = self.config.unfinished_hold_ms / 1000
-        if utterance.silence_s >= hold_s or not text or self._closing is not None:
+        if not text or self._closing is not None or self._policy_says("answer_complete", text):
             return
-        if self._policy_says("answer_complete", text) or self._unfinished(text) is None:
+        unfinished = self._unfinished(text)
+        hold_s = self._hold_ms(unfinished) / 1000 if unfinished is not None else 0.0
+        if utterance.silence_s >= hold_s:
             return
         deadline = utterance.end_of_speech + hold_s
         log.debug("%r sounds unfinished; waiting until %.0f ms of silence", text, hold_s * 1000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -168,6 +169,11 @@ class V2VSplit:
     inbound_s: float  # caller's last voiced frame sent -> bot's end-of-speech estimate (media in + VAD)
     bot_s: float  # -> bot's first reply frame played out (STT, flow, TTS, queueing)
     outbound_s: float  # -> caller hears the first voiced bot audio (media out, jitter buffer)
+    # The bot's part by stage (None where the turn did not record it):
+    transcript_s: float | None = None  # end-of-speech estimate -> transcript (end-of-turn wait + STT)
+    reply_s: float | None = None  # -> reply text (the flow, lookups, an LLM)
+    synth_s: float | None = None  # -> first reply audio synthesised
+    send_s: float | None = None  # -> first reply frame played out (output pacing, a start that waits)
 
 
 def split_v2v(caller_turns: Sequence[TurnTiming], bot_turns: Sequence[Any]) -> list[V2VSplit]:
@@ -190,11 +196,23 @@ def split_v2v(caller_turns: Sequence[TurnTiming], bot_turns: Sequence[Any]) -> l
             if best is None or sent > best.first_audio_sent:
                 best = bot
         if best is not None:
+            marks = [
+                best.caller_speech_end,
+                getattr(best, "transcript_ready", None),
+                getattr(best, "reply_text_ready", None),
+                getattr(best, "first_audio_synthesized", None),
+                best.first_audio_sent,
+            ]
+            stages = [b - a if a is not None and b is not None else None for a, b in itertools.pairwise(marks)]
             out.append(
                 V2VSplit(
                     inbound_s=best.caller_speech_end - said.last_voiced_sent,
                     bot_s=best.first_audio_sent - best.caller_speech_end,
                     outbound_s=heard - best.first_audio_sent,
+                    transcript_s=stages[0],
+                    reply_s=stages[1],
+                    synth_s=stages[2],
+                    send_s=stages[3],
                 )
             )
     return out

@@ -240,7 +240,16 @@ def report_text(reports: Sequence[CallReport], *, transcripts: bool) -> str:
         f"  {'bot (end-of-speech estimate -> first reply frame played out)':<80}{p50_p95([sp.bot_s for sp in splits])}",
         f"  {'media out (first reply frame played out -> caller hears voice)':<80}"
         f"{p50_p95([sp.outbound_s for sp in splits])}",
+        "  the bot's part by stage:",
     ]
+    for label, name in (
+        ("end-of-speech estimate -> transcript (end-of-turn wait + STT)", "transcript_s"),
+        ("-> reply text (flow, lookups)", "reply_s"),
+        ("-> first reply audio synthesised", "synth_s"),
+        ("-> first reply frame played out", "send_s"),
+    ):
+        values = [v for sp in splits if (v := getattr(sp, name)) is not None]
+        out.append(f"    {label:<78}{p50_p95(values)}")
     out += ["", "task completion by flow:"]
     for flow in dict.fromkeys(r.flow for r in reports):
         rs = [r for r in reports if r.flow == flow]

@@ -595,7 +595,9 @@ async def test_no_early_end_unless_the_sentence_is_complete(
 ) -> None:
     call = make_call(
         stt=FakeTranscriber([transcript]),
-        config=ConversationConfig(vad=VAD, early_end_on_complete_sentence=early_end, continuation_window_s=0),
+        config=ConversationConfig(
+            vad=VAD, early_end_on_complete_sentence=early_end, continuation_window_s=0, unclear_hold_ms=0
+        ),
     )
     await call.start()
     await call.feed(voice(1.0))
@@ -665,7 +667,10 @@ async def test_each_utterance_gets_its_own_transcript_while_stt_is_busy(make_cal
     """Three utterances of equal length arrive while the first is still being transcribed."""
     stt = FakeTranscriber(by_pitch={120: "what are your opening hours", 170: "alpha", 220: "bravo"})
     stt.hold = True
-    config = ConversationConfig(vad=VAD, early_end_on_complete_sentence=False, continuation_window_s=0)
+    # "alpha" and "bravo" mean nothing to the flow: answered at the usual silence here (see unclear_hold_ms).
+    config = ConversationConfig(
+        vad=VAD, early_end_on_complete_sentence=False, continuation_window_s=0, unclear_hold_ms=0
+    )
     call = make_call(stt=stt, config=config)
     await call.start()
     await call.say(0.6, f0=120)  # ended; its transcription is held

@@ -34,11 +34,15 @@ SORRY = "Sorry, could you say that again?"
 
 
 def real_config(**overrides: object) -> ConversationConfig:
-    """The production defaults that matter here, with short real-time waits for the timers."""
+    """The production defaults that matter here, with short real-time waits for the timers.
+
+    The harness flow's re-prompt to "I got a letter." stands in for any answer to a fragment, so here it
+    comes at the usual silence; the longer wait before a "sorry?" (`unclear_hold_ms`) has its own tests."""
     settings: dict[str, object] = {
         "vad": VAD,
         "continuation_window_s": 2.0,
         "unfinished_hold_ms": 1300,
+        "unclear_hold_ms": 0,
         "closing_quiet_s": 0.2,
         "silence_reprompt_s": None,
     }
@@ -520,3 +524,45 @@ async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_call
     await call.turn(2)
     assert call.conv.continuations == 1
     assert not call.conv.hesitant
+
+
+async def test_words_the_flow_cannot_use_wait_longer_before_the_sorry(make_call: Callable[..., Call]) -> None:
+    """A caller's "Hi, I'd like to [pause] book a check-up" heard at the pause as "I got a letter.": nothing
+    the flow can use, so more likely half a sentence than a whole one. The caller going on is answered once."""
+    stt = FakeTranscriber(["I got a letter.", "I got a letter, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(unclear_hold_ms=1000))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.8))  # past the usual end of turn
+    await asyncio.sleep(0.05)
+    assert call.conv.turns == [] and call.heard() == [GREETING], "re-prompted a caller who may go on"
+    await call.feed(voice(0.8))
+    await call.feed(silence(1.4))
+    await call.turn(1)
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+    assert call.engine.misses == 0 and call.conv.false_starts == 0
+
+
+async def test_words_the_flow_cannot_use_are_re_prompted_after_the_longer_silence(
+    make_call: Callable[..., Call],
+) -> None:
+    call = make_call(stt=FakeTranscriber(["I got a letter."]), config=real_config(unclear_hold_ms=1000))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.8))
+    await asyncio.sleep(0.05)
+    assert call.conv.turns == []
+    await call.feed(silence(0.4))
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])
+
+
+async def test_words_the_flow_understands_keep_the_usual_end_of_turn(make_call: Callable[..., Call]) -> None:
+    call = make_call(
+        stt=FakeTranscriber(["What are your opening hours"]), config=real_config(unclear_hold_ms=1000)
+    )
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.6))
+    await call.turn(1)

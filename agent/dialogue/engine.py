@@ -223,6 +223,23 @@ class FlowEngine(Asking):
             return answer.kind == "none" and len(words) <= 2 and not self._matches_an_intent(text)
         return False
 
+    def would_miss(self, text: str) -> bool:
+        """Whether ``text`` (a transcript so far) would get a "sorry?" at the current question: words the
+        flow can make nothing of. Heard at a pause, they are more likely half a sentence ("I'd like to…",
+        misheard as "I'd like to vote.") than a whole one, so the turn-taking layer waits longer before
+        re-prompting. Pure: the turn is tried on a snapshot and the call is put back as it was."""
+        if not self._started or self.ended or self._waiting != "answer" or kind(text) != "content":
+            return False
+        state = self.snapshot()
+        misses = self.misses
+        try:
+            self.handle(text)
+            return self.misses > misses
+        except Exception:
+            return False
+        finally:
+            self.restore(state)
+
     def _matches_an_intent(self, text: str) -> bool:
         candidates = [*self.flow.nodes[self.node].intents, *self.flow.global_intents]
         return any(score >= DEFAULT_THRESHOLD for _, score in rank_intents(text, candidates))
