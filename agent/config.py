@@ -62,6 +62,9 @@ class TurnSettings(BaseModel):
     continuation_heard_s: float = Field(1.0, ge=0, le=10)
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits being read out).
     unfinished_hold_ms: int = Field(1300, ge=100, le=5000)
+    # End-of-turn silence after a bare yes or no ("Yes.", "No,"), which callers often go on from
+    # ("No, [pause] he's not home"): a little longer than the usual (0: the usual).
+    yes_no_end_silence_ms: int = Field(800, ge=0, le=5000)
     # End-of-turn silence when the flow can make nothing of the words so far (more often half a sentence,
     # misheard, than a whole one): a "sorry?" waits this long (0: at the usual silence).
     unclear_hold_ms: int = Field(1000, ge=0, le=5000)

@@ -58,6 +58,7 @@ from agent.turn_signals import (
     asks_for_the_turn,
     hesitates,
     is_backchannel,
+    is_bare_yes_no,
     is_known_backchannel,
     is_opener,
     looks_complete,
@@ -108,6 +109,8 @@ class ConversationConfig:
     continuation_heard_s: float = 1.0
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits read out).
     unfinished_hold_ms: int = 1300
+    # End-of-turn silence after a bare yes or no ("Yes.", "No,"), which callers often go on from (0: usual).
+    yes_no_end_silence_ms: int = 800
     # End-of-turn silence when the flow can make nothing of the words so far (they are more often half a
     # sentence, misheard, than a whole one): a "sorry?" waits this long (0: answered at the usual silence).
     unclear_hold_ms: int = 1000
@@ -524,6 +527,10 @@ class Conversation:
                 if unfinished == "mid-sentence":
                     self._mark_hesitant(f"paused mid-sentence: {text!r}")
                 return
+            if is_bare_yes_no(text) and self.config.yes_no_end_silence_ms:
+                # "Yes. [pause] That's me.", "No, [pause] he's not home": a bare yes or no is very often the
+                # start of the caller's sentence, so it waits a little longer (still well short of a hold).
+                self._endpointer.hold_end(self.config.yes_no_end_silence_ms)
             if not self.config.early_end_on_complete_sentence or self._continuing is not None:
                 return
             if self.hesitant:

@@ -156,6 +156,7 @@ class Runtime:
                 continuation_heard_s=settings.turns.continuation_heard_s,
                 unfinished_hold_ms=settings.turns.unfinished_hold_ms,
                 unclear_hold_ms=settings.turns.unclear_hold_ms,
+                yes_no_end_silence_ms=settings.turns.yes_no_end_silence_ms,
                 hesitant_end_silence_ms=settings.turns.hesitant_end_silence_ms,
                 closing_quiet_s=settings.turns.closing_quiet_s,
                 silence_reprompt_s=settings.turns.silence_reprompt_s,

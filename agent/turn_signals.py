@@ -200,6 +200,12 @@ _REACTIONS = frozenset(
 _YES_NO = frozenset("yes yeah yep yup no nope nah sure please fine".split())
 
 
+def is_bare_yes_no(text: str) -> bool:
+    """A lone "Yes." / "No," / "Sure.": a whole answer, and very often the start of a longer one."""
+    words = _words(text)
+    return len(words) == 1 and words[0] in _YES_NO | {"okay", "ok", "right", "alright"}
+
+
 def is_opener(text: str, *, yes_no: bool) -> bool:
     """Only a greeting or a reaction so far ("Hi there.", "Yeah, hi.", "Okay, brilliant."): people go on
     to say what they want, so a pause after it is not the end of the turn.

@@ -566,3 +566,19 @@ async def test_words_the_flow_understands_keep_the_usual_end_of_turn(make_call: 
     await call.feed(voice(0.8))
     await call.feed(silence(0.6))
     await call.turn(1)
+
+
+async def test_a_bare_yes_waits_a_little_longer_for_the_rest_of_the_sentence(make_call: Callable[..., Call]) -> None:
+    """A caller says "No, [0.6 s] he is not home": a lone yes or no waits 0.8 s, not the usual 0.5 s."""
+    stt = FakeTranscriber(["No.", "No, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(yes_no_end_silence_ms=800))
+    await call.start()
+    await call.feed(voice(0.4))
+    await call.feed(silence(0.6))  # past the usual end of turn
+    await asyncio.sleep(0.05)
+    assert call.conv.turns == [], "answered a bare 'No.' at the usual silence"
+    await call.feed(voice(0.8))
+    await call.feed(silence(1.0))
+    await call.turn(1)
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS] and call.conv.false_starts == 0

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agent.turn_signals import is_backchannel, is_opener, looks_complete, sounds_unfinished
+from agent.turn_signals import (
+    asks_for_the_turn,
+    is_backchannel,
+    is_bare_yes_no,
+    is_known_backchannel,
+    is_opener,
+    looks_complete,
+    sounds_unfinished,
+)
 
 
 @pytest.mark.parametrize("text", ["Uh-huh.", "mm hmm", "Okay.", "Yeah", "ah ha", "", "Right, right."])
@@ -112,3 +120,20 @@ def test_at_a_yes_no_question_yes_or_a_reaction_is_the_answer(text: str) -> None
 @pytest.mark.parametrize("text", ["It's about my bill.", "No, that's all.", "Tuesday.", "I'd like a refund."])
 def test_words_that_say_something_are_no_opener(text: str) -> None:
     assert not is_opener(text, yes_no=False)
+
+
+def test_only_known_backchannels_are_known() -> None:
+    """While the caller hears an answer to their own fragment, "keeps" goes on with the thought."""
+    assert is_known_backchannel("Uh-huh.") and is_known_backchannel("Yes please.")
+    assert not is_known_backchannel("Keeps.") and is_backchannel("Keeps.")
+
+
+@pytest.mark.parametrize(("text", "asks"), [("What?", True), ("Sorry?", True), ("Keeps.", False), ("Okay.", False)])
+def test_words_that_ask_for_the_turn(text: str, asks: bool) -> None:
+    assert asks_for_the_turn(text) is asks
+
+
+@pytest.mark.parametrize(("text", "bare"), [("Yes.", True), ("No,", True), ("Nope.", True), ("Goodbye.", False),
+                                           ("Yes, that's me.", False), ("Tuesday.", False)])
+def test_a_bare_yes_or_no(text: str, bare: bool) -> None:
+    assert is_bare_yes_no(text) is bare

@@ -171,6 +171,14 @@ def test_answer_incomplete_tells_the_turn_taking_to_wait(triage: Flow, booking: 
     assert engine.node == "ask_date" and "date" not in engine.slots  # asking changed nothing
 
 
+def test_would_miss_tells_the_turn_taking_what_the_flow_cannot_use(booking: Flow) -> None:
+    engine, _ = call(booking)
+    assert engine.would_miss("Hi, I'd like to vote.")  # "I'd like to book…", cut at a pause and misheard
+    assert not engine.would_miss("I'd like to book a check up for my son.")
+    assert not engine.would_miss("um")  # a filler is no miss at all
+    assert engine.node == call(booking)[0].node and engine.misses == 0 and engine.history == call(booking)[0].history
+
+
 def test_answer_complete_lets_a_whole_number_through_at_once(triage: Flow, payment: Flow) -> None:
     engine, _ = call(triage, "where is my order")
     assert engine.answer_complete("four eight two nine one")  # all five digits: nothing more can come
