@@ -73,6 +73,7 @@ def test_digits_read_out_do_not_make_a_sentence_complete() -> None:
         "Could I do.",  # a question that stops before its object
         "Hi, I'd like to book.",  # a verb that wants its object
         "My TV keeps.",
+        "I want to return.",
     ],
 )
 def test_words_that_stop_mid_sentence_sound_unfinished(text: str) -> None:

@@ -39,6 +39,8 @@ class Digits:
 
 def _tokens(text: str) -> list[str]:
     lowered = expand_contractions(text).replace("'", "")
+    # Whisper glues an "eight" it half heard to the digit before it: "four eight" written "4a".
+    lowered = re.sub(r"\b(\d+)a\b", r"\1 8", lowered)
     return _WORD_RE.findall(lowered)
 
 

@@ -173,6 +173,7 @@ def test_a_correction_that_is_not_understood_never_falls_back_to_the_old_value()
         ("four eight two nine one", 5, "48291"),
         ("for eight, two nine one", 5, "48291"),
         ("It's for eight two nine one.", 5, "48291"),
+        ("4a 2 9 1", 5, "48291"),  # Whisper glued a half-heard "eight" to the four
         ("for 48291", 5, "48291"),  # "for" is a word here: five digits without it
         ("forty eight, two ninety one", 5, "48291"),
         ("48,291", 5, "48291"),
