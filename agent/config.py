@@ -70,7 +70,7 @@ class TurnSettings(BaseModel):
     unclear_hold_ms: int = Field(1000, ge=0, le=5000)
     # End-of-turn silence, for the rest of the call, once a caller has shown they pause mid-thought (went on
     # after the bot took the turn, or said "um"): a slower answer rather than talking over them (0: off).
-    hesitant_end_silence_ms: int = Field(1000, ge=0, le=5000)
+    hesitant_end_silence_ms: int = Field(1200, ge=0, le=5000)
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
     closing_quiet_s: float = Field(3.0, ge=0.5, le=30)
     # Silence after a question before a prompt, then as long again before a goodbye (None: never).

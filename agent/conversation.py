@@ -84,6 +84,8 @@ SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
 SILENCE_REPROMPT = "Are you still there?"
 SILENCE_GOODBYE = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
 HANGUP_TAIL_S = 0.4
+AUDIO_GAP_S = 0.25  # no caller audio this long while they are mid-utterance: their phone went quiet
+AUDIO_GAP_CHECK_S = 0.05
 ONSET_GATE_MAX_S = 0.15  # longest a reply's first sound waits for the VAD to tell whether the caller speaks
 JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
 SAMPLE_RATE = 16000
@@ -115,7 +117,7 @@ class ConversationConfig:
     # sentence, misheard, than a whole one): a "sorry?" waits this long (0: answered at the usual silence).
     unclear_hold_ms: int = 1000
     # End-of-turn silence for the rest of the call once the caller has shown they pause mid-thought (0: off).
-    hesitant_end_silence_ms: int = 1000
+    hesitant_end_silence_ms: int = 1200
     # ... shown by going on after a pause at least this long: a shorter one is a comma's breath that an
     # early end of turn happened to catch, not a caller who thinks mid-sentence.
     hesitant_min_pause_ms: int = 500
@@ -232,6 +234,8 @@ class Conversation:
         self._overlapped = False
         self._barge_confirmed = False
         self._continuing: _Utterance | None = None  # the earlier fragment the current speech continues
+        self._last_fed_at: float | None = None  # when caller audio last came in (clock time)
+        self._gap_filler: asyncio.Task[None] | None = None
         self._gated_since: float | None = None  # a reply's start waits: the caller may be starting to speak
         self._continuation_confirmed = False  # ... with enough speech to be words, not a cough
         self._speculation: tuple[int, asyncio.Task[str]] | None = None
@@ -264,12 +268,27 @@ class Conversation:
     def start(self) -> None:
         """Say the greeting (queued even before media opens, so it plays from the first frame) and listen."""
         self._worker = asyncio.create_task(self._run(), name="conversation")
+        self._gap_filler = asyncio.create_task(self._fill_gaps(), name="caller-audio-gaps")
+
+    async def _fill_gaps(self) -> None:
+        """A caller whose phone stops sending audio (Opus DTX in silence, a muted or idle microphone, lost
+        packets) is silent: while they are mid-utterance, a gap in their audio is fed to the endpointer as
+        the silence it is, so their turn still ends instead of waiting for the next packet."""
+        while not self._closed:
+            await asyncio.sleep(AUDIO_GAP_CHECK_S)
+            last = self._last_fed_at
+            if last is None or not self._endpointer.in_speech:
+                continue
+            gap = self._clock() - last
+            if gap >= AUDIO_GAP_S:
+                self.feed(np.zeros(int(gap * SAMPLE_RATE), dtype=np.int16), last + gap)
 
     async def close(self) -> None:
         self._closed = True
         tasks = [
             self._speech.task if self._speech else None,
             self._worker,
+            self._gap_filler,
             self._speculation[1] if self._speculation else None,
             self._partial,
             self._closing_timer,
@@ -345,6 +364,7 @@ class Conversation:
     # audio in -----------------------------------------------------------------
     def feed(self, pcm16k: np.ndarray, t: float) -> None:
         """Caller audio (16 kHz mono int16). Runs on the event loop: VAD is microseconds per frame."""
+        self._last_fed_at = t
         if self._closed or self._suspended:
             return
         for event in self._endpointer.feed(pcm16k):
@@ -518,8 +538,8 @@ class Conversation:
             text = task.result()
             if hesitates(text):
                 self._mark_hesitant(f"hesitated: {text!r}")
-            complete = self._policy_says("answer_complete", text)
-            unfinished = None if complete else self._unfinished(text)
+            before = self._continuing.restore_point if self._continuing is not None else None
+            _, unfinished = self._judge_words(text, before)
             if unfinished is not None:
                 hold_ms = self._hold_ms(unfinished)
                 log.debug("%r sounds unfinished (%s); waiting up to %d ms", text, unfinished, hold_ms)
@@ -577,6 +597,21 @@ class Conversation:
         # Where nothing says an open answer is expected, "Yes." or "No?" may be the whole answer.
         expecting = getattr(self.policy, "expecting", None)
         return "opener" if is_opener(text, yes_no=getattr(expecting, "type", "yes_no") == "yes_no") else None
+
+    def _judge_words(self, text: str, before: Any = None) -> tuple[bool, str | None]:
+        """Whether the words so far are a complete answer, or why they are unfinished. `before`: the flow's
+        state before this thought's first fragment was answered; the words are judged against the question
+        the caller is answering, not against where the fragment's answer moved the flow."""
+        restore = getattr(self.policy, "restore", None)
+        now = self._snapshot() if before is not None and restore is not None else None
+        if now is not None:
+            restore(before)
+        try:
+            complete = self._policy_says("answer_complete", text)
+            return complete, None if complete else self._unfinished(text)
+        finally:
+            if now is not None:
+                restore(now)
 
     def _hold_ms(self, why: str) -> int:
         return self.config.unclear_hold_ms if why == "not understood" else self.config.unfinished_hold_ms
@@ -790,9 +825,11 @@ class Conversation:
     async def _hold_if_unfinished(self, utterance: _Utterance, text: str) -> None:
         """Words that sound unfinished wait for the longer silence even when their transcript came too late
         to hold the turn (a slow or retried recognition): speech within it continues the thought."""
-        if not text or self._closing is not None or self._policy_says("answer_complete", text):
+        if not text or self._closing is not None:
             return
-        unfinished = self._unfinished(text)
+        complete, unfinished = self._judge_words(text, utterance.restore_point)
+        if complete:
+            return
         hold_s = self._hold_ms(unfinished) / 1000 if unfinished is not None else 0.0
         if utterance.silence_s >= hold_s:
             return

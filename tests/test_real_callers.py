@@ -582,3 +582,14 @@ async def test_a_bare_yes_waits_a_little_longer_for_the_rest_of_the_sentence(mak
     await call.turn(1)
     await call.play_out()
     assert call.heard() == [GREETING, *HOURS] and call.conv.false_starts == 0
+
+
+async def test_a_caller_whose_phone_stops_sending_audio_is_silent(make_call: Callable[..., Call]) -> None:
+    """Opus DTX, a muted microphone, lost packets: no audio at all after the words is silence, so the
+    turn ends as it would on silent packets instead of waiting for the next one."""
+    call = make_call(stt=FakeTranscriber(["What are your opening hours"]), config=real_config())
+    await call.start()
+    await call.feed(voice(0.8))
+    call.clock.advance(1.0)  # nothing arrives for a second
+    await call.turn(1)
+    await call.hears([GREETING, *HOURS])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import time
 import wave
 from pathlib import Path
@@ -27,12 +26,11 @@ from agent.app import create_app
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
 from agent.simulator.session import Simulation, bound_socket, serve
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS, skip_reason
 from tests.wer import wer
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_WRAPPER = Path("/usr/bin/chromium")  # what Debian's `chromium` package installs
-CHROMIUM = Path("/usr/lib/chromium/chromium")  # the real binary behind the wrapper (doc gotcha G3)
 REPO = Path(__file__).resolve().parents[2]
 # The README's picture is refreshed only on request (WACALL_REFRESH_DOCS=1); a normal run leaves the tree clean.
 README_SCREENSHOT = REPO / "docs" / "console.png"
@@ -96,44 +94,6 @@ HANDOVER = {
 
 # Playwright adds --headless, --no-sandbox and --mute-audio (which keeps echo cancellation from eating the
 # fake microphone: doc G5) and its own --disable-features list, which a second such switch would replace (G4).
-CHROMIUM_FLAGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--metrics-recording-only",
-    "--no-pings",
-]
-
-
-def _loopback_only() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-def _skip_reason() -> str | None:
-    if not CHROMIUM_WRAPPER.exists() or not CHROMIUM.exists():
-        return "needs Debian's chromium package (/usr/bin/chromium): apt-get install -y chromium (.ci/run does)"
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "needs the playwright package (pip install -e '.[test]'); never `playwright install`"
-    if not _loopback_only():
-        return (
-            "runs Chromium only inside a loopback-only network namespace, as .ci/run does: "
-            "unshare -n sh -c 'ip link set lo up && python -m pytest tests/e2e/test_console_browser.py'"
-        )
-    return None
-
-
 def _write_wav(path: Path, pcm48k: np.ndarray) -> None:
     """48 kHz mono s16, what Chromium's fake capture wants; silence around the line so each loop of the file
     is one clean utterance for the caller's endpointer."""
@@ -162,7 +122,7 @@ async def _wait_for(predicate, timeout: float, what: str) -> None:  # type: igno
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+@pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 def _screenshot_path(tmp_path: Path) -> Path:
     if os.environ.get("WACALL_REFRESH_DOCS") == "1":
         README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
