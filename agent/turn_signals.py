@@ -9,48 +9,10 @@ import re
 
 BACKCHANNELS = frozenset(
     {
-        "uh huh",
-        "uhhuh",
-        "mhm",
-        "mm hmm",
-        "mmhmm",
-        "hmm",
-        "mm",
-        "yeah",
-        "yep",
-        "yes",
-        "ok",
-        "okay",
-        "right",
-        "sure",
-        "got it",
-        "i see",
-        "alright",
-        "all right",
-        "uh",
-        "um",
-        "ah",
-        "oh",
-        "cool",
-        "great",
-        "thanks",
-        "thank you",
-        "aha",
-        "ah ha",
-        "a ha",
-        "uh uh huh",
-        "hmm hmm",
-        "mm mm",
-        "oh ok",
-        "oh okay",
-        "yeah yeah",
-        "ok ok",
-        "okay okay",
-        "yes yes",
-        "i see i see",
-        "oh i see",
-        "yeah right",
-        "yes please",
+        "uh huh", "uhhuh", "mhm", "mm hmm", "mmhmm", "hmm", "mm", "yeah", "yep", "yes", "ok", "okay",
+        "right", "sure", "got it", "i see", "alright", "all right", "uh", "um", "ah", "oh", "cool", "great",
+        "thanks", "thank you", "aha", "ah ha", "a ha", "uh uh huh", "hmm hmm", "mm mm", "oh ok", "oh okay",
+        "yeah yeah", "ok ok", "okay okay", "yes yes", "i see i see", "oh i see", "yeah right", "yes please",
     }
 )
 
@@ -59,20 +21,20 @@ BACKCHANNELS = frozenset(
 TAKE_TURN_WORDS = frozenset({"stop", "wait", "no", "hold", "sorry", "excuse", "pardon", "what", "agent", "person"})
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
+
+
 def is_backchannel(text: str) -> bool:
     """Words a listener says to show they are listening, not to take the turn.
 
     Known backchannels, and any one- or two-word murmur without a word that asks for the turn: said over
     the bot, "ah ha" or a misheard "a hat" is far more likely a backchannel than a request.
     """
-    words = re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
+    words = _words(text)
     if not words or " ".join(words) in BACKCHANNELS:
         return True
     return len(words) <= 2 and not TAKE_TURN_WORDS.intersection(words)
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z ]+", " ", text.lower().replace("-", " ")).split()
 
 
 def is_known_backchannel(text: str) -> bool:
@@ -199,12 +161,13 @@ _REACTIONS = frozenset(
     "sorry hang on wait actually just then thanks thank you cheers".split()
 )
 _YES_NO = frozenset("yes yeah yep yup no nope nah sure please fine".split())
+_BARE_ANSWERS = _YES_NO | {"okay", "ok", "right", "alright"}
 
 
 def is_bare_yes_no(text: str) -> bool:
     """A lone "Yes." / "No," / "Sure.": a whole answer, and very often the start of a longer one."""
     words = _words(text)
-    return len(words) == 1 and words[0] in _YES_NO | {"okay", "ok", "right", "alright"}
+    return len(words) == 1 and words[0] in _BARE_ANSWERS
 
 
 def is_opener(text: str, *, yes_no: bool) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from agent.simulator.caller_voice import trim
 from agent.simulator.natural_caller import resolve_flow
 from agent.simulator.session import USER_WA_ID, Simulation
 from tests.chromium import CHROMIUM, CHROMIUM_FLAGS, skip_reason
+from tests.test_conversation import until
 from tests.wer import wer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
@@ -90,14 +90,6 @@ def _spoken(models: Models) -> np.ndarray:
     return np.concatenate(pieces)
 
 
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_browser_caller_pausing_mid_sentence_gets_one_answer_to_the_whole_sentence(
     models: Models, tmp_path: Path
 ) -> None:
@@ -126,13 +118,13 @@ async def test_browser_caller_pausing_mid_sentence_gets_one_answer_to_the_whole_
             assert sim_call.answer_sdp is not None
             await page.evaluate("(sdp) => window.phone.answer(sdp)", sim_call.answer_sdp)
             await asyncio.wait_for(sim_call.accepted.wait(), 20)
-            await _until(lambda: sim_call.id in sim.runtime.calls, 10, "the bot's call")
+            await until(lambda: sim_call.id in sim.runtime.calls, 10, "the bot's call")
             call = sim.runtime.calls[sim_call.id]
             conversation = call.conversation
             assert conversation is not None
             # The greeting and the menu question play out before the caller speaks.
-            await _until(lambda: len(conversation.transcript) >= 1, 20, "the greeting")
-            await _until(lambda: not conversation.bot_talking, 30, "the greeting to end")
+            await until(lambda: len(conversation.transcript) >= 1, 20, "the greeting")
+            await until(lambda: not conversation.bot_talking, 30, "the greeting to end")
             await asyncio.sleep(0.5)
             assert await page.evaluate("() => window.phone.state()") == "connected"
 
@@ -142,7 +134,7 @@ async def test_browser_caller_pausing_mid_sentence_gets_one_answer_to_the_whole_
             def answered() -> bool:
                 return any(e.who == "bot" and "shipped" in e.text.lower() for e in conversation.transcript)
 
-            await _until(answered, 15, "the answer to the sentence")
+            await until(answered, 15, "the answer to the sentence")
             await asyncio.sleep(1.0)  # anything said to a fragment would be in by now
             caller = [e.text for e in conversation.transcript if e.who == "caller"]
             bot = [e.text for e in conversation.transcript if e.who == "bot"]
