@@ -116,7 +116,8 @@ def create_app(runtime: Runtime) -> Starlette:
         return PlainTextResponse("OK")
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "live_calls": len(runtime.calls), "flow": runtime.flow.name})
+        health = runtime.health()
+        return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
     def authorised(request: Request) -> Response | None:
         if not settings.api_token:

@@ -278,6 +278,14 @@ class Call:
         if self.conversation is not None:
             await self.conversation.say(text)
 
+    async def say_goodbye(self, text: str) -> None:
+        """Shutdown: whatever the bot was saying stops and the caller's words are no longer turns, so this
+        last line is heard in full before the terminate."""
+        if self.conversation is None:
+            return
+        self.conversation.suspend()
+        await self.conversation.say(text, interruptible=False)
+
     def suspend_bot(self) -> None:
         if self.conversation is not None:
             self.conversation.suspend()

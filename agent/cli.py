@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from agent.app import create_app
+    from agent.graceful import HTTP_CLOSE_S, DrainingServer
     from agent.listen_socket import listening_socket
     from agent.runtime import Models, Runtime
 
@@ -71,16 +72,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await runtime.warm_up()
+        await runtime.settle_restart()
         config = uvicorn.Config(
             create_app(runtime),
             host=settings.host,
             port=settings.port,
             lifespan="off",
-            timeout_graceful_shutdown=5,  # open console event streams must not hold up a restart
+            timeout_graceful_shutdown=HTTP_CLOSE_S,  # open console event streams must not hold up a restart
         )
+        server = DrainingServer(config)
         try:
             # Our own socket: uvicorn's would make every response wait for the peer's delayed ACK.
-            await uvicorn.Server(config).serve(sockets=[listening_socket(settings.host, settings.port)])
+            await server.serve_until_drained(
+                runtime,
+                sockets=[listening_socket(settings.host, settings.port)],
+                goodbye=settings.shutdown.goodbye or None,
+                deadline_s=settings.shutdown.deadline_s,
+            )
         finally:
             await runtime.aclose()
             models.close()

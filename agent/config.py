@@ -89,6 +89,16 @@ class SpeechSettings(BaseModel):
     barge_in_min_ms: int = Field(600, ge=0, le=5000)
 
 
+class ShutdownSettings(BaseModel):
+    """How `wacall serve` ends on SIGTERM/SIGINT (every deploy: docker stop, systemd, Kubernetes)."""
+
+    # Everything (goodbyes, Meta's terminates, records, the HTTP server) is done within this many seconds;
+    # the container's stop timeout must be longer (docker's default is 10 s: use --stop-timeout 15).
+    deadline_s: float = Field(10.0, ge=1, le=300)
+    # Said to every caller still talking to the bot; empty: hang up without a word.
+    goodbye: str = "I'm sorry, we have to end this call now. Please call us again in a minute. Goodbye."
+
+
 class Settings(BaseModel):
     """Everything `wacall serve` needs; one instance per process."""
 
@@ -121,6 +131,7 @@ class Settings(BaseModel):
     vad: VadSettings = Field(default_factory=VadSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     turns: TurnSettings = Field(default_factory=TurnSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     # Human handover: queues and agents (see agent/handover/config.py); no queues means no console.
     handover: HandoverSettings = Field(default_factory=HandoverSettings)
 

@@ -35,7 +35,15 @@ from agent.store.base import CallRecord, Store
 from agent.store.sqlite import SqliteStore
 from agent.whatsapp.graph import GraphClient, GraphError
 from agent.whatsapp.pricing import RateCard
-from agent.whatsapp.rules import DEFAULT_LIMITS, BusinessHours, CallingLimits, Refusal, Refused
+from agent.whatsapp.rules import (
+    DEFAULT_LIMITS,
+    BusinessHours,
+    CallingLimits,
+    Refusal,
+    Refused,
+    check_capacity,
+    check_not_draining,
+)
 from agent.whatsapp.webhooks import CallWebhook, MessageWebhook, StatusWebhook, WebhookPayload
 
 if TYPE_CHECKING:
@@ -129,9 +137,13 @@ class Runtime:
             **ledger_kwargs,
         )
         # Only calls of our own kind: a simulation sharing the data dir must not end a live server's calls.
+        # Those that reached Meta are owed a terminate (or reject): Meta bills a call until it hears of its end.
+        self.owed_endings = [r for r in self.store.live_calls() if r.simulated == simulated and _reached_meta(r)]
         restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
         if restarted:
             log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
+        self.store_health = StoreHealth()
+        self.draining = False
         vad = VadConfig(
             aggressiveness=settings.vad.aggressiveness,
             onset_frames=settings.vad.onset_frames,
@@ -179,6 +191,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
         self.handover = self._make_handover(settings)
+        self._dialing: dict[str, Call] = {}  # calls we place, counted against the caps before Meta answers
 
     def _make_handover(self, settings: Settings) -> HandoverService | None:
         """The agent console's desk, when the config has queues; flows then hand callers over to people."""
@@ -244,6 +257,8 @@ class Runtime:
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
             extra = [q.hold_message for q in self.settings.handover.queues] if self.handover is not None else []
+            if self.settings.shutdown.goodbye:
+                extra.append(self.settings.shutdown.goodbye)
             for line in (SORRY_LLM, SORRY_HEARING, NO_AGENTS, *extra):
                 await self.models.synthesizer.synthesize(line)  # into the TTS cache: fallbacks must be instant
         await self.presynthesize(self.flow)
@@ -322,7 +337,9 @@ class Runtime:
             log.warning("call %s: connect without an SDP offer; rejecting", call_event.id)
             await self._reject_missed(call_event.id, user, "rejected", None)
             return
-        refusal = self.ledger.check_inbound(len(self.calls), self.settings.max_concurrent_calls)
+        refusal = check_not_draining(self.draining) or self.ledger.check_inbound(
+            self.live_count, self.settings.max_concurrent_calls
+        )
         if refusal is not None:
             log.warning("call %s: rejecting: %s", call_event.id, refusal.reason)
             await self._reject_missed(call_event.id, user, self.ledger.missed_reason(refusal), refusal)
@@ -336,12 +353,26 @@ class Runtime:
             caller_name=contact.name if contact else None,
             on_ended=self._forget,
         )
-        self._register(call)
-        log.info("call %s: incoming from %s", call.id, call.caller_number)
-        await call.answer(call_event.session.sdp)
-        if call.accepted_at is not None:
-            self.ledger.user_call_connected(user)
-            self.ledger.call_updated(call.id, state="active", answered_at=call.wall_accepted_at)
+        try:
+            self._register(call)
+        except Exception as exc:
+            # Not recorded means not taken: a call we cannot write down must not hold a slot for good.
+            self.store_health.failed(exc)
+            log.exception("call %s: could not record the incoming call; rejecting it", call.id)
+            with contextlib.suppress(GraphError):
+                await self.graph.reject(call.id)
+            return
+        log.info("call %s: incoming", call.id)
+        log.debug("call %s: caller %s", call.id, call.caller_number)
+        try:
+            await call.answer(call_event.session.sdp)
+            if call.accepted_at is not None:
+                self.ledger.user_call_connected(user)
+                self.ledger.call_updated(call.id, state="active", answered_at=call.wall_accepted_at)
+        except Exception as exc:
+            self.store_health.failed(exc)
+            log.exception("call %s: failed while answering; ending it", call.id)
+            await call.hangup("answer_failed")  # ends it and, through _forget, frees its slot
 
     async def _reject_missed(self, call_id: str, user: str, reason: str, refusal: Refusal | None) -> None:
         with contextlib.suppress(GraphError):
@@ -359,9 +390,13 @@ class Runtime:
         self.ledger.call_updated(call_id, end_reason=reason, ended_at=self.ledger.now())
         self.ledger.missed_call(user, reason, call_id, refusal)
 
+    @property
+    def live_count(self) -> int:
+        """Calls holding a slot: live ones and those we are dialling (reserved before Meta answers)."""
+        return len(self.calls) + sum(1 for c in self._dialing.values() if c.id not in self.calls)
+
     def _register(self, call: Call) -> None:
-        self.calls[call.id] = call
-        self._by_ref[call.ref] = call
+        """Write the call down first, then count it live: a failed write leaves no slot taken."""
         inbound = call.direction == "USER_INITIATED"
         self.ledger.call_started(
             CallRecord(
@@ -375,6 +410,9 @@ class Runtime:
                 simulated=self.simulated,
             )
         )
+        self.store_health.ok()
+        self.calls[call.id] = call
+        self._by_ref[call.ref] = call
 
     async def _on_terminate(self, event: CallWebhook) -> None:
         call = self._find(event.call.id, event.call.biz_opaque_callback_data)
@@ -402,12 +440,11 @@ class Runtime:
     # calls we place -----------------------------------------------------------
     async def place_call(self, to: str, *, flow: Flow | None = None) -> Call:
         """Business-initiated call. Raises Refused (naming the rule) when Meta would refuse it."""
-        has_live = any(c.user_number == to for c in self.calls.values())
-        refusal = self.ledger.check_outbound(to, has_live_call=has_live)
-        if refusal is None and len(self.calls) >= self.settings.max_concurrent_calls:
-            from agent.whatsapp.rules import check_capacity
-
-            refusal = check_capacity(len(self.calls), self.settings.max_concurrent_calls)
+        # Checked and reserved with no await in between: parallel requests cannot overshoot the caps.
+        has_live = any(c.user_number == to for c in [*self.calls.values(), *self._dialing.values()])
+        refusal = check_not_draining(self.draining) or self.ledger.check_outbound(to, has_live_call=has_live)
+        if refusal is None and self.live_count >= self.settings.max_concurrent_calls:
+            refusal = check_capacity(self.live_count, self.settings.max_concurrent_calls)
         if refusal is not None:
             raise Refused(refusal)
         ref = "wacall-" + secrets.token_urlsafe(9)
@@ -421,14 +458,24 @@ class Runtime:
             ref=ref,
         )
         self._by_ref[ref] = call
+        self._dialing[ref] = call
         try:
             await call.dial(to)
-        except BaseException:
+            self._register(call)
+        except BaseException as exc:
             self._by_ref.pop(ref, None)
-            await call.end("dial_failed")
+            self.calls.pop(call.id, None)
+            if not isinstance(exc, (GraphError, Refused, asyncio.CancelledError)):
+                self.store_health.failed(exc)
+            if call.id != ref:  # Meta has the call: it is owed a terminate
+                await call.hangup("dial_failed")
+            else:
+                await call.end("dial_failed")
             raise
-        self._register(call)
-        log.info("call %s: placed to %s", call.id, to)
+        finally:
+            self._dialing.pop(ref, None)
+        log.info("call %s: placed", call.id)
+        log.debug("call %s: placed to %s", call.id, to)
         return call
 
     def _permission_requested_by_flow(self, call: Call, reason: str) -> None:
@@ -485,16 +532,102 @@ class Runtime:
             summary["cost"] = str(cost)
             # Each turn's stage timings stay with the call (as its events), for finding slow turns later.
             for n, turn in enumerate(summary.get("turns", []), 1):
-                log.info("call %s turn %d: %s", call.id, n, turn)
+                log.debug("call %s turn %d: %s", call.id, n, turn)
                 self.store.record_event(call.id, "turn", self.ledger.now(), turn, dedupe_key=f"{call.id}:turn:{n}")
-        except Exception:
+            self.store_health.ok()
+        except Exception as exc:
+            self.store_health.failed(exc)
             log.exception("call %s: could not write the call record", call.id)
+
+    # start-up and health -----------------------------------------------------
+    async def settle_restart(self) -> int:
+        """Tell Meta about calls the previous process never ended (killed, power loss): until it hears,
+        Meta keeps the call up and bills it. Returns how many Meta acknowledged."""
+        settled = 0
+        owed, self.owed_endings = self.owed_endings, []
+        for record in owed:
+            answered = record.state == "active" or record.direction == "BUSINESS_INITIATED"
+            try:
+                if answered:
+                    await self.graph.terminate(record.id)
+                else:
+                    await self.graph.reject(record.id)
+                settled += 1
+                log.info(
+                    "call %s: sent Meta the %s owed since the last stop",
+                    record.id,
+                    "terminate" if answered else "reject",
+                )
+            except GraphError as exc:
+                # Usually Meta ended it already (the caller hung up on the silence): nothing is owed then.
+                log.info("call %s: Meta refused the owed ending (%s); it has ended the call itself", record.id, exc)
+        return settled
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz says: load balancers stop sending work to a draining or failing process."""
+        status = "ok"
+        detail: dict[str, Any] = {}
+        if self.store_health.failing:
+            status = "degraded"
+            detail["store"] = self.store_health.describe()
+        if self.draining:
+            status = "draining"
+        return {"status": status, "live_calls": len(self.calls), "flow": self.flow.name, **detail}
 
     # shutdown -----------------------------------------------------------------
     async def hang_up_all(self, reason: str = "shutdown") -> None:
         for call in list(self.calls.values()):
             if call.state is not CallState.ENDED:
                 await call.hangup(reason)
+
+    async def drain(
+        self, *, goodbye: str | None = None, deadline_s: float = 10.0, hurry: asyncio.Event | None = None
+    ) -> None:
+        """Stop taking calls and end the live ones properly: a goodbye, Meta's terminate, every record written.
+
+        Within `deadline_s` whatever happens; `hurry` (a second signal) skips what is left of the goodbyes.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        ends_by = loop.time() + deadline_s
+        calls = [c for c in list(self.calls.values()) + list(self._dialing.values()) if c.state is not CallState.ENDED]
+        if not calls:
+            return
+        log.warning("shutting down: ending %d live call(s) within %.0f s", len(calls), deadline_s)
+        # Leave time after the goodbyes for Meta's terminates (retried on errors) and the records.
+        goodbye_by = ends_by - min(4.0, deadline_s / 2)
+        endings = [asyncio.create_task(self._end_for_shutdown(c, goodbye, goodbye_by, hurry)) for c in calls]
+        _, late = await asyncio.wait(endings, timeout=max(0.0, ends_by - loop.time()))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*endings, return_exceptions=True)
+        for call in calls:  # whatever did not make it: ended and written down now, without a word
+            if call.state is not CallState.ENDED:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(call.hangup("shutdown"), timeout=1.0)
+                if call.state is not CallState.ENDED:
+                    await call.end("shutdown")
+
+    async def _end_for_shutdown(
+        self, call: Call, goodbye: str | None, goodbye_by: float, hurry: asyncio.Event | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if goodbye and call.state is CallState.ACTIVE and call.conversation is not None:
+            say = asyncio.create_task(call.say_goodbye(goodbye))
+            waits: list[asyncio.Future[Any]] = [say]
+            hurried = asyncio.create_task(hurry.wait()) if hurry is not None else None
+            if hurried is not None:
+                waits.append(hurried)
+            try:
+                await asyncio.wait(
+                    waits, timeout=max(0.0, goodbye_by - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (say, hurried):
+                    if task is not None and not task.done():
+                        task.cancel()
+                await asyncio.gather(say, *([hurried] if hurried else []), return_exceptions=True)
+        await call.hangup("shutdown")
 
     async def aclose(self) -> None:
         await self.hang_up_all()
@@ -511,3 +644,28 @@ class Runtime:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _reached_meta(record: CallRecord) -> bool:
+    """Meta gave the call an id: a call we placed but never got an answer for is only our reference."""
+    return record.direction == "USER_INITIATED" or record.id != record.biz_opaque_callback_data
+
+
+class StoreHealth:
+    """Whether the last write to the store failed (and no write has worked since): /healthz says degraded."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.last_error: str | None = None
+        self.failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        self.failing = True
+
+    def ok(self) -> None:
+        self.failing = False
+
+    def describe(self) -> str:
+        return f"writes failing ({self.failures} failure(s) so far; last: {self.last_error})"

@@ -90,6 +90,10 @@ class FakeRuntime:
     calls: dict[str, object] = field(default_factory=dict)
     flow: FakeFlow = field(default_factory=FakeFlow)
     dispatched: list[WebhookPayload] = field(default_factory=list)
+    status: str = "ok"
+
+    def health(self) -> dict[str, Any]:
+        return {"status": self.status, "live_calls": len(self.calls), "flow": self.flow.name}
 
     def accept_webhook(self, payload: WebhookPayload) -> None:
         self.dispatched.append(payload)
@@ -266,6 +270,17 @@ async def test_healthz(client: httpx.AsyncClient, runtime: FakeRuntime) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "live_calls": 1, "flow": "demo"}
+
+
+@pytest.mark.parametrize("status", ["draining", "degraded"])
+async def test_healthz_is_503_while_draining_or_failing(
+    client: httpx.AsyncClient, runtime: FakeRuntime, status: str
+) -> None:
+    """A load balancer stops sending webhooks to a process that is shutting down or cannot write."""
+    runtime.status = status
+    response = await client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == status
 
 
 async def test_other_methods_and_paths(client: httpx.AsyncClient) -> None:

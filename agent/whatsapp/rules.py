@@ -45,6 +45,7 @@ __all__ = [
     "check_can_request_permission",
     "check_capacity",
     "check_inbound_call",
+    "check_not_draining",
     "effective_permission",
     "missed_call_reason",
     "record_business_call_answered",
@@ -188,6 +189,7 @@ RULE_NAMES: Mapping[str, str] = {
     "bic.restricted": "business-initiated calling restricted by Meta",
     "bic.duplicate_call": "one call at a time per user",
     "capacity.full": "concurrent-call cap",
+    "service.shutting_down": "wacall is shutting down",
     "calling.disabled": "calling disabled on this business number",
     "hours.closed": "outside business hours",
     "hours.holiday": "business holiday",
@@ -742,6 +744,13 @@ def check_capacity(live: int, cap: int) -> Refusal | None:
     )
 
 
+def check_not_draining(draining: bool) -> Refusal | None:
+    """A process that is shutting down takes no new call: it would be cut off seconds after it began."""
+    if not draining:
+        return None
+    return _refuse("service.shutting_down", "this wacall process is draining; retry in a moment", code=None)
+
+
 # --------------------------------------------------------------------------------------------------
 # Business hours
 # --------------------------------------------------------------------------------------------------
@@ -1028,7 +1037,12 @@ def check_inbound_call(now: datetime, *, hours: BusinessHours, live: int, cap: i
 
 
 #: How a refusal of an inbound call is filed as a missed-call contact event.
-_MISSED_REASONS = {"hours.closed": "after_hours", "hours.holiday": "after_hours", "capacity.full": "over_capacity"}
+_MISSED_REASONS = {
+    "hours.closed": "after_hours",
+    "hours.holiday": "after_hours",
+    "capacity.full": "over_capacity",
+    "service.shutting_down": "over_capacity",  # like a full line: the caller is owed a call back
+}
 
 
 def missed_call_reason(refusal: Refusal | None) -> str:
