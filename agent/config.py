@@ -97,6 +97,9 @@ class ShutdownSettings(BaseModel):
     deadline_s: float = Field(10.0, ge=1, le=300)
     # Said to every caller still talking to the bot; empty: hang up without a word.
     goodbye: str = "I'm sorry, we have to end this call now. Please call us again in a minute. Goodbye."
+    # A live call's transcript and slots are written this often, so a killed process (SIGKILL, power loss)
+    # loses at most this much of what was said.
+    checkpoint_s: float = Field(5.0, ge=0.5, le=300)
 
 
 class Settings(BaseModel):

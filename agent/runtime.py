@@ -192,6 +192,8 @@ class Runtime:
         self.started_at = time.time()
         self.handover = self._make_handover(settings)
         self._dialing: dict[str, Call] = {}  # calls we place, counted against the caps before Meta answers
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpointed: dict[str, int] = {}  # call id → transcript length last written
 
     def _make_handover(self, settings: Settings) -> HandoverService | None:
         """The agent console's desk, when the config has queues; flows then hand callers over to people."""
@@ -413,6 +415,8 @@ class Runtime:
         self.store_health.ok()
         self.calls[call.id] = call
         self._by_ref[call.ref] = call
+        if self._checkpointer is None or self._checkpointer.done():
+            self._checkpointer = asyncio.create_task(self._checkpoint_live_calls(), name="checkpoint")
 
     async def _on_terminate(self, event: CallWebhook) -> None:
         call = self._find(event.call.id, event.call.biz_opaque_callback_data)
@@ -504,6 +508,7 @@ class Runtime:
     # endings ------------------------------------------------------------------
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.id, None)
+        self._checkpointed.pop(call.id, None)
         self._by_ref.pop(call.ref, None)
         if self.handover is not None:
             # First, so a caller who hangs up in the queue is recorded as abandoned and `handled_by` is final.
@@ -574,6 +579,24 @@ class Runtime:
             status = "draining"
         return {"status": status, "live_calls": len(self.calls), "flow": self.flow.name, **detail}
 
+    async def _checkpoint_live_calls(self) -> None:
+        """Write live calls' transcripts and slots as they grow: a kill then loses seconds, not the call."""
+        every = self.settings.shutdown.checkpoint_s
+        while self.calls:
+            await asyncio.sleep(every)
+            for call in list(self.calls.values()):
+                said = 0 if call.conversation is None else len(call.conversation.transcript)
+                if said == self._checkpointed.get(call.id, 0) or call.state is CallState.ENDED:
+                    continue
+                summary = call.summary()
+                try:
+                    self.ledger.call_updated(call.id, transcript=summary["transcript"], slots=summary.get("slots", {}))
+                    self._checkpointed[call.id] = said
+                    self.store_health.ok()
+                except Exception as exc:
+                    self.store_health.failed(exc)
+                    log.warning("call %s: could not checkpoint the transcript: %s", call.id, exc)
+
     # shutdown -----------------------------------------------------------------
     async def hang_up_all(self, reason: str = "shutdown") -> None:
         for call in list(self.calls.values()):
@@ -631,6 +654,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.hang_up_all()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

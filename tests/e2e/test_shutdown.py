@@ -55,7 +55,7 @@ class Server:
             "WHATSAPP_PHONE_NUMBER_ID": SIM_PHONE_NUMBER_ID,
         }
         config = tmp_path / "wacall.yaml"
-        config.write_text(f"shutdown:\n  goodbye: {GOODBYE!r}\n  deadline_s: 10\n", encoding="utf-8")
+        config.write_text(f"shutdown:\n  goodbye: {GOODBYE!r}\n  deadline_s: 10\n  checkpoint_s: 1\n", encoding="utf-8")
         self.env = {
             **os.environ,
             **self.secrets,
@@ -188,6 +188,7 @@ async def test_a_restart_after_sigkill_sends_meta_the_terminate_it_owes(
     try:
         async with serve(meta.app, meta_sock):
             sim_call = await _on_a_call(meta, user)
+            await asyncio.sleep(1.5)  # a checkpoint of the transcript (every 1 s here)
             assert server.proc is not None
             server.proc.kill()  # SIGKILL: nothing of wacall runs, Meta still has the call up
             server.proc.wait()
@@ -202,6 +203,7 @@ async def test_a_restart_after_sigkill_sends_meta_the_terminate_it_owes(
     assert sim_call.actions[-1] == "terminate", (sim_call.actions, server.tail())
     record = server.record(sim_call.id)
     assert record is not None and record.state == "ended" and record.end_reason == "ended_by_restart", record
+    assert [e["who"] for e in record.transcript][:1] == ["bot"], "the greeting was lost with the process"
 
 
 async def test_a_draining_runtime_refuses_new_calls_and_frees_every_slot(models: Models) -> None:
