@@ -138,7 +138,8 @@ async def load_named_flow(folder: Path, requested: Any) -> Flow:
     choices = ", ".join(available_flows(folder)) or "none"
     name = requested.removesuffix(".yaml") if isinstance(requested, str) else ""
     if not _FLOW_NAME.match(name):
-        log.warning("calls API: refused flow %r (not a flow name)", str(requested)[:200])
+        shown = requested[:200] if isinstance(requested, str) else type(requested).__name__
+        log.warning("calls API: refused flow %r (not a flow name)", shown)
         raise BodyError(400, f"flow must be the name of a flow (no path); available flows: {choices}")
     try:
         return await asyncio.to_thread(_read_named_flow, folder, name)
@@ -260,7 +261,8 @@ def create_app(runtime: Runtime) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     def _to(data: dict[str, Any]) -> str | Response:
-        to = str(data.get("to", "")).lstrip("+").replace(" ", "")
+        raw = data.get("to", "")
+        to = str(raw).lstrip("+").replace(" ", "") if isinstance(raw, str | int) else ""
         if not to.isdigit() or not 6 <= len(to) <= 15:
             return JSONResponse({"error": "`to` must be a phone number in international format"}, status_code=400)
         return to
@@ -316,6 +318,8 @@ def create_app(runtime: Runtime) -> Starlette:
         if isinstance(parsed, Response):
             return parsed
         data, to = parsed
+        if not isinstance(data.get("text"), str | None):
+            return JSONResponse({"error": "`text` must be a string"}, status_code=400)
         try:
             message_id = await runtime.request_permission(to, data.get("text"))
         except (Refused, GraphError) as exc:

@@ -113,7 +113,8 @@ class ApiRuntime:
         self.placed.append((to, flow))
         return SimpleNamespace(id="wacid.NEW", ref="ref-1", state="ringing")
 
-    async def request_permission(self, to: str, text: Any) -> str:
+    async def request_permission(self, to: str, text: str | None) -> str:
+        assert isinstance(text, str | None), "the Graph API would be sent a non-string text"
         return "wamid.PERMISSION"
 
 
@@ -287,6 +288,16 @@ def test_deep_json_inside_a_valid_envelope_is_a_payload_error() -> None:
 async def test_nan_in_a_body_is_not_json(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/calls", content=b'{"to": NaN}', headers=AUTH)
     assert response.status_code == 400
+
+
+async def test_fields_of_the_wrong_type_are_a_400(client: httpx.AsyncClient) -> None:
+    nested = json.loads("[" * 900 + "]" * 900)
+    calls = await client.post("/v1/calls", json={"to": nested}, headers=AUTH)
+    permission = await client.post("/v1/call-permissions", json={"to": "34600111222", "text": [1]}, headers=AUTH)
+    signin = await client.post("/console/api/signin", json={"agent": nested, "token": {"a": 1}})
+    assert (calls.status_code, permission.status_code, signin.status_code) == (400, 400, 400)
+    assert permission.json()["error"] == "`text` must be a string"
+    assert signin.json()["error"] == "agent and token must be strings"
 
 
 def with_call_timestamp(value: Any) -> bytes:

@@ -215,7 +215,10 @@ class Console:
         data = await _body(request)
         if isinstance(data, Response):
             return data
-        agent_id, token = str(data.get("agent", "")).strip().lower(), str(data.get("token", ""))
+        agent_id, token = data.get("agent", ""), data.get("token", "")
+        if not isinstance(agent_id, str) or not isinstance(token, str):
+            return _error(400, "agent and token must be strings")
+        agent_id = agent_id.strip().lower()
         now = self._clock()
         address = _client_address(request)
         wait = self._throttled(address, agent_id)
