@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
+import os
+import re
+import stat
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from agent.dialogue.flow import FlowError, load_flow
+from agent.dialogue.flow import Flow, FlowError, parse_flow
 from agent.runtime import Runtime
 from agent.whatsapp.graph import GraphError
 from agent.whatsapp.rules import Refused
@@ -26,6 +32,124 @@ from agent.whatsapp.webhooks import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+MAX_FLOW_BYTES = 1 << 20  # the largest shipped flow is ~20 kB
+MAX_LIST_LIMIT = 500
+_FLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class BodyError(Exception):
+    """A request body refused before or while it is read; `status` is the 4xx to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, but never more than `limit` bytes of it in memory.
+
+    `request.body()` buffers everything before anyone can look at the size, so an unauthenticated 200 MB
+    chunked POST would be held whole; here a declared length over the limit is refused before reading, and
+    a chunked body is refused as soon as it passes the limit.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise BodyError(400, "invalid Content-Length")
+        if int(declared) > limit:
+            raise BodyError(413, f"request body too large (limit {limit} bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyError(413, f"request body too large (limit {limit} bytes)")
+    return bytes(body)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json_object(request: Request, limit: int, *, empty_ok: bool = False) -> dict[str, Any]:
+    """A bounded body parsed as a JSON object; any other input is a `BodyError` (never a 500).
+
+    Deep nesting raises RecursionError inside `json`, and NaN/Infinity would later fail to serialise in a
+    response, so both are refused here with the rest of the bad input.
+    """
+    raw = await read_body(request, limit)
+    if empty_ok and not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise BodyError(400, "body must be JSON (nested too deeply)") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, too many digits, NaN
+        raise BodyError(400, "body must be JSON") from None
+    if not isinstance(data, dict):
+        raise BodyError(400, "body must be a JSON object")
+    return data
+
+
+def _parse_limit(value: str | None) -> int:
+    """`?limit=` for listings: a positive whole number; larger than the cap is served as the cap."""
+    if value is None or value == "":
+        return 20
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise BodyError(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
+    return min(int(text), MAX_LIST_LIMIT)
+
+
+def flows_dir(settings_flow: str) -> Path:
+    """The folder API callers may pick flows from: the one the configured flow lives in."""
+    return Path(settings_flow).resolve().parent
+
+
+def available_flows(folder: Path) -> list[str]:
+    try:
+        files = sorted(folder.glob("*.yaml"))
+    except OSError:
+        return []
+    return [f.stem for f in files if not f.name.endswith(".test.yaml") and _FLOW_NAME.match(f.stem)]
+
+
+def _read_named_flow(folder: Path, name: str) -> Flow:
+    """Runs in a worker thread: stat, open and parse may block (a FIFO, a slow disk) and must not stall
+    the event loop. Only a regular file directly inside `folder` is read, and at most MAX_FLOW_BYTES."""
+    path = (folder / f"{name}.yaml").resolve()
+    if path.parent != folder:
+        raise FlowError(f"{path} is outside {folder}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise FlowError(f"{path} is not a regular file")
+        raw = f.read(MAX_FLOW_BYTES + 1)
+    if len(raw) > MAX_FLOW_BYTES:
+        raise FlowError(f"{path} is larger than {MAX_FLOW_BYTES} bytes")
+    return parse_flow(raw.decode("utf-8-sig"), source=f"{name}.yaml")
+
+
+async def load_named_flow(folder: Path, requested: Any) -> Flow:
+    """A flow picked by NAME from `folder` for one API call.
+
+    The API used to take any server path and echo a parse error, which leaked other files' contents and
+    let a FIFO block the loop. Errors now only name the flow and the flows there are; details go to the log.
+    """
+    choices = ", ".join(available_flows(folder)) or "none"
+    name = requested.removesuffix(".yaml") if isinstance(requested, str) else ""
+    if not _FLOW_NAME.match(name):
+        shown = requested[:200] if isinstance(requested, str) else type(requested).__name__
+        log.warning("calls API: refused flow %r (not a flow name)", shown)
+        raise BodyError(400, f"flow must be the name of a flow (no path); available flows: {choices}")
+    try:
+        return await asyncio.to_thread(_read_named_flow, folder, name)
+    except FileNotFoundError:
+        log.warning("calls API: unknown flow %r (looked in %s)", name, folder)
+        raise BodyError(400, f"unknown flow {name!r}; available flows: {choices}") from None
+    except Exception as exc:  # FlowError, OSError, bad UTF-8, a symlink loop: the operator reads which
+        log.warning("calls API: flow %r (in %s) cannot be used: %s", name, folder, exc)
+        raise BodyError(400, f"flow {name!r} cannot be loaded (see the server log); available: {choices}") from None
+
 
 CONSOLE_OFF = (
     "agent console (/console) is off: the config has no handover queues; add a `handover:` section with "
@@ -94,9 +218,11 @@ def create_app(runtime: Runtime) -> Starlette:
         return PlainTextResponse(challenge)
 
     async def receive(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return PlainTextResponse("payload too large", status_code=413)
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyError as exc:
+            log.warning("webhook refused: %s", exc)
+            return PlainTextResponse("payload too large" if exc.status == 413 else str(exc), status_code=exc.status)
         try:
             verify_signature(body, request.headers.get("x-hub-signature-256"), settings.app_secret)
         except SignatureError as exc:
@@ -130,15 +256,14 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def _json(request: Request) -> dict[str, Any] | Response:
         try:
-            data = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
-        if not isinstance(data, dict):
-            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-        return data
+            return await read_json_object(request, MAX_BODY_BYTES)
+        except BodyError as exc:
+            log.warning("calls API: %s %s refused: %s", request.method, request.url.path, exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     def _to(data: dict[str, Any]) -> str | Response:
-        to = str(data.get("to", "")).lstrip("+").replace(" ", "")
+        raw = data.get("to", "")
+        to = str(raw).lstrip("+").replace(" ", "") if isinstance(raw, str | int) else ""
         if not to.isdigit() or not 6 <= len(to) <= 15:
             return JSONResponse({"error": "`to` must be a phone number in international format"}, status_code=400)
         return to
@@ -169,9 +294,9 @@ def create_app(runtime: Runtime) -> Starlette:
         flow = None
         if data.get("flow"):
             try:
-                flow = load_flow(str(data["flow"]))
-            except (FlowError, OSError) as exc:
-                return JSONResponse({"error": f"flow: {exc}"}, status_code=400)
+                flow = await load_named_flow(flows_dir(settings.flow), data["flow"])
+            except BodyError as exc:
+                return JSONResponse({"error": f"flow: {exc}"}, status_code=exc.status)
         try:
             call = await runtime.place_call(to, flow=flow)
         except (Refused, GraphError) as exc:
@@ -182,7 +307,11 @@ def create_app(runtime: Runtime) -> Starlette:
         denied = authorised(request)
         if denied:
             return denied
-        limit = min(int(request.query_params.get("limit", "20") or 20), 500)
+        try:
+            limit = _parse_limit(request.query_params.get("limit"))
+        except BodyError as exc:
+            log.warning("calls API: GET /v1/calls refused: %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return JSONResponse({"calls": [_record_json(r) for r in runtime.store.recent_calls(limit)]})
 
     async def request_permission(request: Request) -> Response:
@@ -190,6 +319,8 @@ def create_app(runtime: Runtime) -> Starlette:
         if isinstance(parsed, Response):
             return parsed
         data, to = parsed
+        if not isinstance(data.get("text"), str | None):
+            return JSONResponse({"error": "`text` must be a string"}, status_code=400)
         try:
             message_id = await runtime.request_permission(to, data.get("text"))
         except (Refused, GraphError) as exc:

@@ -18,6 +18,7 @@ handover:
       name: Ana
       skills: [billing, spanish]
       queues: all                   # or a list of queue names
+  secure_cookies: auto              # Secure console cookie: auto (when https), always (TLS proxy), never
 ```
 
 Agents' console tokens are never in this file (a config file is easy to commit): agent `ana` signs in with
@@ -144,6 +145,9 @@ class HandoverSettings(BaseModel):
     skills: list[str] | None = None
     queues: list[QueueSettings] = Field(default_factory=list)
     agents: list[AgentSettings] = Field(default_factory=list)
+    # The console's session cookie is Secure when the request came over https ("auto"); behind a proxy that
+    # ends TLS wacall sees http, so say "always" there ("never" only for plain-http test setups).
+    secure_cookies: Literal["auto", "always", "never"] = "auto"
 
     @model_validator(mode="after")
     def _consistent(self) -> HandoverSettings:

@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from agent.app import BodyError, read_json_object
 from agent.handover.config import AgentSettings, HandoverSettings
 from agent.handover.service import ActionError, HandoverService
 
@@ -44,10 +46,18 @@ STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",
 }
 COOKIE = "wacall_console"
+# A Secure cookie carries the prefix, so a browser refuses one set over plain http or by a sibling subdomain.
+SECURE_COOKIE = "__Secure-" + COOKIE
 CSRF_HEADER = "x-csrf-token"
 SESSION_MAX_AGE_S = 12 * 3600
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # free failed sign-ins as one agent from one address; then LOCKOUT_S, doubling per failure
+ADDRESS_MAX_FAILURES = 20  # free failed sign-ins from one address, whatever agent ids it tries
+AGENT_MAX_FAILURES = 20  # failures for one agent from all addresses together (a spread-out guess)
 LOCKOUT_S = 30.0
+MAX_LOCKOUT_S = 3600.0
+FAILURE_MEMORY_S = 3600.0  # a failure record this old, and not locking, is forgotten
+MAX_FAILURE_RECORDS = 4096
+STREAM_QUEUE = 500
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -61,6 +71,64 @@ SECURITY_HEADERS = {
     ),
     "Permissions-Policy": "microphone=(self), camera=()",
 }
+
+
+class FailureLimiter:
+    """Failed sign-ins per key, with exponential lockout, expiry and a bounded size (least recently used go).
+
+    Bounded because every record is memory an unauthenticated client makes the server hold.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        free: int = MAX_FAILURES,
+        lockout_s: float = LOCKOUT_S,
+        max_lockout_s: float = MAX_LOCKOUT_S,
+        memory_s: float = FAILURE_MEMORY_S,
+        max_records: int = MAX_FAILURE_RECORDS,
+    ) -> None:
+        self._clock = clock
+        self._free = free
+        self._lockout_s = lockout_s
+        self._max_lockout_s = max_lockout_s
+        self._memory_s = memory_s
+        self._max_records = max_records
+        self._records: OrderedDict[str, tuple[int, float, float]] = OrderedDict()  # failures, locked until, last
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _record(self, key: str) -> tuple[int, float, float] | None:
+        record = self._records.get(key)
+        if record is not None and record[1] <= self._clock() and self._clock() - record[2] > self._memory_s:
+            del self._records[key]
+            return None
+        return record
+
+    def failures(self, key: str) -> int:
+        record = self._record(key)
+        return record[0] if record else 0
+
+    def locked_for(self, key: str) -> float:
+        """Seconds until `key` may try again (0: now)."""
+        record = self._record(key)
+        return max(0.0, record[1] - self._clock()) if record else 0.0
+
+    def failed(self, key: str) -> None:
+        now = self._clock()
+        failures = self.failures(key) + 1
+        locked_until = 0.0
+        if failures >= self._free:
+            locked_until = now + min(self._lockout_s * 2 ** min(failures - self._free, 30), self._max_lockout_s)
+        self._records[key] = (failures, locked_until, now)
+        self._records.move_to_end(key)
+        while len(self._records) > self._max_records:
+            self._records.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._records.pop(key, None)
 
 
 @dataclass
@@ -96,7 +164,13 @@ class Console:
         self._stream_max_s = stream_max_s
         self._heartbeat_s = heartbeat_s
         self._sessions: dict[str, _Session] = {}
-        self._failures: dict[str, tuple[int, float]] = {}
+        self._secure_cookies = settings.secure_cookies
+        # Failures are counted per client address (and per known agent from that address), so an attacker
+        # throttles only themselves, and per known agent, so guesses spread over many addresses are slowed
+        # too (see `_throttled`). Unknown agent ids count only against the address.
+        self._by_address = FailureLimiter(clock, free=ADDRESS_MAX_FAILURES)
+        self._by_pair = FailureLimiter(clock, free=MAX_FAILURES)
+        self._by_agent = FailureLimiter(clock, free=AGENT_MAX_FAILURES)
         self._static = {name: (STATIC_DIR / name).read_bytes() for name in [*STATIC_FILES, "console.html"]}
 
     @property
@@ -141,21 +215,30 @@ class Console:
         data = await _body(request)
         if isinstance(data, Response):
             return data
-        agent_id, token = str(data.get("agent", "")).strip().lower(), str(data.get("token", ""))
+        agent_id, token = data.get("agent", ""), data.get("token", "")
+        if not isinstance(agent_id, str) or not isinstance(token, str):
+            return _error(400, "agent and token must be strings")
+        agent_id = agent_id.strip().lower()
         now = self._clock()
-        failures, locked_until = self._failures.get(agent_id, (0, 0.0))
-        if locked_until > now:
-            return _error(429, f"too many failed sign-ins; try again in {locked_until - now:.0f} s")
+        address = _client_address(request)
+        wait = self._throttled(address, agent_id)
+        if wait > 0:
+            log.warning("console sign-in from %s throttled for %.0f s", address, wait)
+            return _error(429, f"too many failed sign-ins; try again in {wait:.0f} s")
         agent = self._agents.get(agent_id)
         expected = agent.token(self._env) if agent is not None else None
         if agent is not None and expected is None:
             log.warning("agent %s tried to sign in but %s is not set", agent_id, agent.token_variable)
         if agent is None or expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
-            failures += 1
-            self._failures[agent_id] = (0, now + LOCKOUT_S) if failures >= MAX_FAILURES else (failures, 0.0)
-            log.warning("console sign-in refused for %r", agent_id[:40])
+            self._by_address.failed(address)
+            if agent is not None:  # unknown ids never get a record of their own
+                self._by_pair.failed(f"{address} {agent_id}")
+                self._by_agent.failed(agent_id)
+            log.warning("console sign-in refused for %r from %s", agent_id[:40], address)
             return _error(401, "unknown agent or wrong token")
-        self._failures.pop(agent_id, None)
+        self._by_address.forget(address)
+        self._by_pair.forget(f"{address} {agent_id}")
+        self._by_agent.forget(agent_id)
         for old in [s for s in self._sessions.values() if s.agent_id == agent_id]:
             self._end_session(old, "You signed in on another page.")
         session = _Session(
@@ -167,16 +250,38 @@ class Console:
         self._sessions[session.id] = session
         log.info("agent %s signed in to the console", agent_id)
         response = _json({"signed_in": True, "agent": self._agent_json(agent_id), "csrf": session.csrf})
+        secure = self._secure(request)
         response.set_cookie(
-            COOKIE,
+            SECURE_COOKIE if secure else COOKIE,
             session.id,
             max_age=SESSION_MAX_AGE_S,
             path=_cookie_path(request),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=secure,
         )
         return response
+
+    def _throttled(self, address: str, agent_id: str) -> float:
+        """Seconds this address must wait before trying again as `agent_id` (0: it may try now).
+
+        An address waits after many failures whatever ids it tries, or after a few as one agent. When one
+        agent has had many failures from everywhere, addresses that have failed as that agent wait too, but
+        an address with no failures (the real agent at their desk) is never locked out by others' guessing.
+        """
+        wait = self._by_address.locked_for(address)
+        if agent_id not in self._agents:
+            return wait
+        pair = f"{address} {agent_id}"
+        wait = max(wait, self._by_pair.locked_for(pair))
+        if not wait and self._by_pair.failures(pair) and self._by_agent.failures(agent_id) >= AGENT_MAX_FAILURES:
+            wait = max(LOCKOUT_S, self._by_agent.locked_for(agent_id))
+        return wait
+
+    def _secure(self, request: Request) -> bool:
+        if self._secure_cookies == "auto":
+            return request.url.scheme == "https"
+        return self._secure_cookies == "always"
 
     async def sign_out(self, request: Request) -> Response:
         session = self._guard(request)
@@ -185,7 +290,9 @@ class Console:
         self._end_session(session, "You signed out.")
         self.service.agent_disconnected(session.agent_id)
         response = _json({"signed_in": False})
-        response.delete_cookie(COOKIE, path=_cookie_path(request), httponly=True, samesite="strict")
+        secure = self._secure(request)
+        name = SECURE_COOKIE if secure else COOKIE
+        response.delete_cookie(name, path=_cookie_path(request), httponly=True, samesite="strict", secure=secure)
         return response
 
     # --- the agent's actions --------------------------------------------------------------------------------
@@ -242,12 +349,12 @@ class Console:
         session = self._session(request)
         if session is None:
             return _error(401, "not signed in")
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=500)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=STREAM_QUEUE)
 
         def push(message: dict[str, Any]) -> None:
             if queue.full() and message.get("type") == "state":
                 return  # a newer state follows; a slow tab only misses intermediate ones
-            queue.put_nowait(message)
+            _put_dropping_oldest(queue, message)
 
         unsubscribe = self.service.subscribe(session.agent_id, push)
         session.streams.add(queue)
@@ -302,7 +409,7 @@ class Console:
     # --- helpers --------------------------------------------------------------------------------------------
 
     def _session(self, request: Request) -> _Session | None:
-        session_id = request.cookies.get(COOKIE)
+        session_id = request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE)
         session = self._sessions.get(session_id) if session_id else None
         if session is not None and self._clock() - session.created_at > SESSION_MAX_AGE_S:
             self._end_session(session, "Your session expired; please sign in again.")
@@ -328,7 +435,7 @@ class Console:
             session.gone_timer.cancel()
             session.gone_timer = None
         for queue in list(session.streams):
-            queue.put_nowait({"type": "signed_out", "reason": why})
+            _put_dropping_oldest(queue, {"type": "signed_out", "reason": why})
 
     def _agent_json(self, agent_id: str) -> dict[str, Any]:
         agent = self._agents[agent_id]
@@ -349,19 +456,25 @@ def _cookie_path(request: Request) -> str:
     return str(request.scope.get("root_path") or "/")
 
 
+def _client_address(request: Request) -> str:
+    """Behind a reverse proxy this is the proxy's address unless uvicorn is told to trust X-Forwarded-For."""
+    return request.client.host if request.client else "unknown"
+
+
+def _put_dropping_oldest(queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
+    """A tab that stopped reading must not make the sender fail (a QueueFull here was a 500 at sign-in):
+    it loses its oldest updates instead, and the newest, such as `signed_out`, always gets in."""
+    while queue.full():
+        queue.get_nowait()
+    queue.put_nowait(message)
+
+
 async def _body(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return _error(413, "request too large")
-    if not raw.strip():
-        return {}
     try:
-        data = json.loads(raw)
-    except ValueError:
-        return _error(400, "body must be JSON")
-    if not isinstance(data, dict):
-        return _error(400, "body must be a JSON object")
-    return data
+        return await read_json_object(request, MAX_BODY_BYTES, empty_ok=True)
+    except BodyError as exc:
+        log.warning("console: %s %s refused: %s", request.method, request.url.path, exc)
+        return _error(exc.status, str(exc))
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:

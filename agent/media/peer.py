@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -24,7 +25,14 @@ from aiortc.mediastreams import MediaStreamTrack
 from agent.media.inline_codecs import decode_audio_inline, encode_audio_inline
 from agent.media.jitter import use_low_latency_audio_buffer
 from agent.media.opus_out import OpusFrameEncoder
-from agent.media.sdp import OfferSummary, SdpError, normalise_line_endings, shape_answer, validate_offer
+from agent.media.sdp import (
+    OfferSummary,
+    SdpError,
+    normalise_line_endings,
+    shape_answer,
+    usable_candidates,
+    validate_offer,
+)
 from agent.media.tracks import OutboundAudioTrack
 
 log = logging.getLogger(__name__)
@@ -119,8 +127,15 @@ class MediaPeer:
         if self._hosts:
             limit_host_addresses(self.pc, self._hosts)
 
+    def _remote_families(self) -> set[int]:
+        """IP versions we gather on: remote candidates of another version could never pair with ours."""
+        if not self._hosts:
+            return {4, 6}
+        return {ipaddress.ip_address(host).version for host in self._hosts}
+
     async def answer(self, offer_sdp: str) -> str:
         """Apply Meta's offer and return our answer SDP, ready for pre_accept/accept."""
+        offer_sdp = usable_candidates(offer_sdp, families=self._remote_families())
         self.offer_summary = validate_offer(offer_sdp)
         try:
             await self.pc.setRemoteDescription(
@@ -143,6 +158,7 @@ class MediaPeer:
         return normalise_line_endings(self.pc.localDescription.sdp)
 
     async def apply_answer(self, answer_sdp: str) -> None:
+        answer_sdp = usable_candidates(answer_sdp, families=self._remote_families())
         validate_offer(answer_sdp, expected_type="answer")
         try:
             await self.pc.setRemoteDescription(

@@ -6,10 +6,19 @@ offer would turn into a silent, broken call. We validate first and refuse with a
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 CRLF = "\r\n"
+# Meta sends two host candidates (IPv4 and IPv6); each remote candidate costs connectivity checks, so an
+# offer listing thousands would have us send checks to thousands of addresses.
+MAX_REMOTE_CANDIDATES = 20
+_CANDIDATE_TYPES = frozenset({"host", "srflx", "prflx", "relay"})
+
+log = logging.getLogger(__name__)
 
 
 class SdpError(ValueError):
@@ -56,9 +65,7 @@ def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
     if not media:
         raise SdpError(f"SDP {expected_type} has no m=audio line")
     if len(media) != 1:
-        raise SdpError(
-            f"SDP {expected_type} has {len(media)} media sections; a WhatsApp call has exactly one"
-        )
+        raise SdpError(f"SDP {expected_type} has {len(media)} media sections; a WhatsApp call has exactly one")
     m_line = lines[media[0]]
     parts = m_line[2:].split()
     if len(parts) < 4 or parts[0] != "audio":
@@ -128,6 +135,57 @@ def validate_offer(sdp: str, *, expected_type: str = "offer") -> OfferSummary:
     )
 
 
+def _usable_candidate(value: str, families: Collection[int]) -> bool:
+    """A candidate aioice can check right away: UDP, an IP literal of a family we gather, a real port.
+
+    Hostnames (mDNS `.local` among them) would need resolving first, and a TCP or other-family candidate
+    can never pair with ours; keeping them only adds checks that cannot succeed.
+    """
+    fields = value.split()
+    if len(fields) < 8 or fields[6] != "typ" or fields[7] not in _CANDIDATE_TYPES:
+        return False
+    if fields[1] != "1" or fields[2].lower() != "udp":  # component 1: rtcp-mux is required
+        return False
+    if not fields[5].isdigit() or not 0 < int(fields[5]) <= 65535:
+        return False
+    try:
+        address = ipaddress.ip_address(fields[4])
+    except ValueError:
+        return False
+    return address.version in families and not address.is_unspecified and not address.is_multicast
+
+
+def usable_candidates(sdp: str, *, families: Collection[int] = (4, 6), limit: int = MAX_REMOTE_CANDIDATES) -> str:
+    """The SDP with only the remote candidates worth checking, at most `limit` per media section.
+
+    The highest-priority ones are kept, in their original order. An SDP that had candidates but none usable
+    is refused here; one with none at all is left for `validate_offer` to refuse.
+    """
+    lines = normalise_line_endings(sdp).split(CRLF) if isinstance(sdp, str) and sdp.strip() else []
+    sections: list[list[int]] = [[]]
+    for i, line in enumerate(lines):
+        if line.startswith("m="):
+            sections.append([])
+        if line.startswith("a=candidate:"):
+            sections[-1].append(i)
+    drop: set[int] = set()
+    for section in sections:
+        usable = [i for i in section if _usable_candidate(lines[i][len("a=candidate:") :], families)]
+        if section and not usable:
+            raise SdpError(f"none of the {len(section)} ICE candidates is usable (UDP to an IP address we can reach)")
+        usable.sort(key=lambda i: -_priority(lines[i]))
+        drop |= set(section) - set(usable[:limit])
+    if drop:
+        log.info("ignoring %d of the remote SDP's ICE candidates (unusable, or over %d)", len(drop), limit)
+    kept = [line for i, line in enumerate(lines) if i not in drop]
+    return CRLF.join(kept) if lines else sdp
+
+
+def _priority(line: str) -> int:
+    fields = line.split()
+    return int(fields[3]) if len(fields) > 3 and fields[3].isdigit() and len(fields[3]) <= 10 else 0
+
+
 def _attributes(lines: list[str]) -> dict[str, list[str]]:
     attrs: dict[str, list[str]] = {}
     for line in lines:
@@ -143,8 +201,7 @@ def _sha256_only(sdp: str) -> str:
     lines = [
         line
         for line in normalise_line_endings(sdp).split(CRLF)
-        if line
-        and not (line.startswith("a=fingerprint:") and not line.lower().startswith("a=fingerprint:sha-256 "))
+        if line and not (line.startswith("a=fingerprint:") and not line.lower().startswith("a=fingerprint:sha-256 "))
     ]
     return CRLF.join(lines) + CRLF
 

@@ -95,28 +95,44 @@ def verify_subscription(params: Mapping[str, str], verify_token: str) -> str | N
 # --------------------------------------------------------------------------------------------------
 
 
+# The last second `datetime` can hold (9999-12-31T23:59:59Z): anything later fails to convert on every
+# retry of the delivery, so it is refused here as a malformed payload instead.
+MAX_UNIX_SECONDS = 253_402_300_799
+
+
 def _unix_seconds(value: Any) -> Any:
     """Meta sends unix times as digit strings; accept those and ints, refuse anything ambiguous."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise PydanticCustomError("unix_seconds", "expected unix seconds, got a boolean")
+    seconds: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        seconds = value
+    elif isinstance(value, float) and value.is_integer():
+        seconds = int(value)
+    elif isinstance(value, str):
         text = value.strip()
-        if text.isascii() and text.isdigit():
-            return int(text)
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
+        if text.isascii() and text.isdigit() and len(text) <= 20:
+            seconds = int(text)
+    if seconds is not None:
+        if not 0 <= seconds <= MAX_UNIX_SECONDS:
+            raise PydanticCustomError(
+                "unix_seconds", "unix seconds out of range (0 to {max})", {"max": MAX_UNIX_SECONDS}
+            )
+        return seconds
+    shown = _shown(value)
     raise PydanticCustomError(
         "unix_seconds",
         "expected unix seconds as an integer or a string of digits, got {value}",
         {"value": shown},
     )
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """A short repr for messages; only strings are shown, since a deep structure's repr can recurse too far."""
+    shown = repr(value) if isinstance(value, str | int | float | bool) or value is None else _json_type(value)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
 def _upper(value: Any) -> Any:
@@ -302,6 +318,8 @@ def _payload_error(exc: ValidationError, prefix: str = "") -> PayloadError:
         msg = err["msg"]
         msg = msg[:1].lower() + msg[1:]
         problems.append(f"{_format_loc(err['loc'], prefix)}: {msg}")
+    if len(problems) > 5:  # a 1 MB list of bad items would otherwise make a 1 MB answer and log line
+        problems[5:] = [f"and {len(problems) - 5} more"]
     return PayloadError("; ".join(problems))
 
 
@@ -361,13 +379,15 @@ def parse_webhook(body: bytes) -> WebhookPayload:
     if not isinstance(data, dict):
         raise PayloadError(f"body: expected a JSON object, got {_json_type(data)}")
     if "object" in data and data["object"] != WHATSAPP_OBJECT:
-        raise PayloadError(f"object: expected {WHATSAPP_OBJECT!r}, got {data['object']!r}")
+        raise PayloadError(f"object: expected {WHATSAPP_OBJECT!r}, got {_shown(data['object'])}")
     try:
         payload = WebhookPayload.model_validate(data)
+        _calls_changes(payload)
+        _messages_changes(payload)
     except ValidationError as exc:
         raise _payload_error(exc) from exc
-    _calls_changes(payload)
-    _messages_changes(payload)
+    except RecursionError as exc:  # a value nested just under json's limit can still be too deep to validate
+        raise PayloadError("body: nested too deeply") from exc
     return payload
 
 
