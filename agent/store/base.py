@@ -94,6 +94,10 @@ class CallEventRecord:
     dedupe_key: str
     received_at: datetime | None = None
     seq: int | None = None
+    # False until the runtime has acted on it: a webhook event left unhandled is handled at start-up.
+    handled: bool = True
+    # The delivery's facts the handler needs besides the event (number, contact), to rebuild it later.
+    envelope: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
