@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 from typing import Any
 
@@ -108,7 +109,9 @@ def create_app(runtime: Runtime) -> Starlette:
             log.warning("malformed webhook refused: %s; body starts %r", exc, body[:300])
             return PlainTextResponse(f"malformed payload: {exc}", status_code=400)
         try:
-            runtime.accept_webhook(payload)
+            accepted = runtime.accept_webhook(payload)  # commits on the store's writer thread
+            if inspect.isawaitable(accepted):  # a stand-in runtime (tests) may still be synchronous
+                await accepted
         except Exception:
             # Not stored means not acknowledged: Meta retries, nothing is lost.
             log.exception("could not store the webhook; answering 500 so Meta retries")

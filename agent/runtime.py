@@ -179,6 +179,8 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
         self.handover = self._make_handover(settings)
+        self._pending_started = False
+        self._start_pending()
 
     def _make_handover(self, settings: Settings) -> HandoverService | None:
         """The agent console's desk, when the config has queues; flows then hand callers over to people."""
@@ -261,14 +263,44 @@ class Runtime:
         return done
 
     # webhooks -----------------------------------------------------------------
-    def accept_webhook(self, payload: WebhookPayload) -> FreshEvents:
-        """Write the delivery to the ledger (before the 200) and start handling what is new."""
-        fresh = self.ledger.record_webhook(payload)
+    async def accept_webhook(self, payload: WebhookPayload) -> FreshEvents:
+        """Commit the delivery to the ledger (before the 200) and start handling what is new.
+
+        The commit runs on the store's writer thread and this awaits it, so the loop keeps serving calls while
+        the disk syncs or another process holds the database; it raises (and Meta gets a 500 and retries)
+        when the delivery could not be stored, in which case none of its events is.
+        """
+        self._start_pending()
+        fresh = await self.ledger.record_webhook(payload)
         if fresh.duplicates:
             log.info("ignored %d duplicate webhook events", fresh.duplicates)
         if fresh:
             self._spawn(self._handle(fresh), "webhook")
         return fresh
+
+    def _start_pending(self) -> None:
+        """Hand events stored but never handled (the last process died first) to the usual handler, once.
+
+        Called from `__init__` (when a loop is already running) and again from `accept_webhook` and
+        `handle_pending`, whichever comes first in a loop: `__init__` may run before the loop exists.
+        """
+        if self._pending_started:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._pending_started = True
+        fresh = self.ledger.pending_events()
+        if fresh.keys:
+            log.warning("handling %d webhook events stored but never handled before the restart", len(fresh.keys))
+            self._spawn(self._handle(fresh), "pending-webhooks")
+
+    async def handle_pending(self) -> None:
+        """Start-up: handle the events an earlier process stored but never handled, and wait for that."""
+        self._start_pending()
+        pending = [t for t in self._tasks if t.get_name() == "pending-webhooks"]
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -277,23 +309,32 @@ class Runtime:
         return task
 
     async def _handle(self, fresh: FreshEvents) -> None:
-        for event in fresh.calls:
-            if event.phone_number_id != self.settings.phone_number_id:
-                log.warning("ignoring call event for another number %s", event.phone_number_id)
-                continue
-            try:
-                if event.call.event == "connect":
-                    await self._on_connect(event)
-                elif event.call.event == "terminate":
-                    await self._on_terminate(event)
-                else:
-                    log.info("call %s: ignoring event %s", event.call.id, event.call.event)
-            except Exception:
-                log.exception("call %s: failed handling %s", event.call.id, event.call.event)
-        for status in fresh.statuses:
-            await self._on_status(status)
-        for message in fresh.messages:
-            self._on_message(message)
+        """Act on fresh events, then mark them handled: done, or failed in a way a retry would not fix."""
+        try:
+            for event in fresh.calls:
+                if event.phone_number_id != self.settings.phone_number_id:
+                    log.warning("ignoring call event for another number %s", event.phone_number_id)
+                    continue
+                try:
+                    if event.call.event == "connect":
+                        await self._on_connect(event)
+                    elif event.call.event == "terminate":
+                        await self._on_terminate(event)
+                    else:
+                        log.info("call %s: ignoring event %s", event.call.id, event.call.event)
+                except Exception:
+                    log.exception("call %s: failed handling %s", event.call.id, event.call.event)
+            for status in fresh.statuses:
+                try:
+                    await self._on_status(status)
+                except Exception:
+                    log.exception("call %s: failed handling status %s", status.status.id, status.status.status)
+            for message in fresh.messages:
+                self._on_message(message)
+        finally:
+            # Also when cancelled by a shutdown: a handler cut short is not resumed at the next start-up,
+            # where its call would be stale anyway; what is marked here is never acted on twice.
+            await self.ledger.handled(fresh)
 
     def _find(self, call_id: str, ref: str | None) -> Call | None:
         return self.calls.get(call_id) or (self._by_ref.get(ref) if ref else None)
@@ -506,7 +547,7 @@ class Runtime:
         await self.graph.aclose()
         if self.llm is not None:
             await self.llm.aclose()
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # commits the queued writes and stops the writer thread
 
 
 def utc_now() -> datetime:

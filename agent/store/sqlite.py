@@ -443,6 +443,11 @@ class _Job:
 _STOP = object()
 
 
+def _fail(job: _Job, exc: BaseException) -> None:
+    if job.future.set_running_or_notify_cancel():
+        job.future.set_exception(exc)
+
+
 class SqliteStore:
     """`Store` on a SQLite file (or ":memory:" for throwaway use)."""
 
@@ -625,7 +630,7 @@ class SqliteStore:
                 conn = self._db()
             except StoreError as exc:
                 for job in batch:
-                    job.future.set_exception(exc)
+                    _fail(job, exc)
                 return
             while True:
                 try:
@@ -634,12 +639,12 @@ class SqliteStore:
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc):
                         for job in batch:
-                            job.future.set_exception(exc)
+                            _fail(job, exc)
                         return
                     now = time.monotonic()
                     expired = [job for job in batch if job.deadline <= now]
                     for job in expired:
-                        job.future.set_exception(StoreBusyError(f"{self.path} stayed locked: {exc}"))
+                        _fail(job, StoreBusyError(f"{self.path} stayed locked: {exc}"))
                     batch = [job for job in batch if job.deadline > now]
                     if not batch:
                         return
@@ -648,6 +653,8 @@ class SqliteStore:
             results: list[tuple[_Job, bool, Any]] = []
             try:
                 for job in batch:
+                    if not job.future.set_running_or_notify_cancel():
+                        continue  # cancelled while queued: its caller no longer wants it
                     conn.execute("SAVEPOINT job")
                     try:
                         value = job.fn(tx)
@@ -662,7 +669,7 @@ class SqliteStore:
             except BaseException as exc:  # the commit itself failed: nothing of the batch is stored
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                for job in batch:
+                for job, _ok, _value in results:
                     job.future.set_exception(exc)
                 return
         for job, ok, value in results:
@@ -769,9 +776,14 @@ class SqliteStore:
         )
         return written.stored
 
-    def list_events(self, call_id: str) -> list[CallEventRecord]:
-        """In arrival order, which is what happened to us (Meta's `at` order may differ, §1.2)."""
-        self._settle()
+    def list_events(self, call_id: str, *, settle: bool = True) -> list[CallEventRecord]:
+        """In arrival order, which is what happened to us (Meta's `at` order may differ, §1.2).
+
+        `settle=False` skips waiting for queued writes, for a caller that knows what it needs is committed
+        (webhook events are, before they are handled) and must not wait behind a locked database.
+        """
+        if settle:
+            self._settle()
         with self._rlock:
             rows = (
                 self._read_db()
