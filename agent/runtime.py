@@ -324,11 +324,13 @@ class Runtime:
                         log.info("call %s: ignoring event %s", event.call.id, event.call.event)
                 except Exception:
                     log.exception("call %s: failed handling %s", event.call.id, event.call.event)
+                await asyncio.sleep(0)  # a 1,000-event delivery must not hold the loop (and calls' audio) at once
             for status in fresh.statuses:
                 try:
                     await self._on_status(status)
                 except Exception:
                     log.exception("call %s: failed handling status %s", status.status.id, status.status.status)
+                await asyncio.sleep(0)
             for message in fresh.messages:
                 self._on_message(message)
         finally:
