@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agent.store.base import CallEventRecord, CallRecord, ContactEvent, Store
+from agent.store.base import CallEventRecord, CallRecord, ContactEvent, Store, StoreError
 from agent.store.sqlite import EventWrite, StoreTx
 from agent.whatsapp.pricing import RateCard, price_call
 from agent.whatsapp.rules import (
@@ -338,7 +338,10 @@ class CallLedger:
             if not future.cancelled() and future.exception() is not None:
                 log.error("could not store %s", what, exc_info=future.exception())
 
-        self.store.submit(fn).add_done_callback(report)
+        try:
+            self.store.submit(fn).add_done_callback(report)
+        except StoreError as exc:  # closed: a call ending during shutdown; nobody is waiting to hear it
+            log.error("could not store %s: %s", what, exc)
 
     def check_outbound(self, user: str, *, has_live_call: bool) -> Refusal | None:
         return check_calling_enabled(self.calling_enabled) or check_can_call(
