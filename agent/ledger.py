@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +79,12 @@ class FreshEvents:
     messages: list[MessageWebhook] = field(default_factory=list)
     duplicates: int = 0
     keys: list[str] = field(default_factory=list)
+    key_of: dict[int, str] = field(default_factory=dict)  # id(event) -> its dedupe key
+
+    def add(self, kind: str, item: Any, key: str) -> None:
+        {"call": self.calls, "status": self.statuses, "message": self.messages}[kind].append(item)
+        self.keys.append(key)
+        self.key_of[id(item)] = key
 
     def __bool__(self) -> bool:
         return bool(self.calls or self.statuses or self.messages)
@@ -142,8 +148,7 @@ class CallLedger:
                 fresh.duplicates += 1
                 continue
             self._in_flight.add(key)
-            fresh.keys.append(key)
-            {"call": fresh.calls, "status": fresh.statuses, "message": fresh.messages}[kind].append(item)
+            fresh.add(kind, item, key)
         return fresh
 
     def _store_delivery(self, tx: StoreTx, payload: WebhookPayload, received: datetime) -> list[_Written]:
@@ -217,73 +222,74 @@ class CallLedger:
                 )
         return out
 
-    async def handled(self, fresh: FreshEvents) -> None:
-        """Mark a delivery's events handled (after the runtime finished with them, however it went)."""
-        keys = list(fresh.keys)
-        if not keys:
-            return
+    async def handled(self, fresh: FreshEvents, *, only: Sequence[object] | None = None) -> None:
+        """Mark a delivery's events handled (after the runtime finished with them, however it went).
+
+        `only` limits the mark to those events (a handler cut short); the others stay unhandled for the next
+        start-up, and this process stops treating any of them as in flight.
+        """
+        keys = list(fresh.keys) if only is None else [fresh.key_of[id(e)] for e in only if id(e) in fresh.key_of]
         try:
-            # Shielded: a shutdown cancelling the handler must not leave done work to be redone at start-up.
-            await asyncio.shield(asyncio.wrap_future(self.store.submit(lambda tx: tx.mark_handled(keys))))
+            if keys:
+                # Shielded: a shutdown cancelling the handler must not leave done work to be redone at start-up.
+                await asyncio.shield(asyncio.wrap_future(self.store.submit(lambda tx: tx.mark_handled(keys))))
         except Exception:
             log.exception("could not mark %d webhook events handled; they will be handled again at start-up", len(keys))
         finally:
-            self._in_flight.difference_update(keys)
+            self._in_flight.difference_update(fresh.keys)
 
     def pending_events(self) -> FreshEvents:
         """Events stored by an earlier process (or an earlier delivery) and never handled, rebuilt for handling.
 
-        Blocking read, for start-up. Events this process is handling now are left out.
+        Blocking read, for start-up. Events this process is handling now are left out; one that cannot be
+        rebuilt is logged and marked handled, so it is not retried at every start-up.
         """
         fresh = FreshEvents()
+        broken: list[str] = []
         for record in self.store.unhandled_events():
             if record.dedupe_key in self._in_flight:
                 continue
             try:
-                kind = self._rebuild(record, fresh)
+                rebuilt = self._rebuild(record)
             except Exception:
-                log.exception(
-                    "unhandled event %s of %s cannot be rebuilt; marking it handled", record.event, record.call_id
-                )
-                kind = "broken"
-            if kind is not None:
-                self._in_flight.add(record.dedupe_key)
-                fresh.keys.append(record.dedupe_key)
+                log.exception("stored event %s of %s cannot be rebuilt; dropping it", record.event, record.call_id)
+                rebuilt = None
+            if rebuilt is None:
+                broken.append(record.dedupe_key)
+                continue
+            self._in_flight.add(record.dedupe_key)
+            fresh.add(rebuilt[0], rebuilt[1], record.dedupe_key)
+        if broken:
+            self.store.mark_handled(broken)
         return fresh
 
     @staticmethod
-    def _rebuild(record: CallEventRecord, fresh: FreshEvents) -> str | None:
+    def _rebuild(record: CallEventRecord) -> tuple[str, Any] | None:
         envelope = dict(record.envelope or {})
         payload = dict(record.payload or {})
         kind = envelope.get("kind")
         if kind == "call":
             contact = envelope.get("contact")
-            fresh.calls.append(
-                CallWebhook(
-                    waba_id=str(envelope.get("waba_id") or ""),
-                    phone_number_id=str(envelope.get("phone_number_id") or ""),
-                    display_phone_number=envelope.get("display_phone_number"),
-                    contact=Contact.model_validate(contact) if contact else None,
-                    call=CallEvent.model_validate(payload),
-                )
+            return kind, CallWebhook(
+                waba_id=str(envelope.get("waba_id") or ""),
+                phone_number_id=str(envelope.get("phone_number_id") or ""),
+                display_phone_number=envelope.get("display_phone_number"),
+                contact=Contact.model_validate(contact) if contact else None,
+                call=CallEvent.model_validate(payload),
             )
-        elif kind == "status":
-            fresh.statuses.append(
-                StatusWebhook(
-                    waba_id=str(envelope.get("waba_id") or ""),
-                    phone_number_id=str(envelope.get("phone_number_id") or ""),
-                    status=CallStatus.model_validate(payload),
-                )
+        if kind == "status":
+            return kind, StatusWebhook(
+                waba_id=str(envelope.get("waba_id") or ""),
+                phone_number_id=str(envelope.get("phone_number_id") or ""),
+                status=CallStatus.model_validate(payload),
             )
-        elif kind == "message":
+        if kind == "message":
             message = UserMessage.model_validate(payload)
             reply = message.interactive.call_permission_reply if message.interactive else None
-            fresh.messages.append(
-                MessageWebhook(str(envelope.get("phone_number_id") or ""), str(envelope["user"]), message, reply)
+            return kind, MessageWebhook(
+                str(envelope.get("phone_number_id") or ""), str(envelope["user"]), message, reply
             )
-        else:
-            return "unknown"  # nothing to act on; marked handled so it is not looked at again
-        return kind
+        return None
 
     def _apply_settings(self, value: dict[str, Any]) -> None:
         """Meta's own record of the number's call settings (spec §5): calling on/off, BIC restrictions."""

@@ -309,9 +309,15 @@ class Runtime:
         return task
 
     async def _handle(self, fresh: FreshEvents) -> None:
-        """Act on fresh events, then mark them handled: done, or failed in a way a retry would not fix."""
+        """Act on fresh events, then mark them handled: done, or failed in a way a retry would not fix.
+
+        Cut short (a shutdown cancels it), only the events already acted on are marked: the rest are handled
+        at the next start-up, where a connect will be stale and is not answered, but a terminate still counts.
+        """
+        done: list[object] = []
         try:
             for event in fresh.calls:
+                done.append(event)
                 if event.phone_number_id != self.settings.phone_number_id:
                     log.warning("ignoring call event for another number %s", event.phone_number_id)
                     continue
@@ -326,17 +332,19 @@ class Runtime:
                     log.exception("call %s: failed handling %s", event.call.id, event.call.event)
                 await asyncio.sleep(0)  # a 1,000-event delivery must not hold the loop (and calls' audio) at once
             for status in fresh.statuses:
+                done.append(status)
                 try:
                     await self._on_status(status)
                 except Exception:
                     log.exception("call %s: failed handling status %s", status.status.id, status.status.status)
                 await asyncio.sleep(0)
             for message in fresh.messages:
+                done.append(message)
                 self._on_message(message)
-        finally:
-            # Also when cancelled by a shutdown: a handler cut short is not resumed at the next start-up,
-            # where its call would be stale anyway; what is marked here is never acted on twice.
-            await self.ledger.handled(fresh)
+        except BaseException:
+            await self.ledger.handled(fresh, only=done)
+            raise
+        await self.ledger.handled(fresh)
 
     def _find(self, call_id: str, ref: str | None) -> Call | None:
         return self.calls.get(call_id) or (self._by_ref.get(ref) if ref else None)

@@ -404,3 +404,76 @@ async def test_delivery_answers_500_when_the_lock_outlasts_its_deadline(
             outsider.execute("ROLLBACK")
         outsider.close()
         await runtime.aclose()
+
+
+async def test_start_up_rebuilds_every_kind_of_pending_event(
+    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def on_terminate(self: Runtime, event: CallWebhook) -> None:
+        seen.append(f"terminate {event.call.id} {event.contact.wa_id if event.contact else None}")
+
+    async def on_status(self: Runtime, status: Any) -> None:
+        seen.append(f"status {status.status.id} {status.status.status}")
+
+    def on_message(self: Runtime, message: Any) -> None:
+        seen.append(f"message {message.user} {message.phone_number_id}")
+
+    monkeypatch.setattr(Runtime, "_on_terminate", on_terminate)
+    monkeypatch.setattr(Runtime, "_on_status", on_status)
+    monkeypatch.setattr(Runtime, "_on_message", on_message)
+    payload = delivery([call_event("wacid.K1"), call_event("wacid.K1", "terminate")])
+    payload["entry"][0]["changes"][0]["value"]["statuses"] = [
+        {"id": "wacid.K2", "timestamp": str(int(time.time())), "type": "call", "status": "RINGING"}
+    ]
+    payload["entry"].append(message_delivery(OUR_NUMBER)["entry"][0])
+    store = SqliteStore.in_data_dir(tmp_path)
+    ledger = CallLedger(store, phone_number_id=OUR_NUMBER)
+    fresh = await ledger.record_webhook(parse_webhook(json.dumps(payload).encode()))
+    assert len(fresh.keys) == 4
+    store.close()
+
+    runtime = make_runtime(tmp_path)
+    try:
+        await runtime.handle_pending()
+        assert connects == ["wacid.K1"]
+        assert seen == [f"terminate wacid.K1 {USER}", "status wacid.K2 RINGING", f"message {USER} {OUR_NUMBER}"]
+        assert runtime.store.unhandled_events() == []
+    finally:
+        await runtime.aclose()
+
+
+async def test_shutdown_mid_delivery_leaves_the_events_not_reached_for_the_next_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    started = asyncio.Event()
+
+    async def slow(self: Runtime, event: CallWebhook) -> None:
+        seen.append(event.call.id)
+        started.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(Runtime, "_on_connect", slow)
+    runtime = make_runtime(tmp_path)
+    payload = delivery([call_event("wacid.CUT"), call_event("wacid.NOT_REACHED")])
+    await runtime.accept_webhook(parse_webhook(json.dumps(payload).encode()))
+    await started.wait()
+    await runtime.aclose()  # cancels the handler half-way through the delivery
+    assert seen == ["wacid.CUT"]
+
+    store = SqliteStore.in_data_dir(tmp_path)
+    assert [e.call_id for e in store.unhandled_events()] == ["wacid.NOT_REACHED"]
+    store.close()
+
+    async def quick(self: Runtime, event: CallWebhook) -> None:
+        seen.append(event.call.id)
+
+    monkeypatch.setattr(Runtime, "_on_connect", quick)
+    again = make_runtime(tmp_path)
+    try:
+        await again.handle_pending()
+        assert seen == ["wacid.CUT", "wacid.NOT_REACHED"]
+    finally:
+        await again.aclose()
