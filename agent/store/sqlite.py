@@ -666,11 +666,13 @@ class SqliteStore:
                         conn.execute("RELEASE job")
                         results.append((job, True, value))
                 conn.execute("COMMIT")
-            except BaseException as exc:  # the commit itself failed: nothing of the batch is stored
+            except BaseException as exc:  # the transaction itself failed: nothing of the batch is stored
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                for job, _ok, _value in results:
-                    job.future.set_exception(exc)
+                for job in batch:
+                    future = job.future
+                    if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
+                        future.set_exception(exc)
                 return
         for job, ok, value in results:
             if ok:

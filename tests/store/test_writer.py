@@ -137,3 +137,22 @@ def test_submit_after_close_is_refused(store: SqliteStore) -> None:
 
     with pytest.raises(StoreError, match="closed"):
         store.submit(lambda tx: None)
+
+
+def test_a_job_that_breaks_the_transaction_fails_its_whole_batch_and_the_writer_goes_on(store: SqliteStore) -> None:
+    gate = threading.Event()
+    store.submit(lambda tx: gate.wait(5))
+
+    def breaks(tx: StoreTx) -> None:
+        tx.conn.execute("ROLLBACK")  # as SQLite does by itself on some I/O errors
+        raise OSError("disk full")
+
+    before = store.submit(lambda tx: tx.record_event("wacid.BEFORE", "connect", T0))
+    broken = store.submit(breaks)
+    after = store.submit(lambda tx: tx.record_event("wacid.AFTER", "connect", T0))
+    gate.set()
+    for future in (before, broken, after):
+        with pytest.raises(sqlite3.Error):  # nobody is left waiting
+            future.result(5)
+    assert store.list_events("wacid.BEFORE") == [] and store.list_events("wacid.AFTER") == []
+    assert store.submit(lambda tx: tx.record_event("wacid.LATER", "connect", T0)).result(5).stored
