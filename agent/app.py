@@ -234,7 +234,7 @@ def create_app(runtime: Runtime) -> Starlette:
             log.warning("malformed webhook refused: %s; body starts %r", exc, body[:300])
             return PlainTextResponse(f"malformed payload: {exc}", status_code=400)
         try:
-            runtime.accept_webhook(payload)
+            await runtime.accept_webhook(payload)  # commits on the store's writer thread
         except Exception:
             # Not stored means not acknowledged: Meta retries, nothing is lost.
             log.exception("could not store the webhook; answering 500 so Meta retries")

@@ -72,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await runtime.warm_up()
+        await runtime.handle_pending()  # webhooks stored but never handled before the last stop
         await runtime.settle_restart()
         config = uvicorn.Config(
             create_app(runtime),
@@ -186,7 +187,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, objec
 def cmd_call(args: argparse.Namespace) -> int:
     body: dict[str, object] = {"to": args.number}
     if args.flow:
-        body["flow"] = str(Path(args.flow).resolve())
+        # The server takes flow names from its own prompts folder only (a path would be refused).
+        body["flow"] = Path(args.flow).stem
     return _api(args, "POST", "/v1/calls", body)
 
 
@@ -290,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     call = sub.add_parser("call", help="place a business-initiated call through the running server")
     call.add_argument("number", help="the user's number, international format")
-    call.add_argument("--flow", help="YAML flow for this call (default: the server's)")
+    call.add_argument("--flow", help="name of a flow in the server's prompts folder (default: the server's flow)")
     call.add_argument("--server", default="http://127.0.0.1:8080", help="wacall server URL")
     call.set_defaults(func=cmd_call)
 

@@ -6,17 +6,20 @@ place "may I call this user?", "was this webhook seen before?" and "what did thi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agent.store.base import CallRecord, ContactEvent, Store
+from agent.store.base import CallEventRecord, CallRecord, ContactEvent, Store, StoreError
+from agent.store.sqlite import EventWrite, StoreTx
 from agent.whatsapp.pricing import RateCard, price_call
 from agent.whatsapp.rules import (
     DEFAULT_LIMITS,
@@ -37,9 +40,13 @@ from agent.whatsapp.rules import (
     record_user_message,
 )
 from agent.whatsapp.webhooks import (
+    CallEvent,
+    CallStatus,
     CallWebhook,
+    Contact,
     MessageWebhook,
     StatusWebhook,
+    UserMessage,
     WebhookPayload,
     call_events,
     call_statuses,
@@ -61,18 +68,36 @@ def _key(*parts: Any) -> str:
 
 @dataclass
 class FreshEvents:
-    """The part of a delivery not seen before: only this is acted on (Meta delivers at least once)."""
+    """The part of a delivery not handled before: only this is acted on (Meta delivers at least once).
+
+    `keys` are the dedupe keys of every event in it; `CallLedger.handled` marks them handled once the
+    runtime is done, and until then a redelivery of them in this process counts as a duplicate.
+    """
 
     calls: list[CallWebhook] = field(default_factory=list)
     statuses: list[StatusWebhook] = field(default_factory=list)
     messages: list[MessageWebhook] = field(default_factory=list)
     duplicates: int = 0
+    keys: list[str] = field(default_factory=list)
+    key_of: dict[int, str] = field(default_factory=dict)  # id(event) -> its dedupe key
+
+    def add(self, kind: str, item: Any, key: str) -> None:
+        {"call": self.calls, "status": self.statuses, "message": self.messages}[kind].append(item)
+        self.keys.append(key)
+        self.key_of[id(item)] = key
 
     def __bool__(self) -> bool:
         return bool(self.calls or self.statuses or self.messages)
 
 
+# What the writer thread found for each event of a delivery: (kind, the event, its dedupe key, the write).
+_Written = tuple[str, Any, str, EventWrite]
+
+
 class CallLedger:
+    #: How long a webhook delivery may wait for a locked database before it fails (and Meta gets a 500).
+    delivery_deadline_s = 5.0
+
     def __init__(
         self,
         store: Store,
@@ -91,56 +116,101 @@ class CallLedger:
         self.hours = hours or BusinessHours.always_open()
         self.rate_card = rate_card or RateCard.load()
         self.now = clock
+        # Told how each queued write ended (None: stored), on the writer thread: the runtime's health check.
+        self.on_background_write: Callable[[BaseException | None], None] | None = None
         self.calling_enabled = True
         self.bic_restricted_until: datetime | None = None
+        # Dedupe keys being handled by this process right now: a redelivery of one is a duplicate, while a
+        # redelivery of a stored event nobody is handling (a crash, a handler that raised) is acted on.
+        self._in_flight: set[str] = set()
         for event in self.store.list_events(SETTINGS_KEY):
             self._apply_settings(dict(event.payload or {}))
 
     # webhooks -----------------------------------------------------------------
-    def record_webhook(self, payload: WebhookPayload) -> FreshEvents:
-        """Store every event (deduplicated) and apply the user-state facts it carries."""
-        fresh = FreshEvents()
+    async def record_webhook(self, payload: WebhookPayload) -> FreshEvents:
+        """Store the whole delivery in one transaction (on the writer thread) and say what is to be handled.
+
+        All or nothing: if any event cannot be stored, none is and this raises, so Meta's retry finds
+        nothing stored and everything is handled then. The user-state facts are applied in the same
+        transaction, once, when an event is first stored, and only for our own number.
+        """
         received = self.now()
+        written: list[_Written] = await asyncio.wrap_future(
+            self.store.submit(
+                lambda tx: self._store_delivery(tx, payload, received), deadline_s=self.delivery_deadline_s
+            )
+        )
+        fresh = FreshEvents()
+        for kind, item, key, write in written:
+            if kind == "settings":
+                if write.stored:
+                    self._apply_settings(item)
+                continue
+            if not (write.stored or (not write.handled and key not in self._in_flight)):
+                fresh.duplicates += 1
+                continue
+            self._in_flight.add(key)
+            fresh.add(kind, item, key)
+        return fresh
+
+    def _store_delivery(self, tx: StoreTx, payload: WebhookPayload, received: datetime) -> list[_Written]:
+        """Runs on the writer thread inside the delivery's savepoint: touches only `tx`, never `self`'s state."""
+        out: list[_Written] = []
         for event in call_events(payload):
             call = event.call
             key = _key(call.id, call.event, call.timestamp, call.status, call.session.sdp if call.session else None)
             at = _utc(call.timestamp) or received
             raw = call.model_dump(by_alias=True, exclude_none=True)
-            if self.store.record_event(call.id, call.event, at, raw, dedupe_key=key, received_at=received):
-                fresh.calls.append(event)
-                if call.event == "connect" and (call.direction or "USER_INITIATED") == "USER_INITIATED":
+            envelope = {
+                "kind": "call",
+                "waba_id": event.waba_id,
+                "phone_number_id": event.phone_number_id,
+                "display_phone_number": event.display_phone_number,
+                "contact": event.contact.model_dump(by_alias=True, exclude_none=True) if event.contact else None,
+            }
+            write = tx.record_event(
+                call.id, call.event, at, raw, dedupe_key=key, received_at=received, handled=False, envelope=envelope
+            )
+            out.append(("call", event, key, write))
+            ours = event.phone_number_id == self.phone_number_id
+            if write.stored and ours and call.event == "connect":
+                if (call.direction or "USER_INITIATED") == "USER_INITIATED":
                     user = call.from_ or (event.contact.wa_id if event.contact else None)
                     if user:
                         # §8.1: a user call opens the window even if we never answer it.
-                        self._update_user(user, lambda s, at=at: record_user_call(s, at, connected=False))
-            else:
-                fresh.duplicates += 1
+                        self._update_user_in(tx, user, lambda s, at=at: record_user_call(s, at, connected=False))
         for status in call_statuses(payload):
             st = status.status
             key = _key(st.id, "status", st.status, st.timestamp)
             at = _utc(st.timestamp) or received
             raw = st.model_dump(exclude_none=True)
-            if self.store.record_event(st.id, f"status:{st.status}", at, raw, dedupe_key=key, received_at=received):
-                fresh.statuses.append(status)
-            else:
-                fresh.duplicates += 1
+            envelope = {"kind": "status", "waba_id": status.waba_id, "phone_number_id": status.phone_number_id}
+            write = tx.record_event(
+                st.id, f"status:{st.status}", at, raw, dedupe_key=key, received_at=received, handled=False,
+                envelope=envelope,
+            )  # fmt: skip
+            out.append(("status", status, key, write))
         for change in (c for entry in payload.entry for c in entry.changes if c.field == "account_settings_update"):
             key = _key("settings", change.value)
-            if self.store.record_event(SETTINGS_KEY, change.field, received, change.value, dedupe_key=key):
-                self._apply_settings(change.value)
+            write = tx.record_event(SETTINGS_KEY, change.field, received, change.value, dedupe_key=key)
+            out.append(("settings", change.value, key, write))
         for message in user_messages(payload):
             msg = message.message
             at = _utc(msg.timestamp) or received
             key = _key("message", msg.id or (message.user, msg.timestamp))
             raw = msg.model_dump(by_alias=True, exclude_none=True)
-            if not self.store.record_event(f"user:{message.user}", "message", at, raw, dedupe_key=key):
-                fresh.duplicates += 1
+            envelope = {"kind": "message", "phone_number_id": message.phone_number_id, "user": message.user}
+            write = tx.record_event(
+                f"user:{message.user}", "message", at, raw, dedupe_key=key, handled=False, envelope=envelope
+            )
+            out.append(("message", message, key, write))
+            if not write.stored or message.phone_number_id != self.phone_number_id:
                 continue
-            fresh.messages.append(message)
-            self._update_user(message.user, lambda s, at=at: record_user_message(s, at))
+            self._update_user_in(tx, message.user, lambda s, at=at: record_user_message(s, at))
             reply = message.permission_reply
             if reply is not None:
-                self._update_user(
+                self._update_user_in(
+                    tx,
                     message.user,
                     lambda s, at=at, reply=reply: record_permission_reply(
                         s,
@@ -152,7 +222,76 @@ class CallLedger:
                         limits=self.limits,
                     ),
                 )
+        return out
+
+    async def handled(self, fresh: FreshEvents, *, only: Sequence[object] | None = None) -> None:
+        """Mark a delivery's events handled (after the runtime finished with them, however it went).
+
+        `only` limits the mark to those events (a handler cut short); the others stay unhandled for the next
+        start-up, and this process stops treating any of them as in flight.
+        """
+        keys = list(fresh.keys) if only is None else [fresh.key_of[id(e)] for e in only if id(e) in fresh.key_of]
+        try:
+            if keys:
+                # Shielded: a shutdown cancelling the handler must not leave done work to be redone at start-up.
+                await asyncio.shield(asyncio.wrap_future(self.store.submit(lambda tx: tx.mark_handled(keys))))
+        except Exception:
+            log.exception("could not mark %d webhook events handled; they will be handled again at start-up", len(keys))
+        finally:
+            self._in_flight.difference_update(fresh.keys)
+
+    def pending_events(self) -> FreshEvents:
+        """Events stored by an earlier process (or an earlier delivery) and never handled, rebuilt for handling.
+
+        Blocking read, for start-up. Events this process is handling now are left out; one that cannot be
+        rebuilt is logged and marked handled, so it is not retried at every start-up.
+        """
+        fresh = FreshEvents()
+        broken: list[str] = []
+        for record in self.store.unhandled_events():
+            if record.dedupe_key in self._in_flight:
+                continue
+            try:
+                rebuilt = self._rebuild(record)
+            except Exception:
+                log.exception("stored event %s of %s cannot be rebuilt; dropping it", record.event, record.call_id)
+                rebuilt = None
+            if rebuilt is None:
+                broken.append(record.dedupe_key)
+                continue
+            self._in_flight.add(record.dedupe_key)
+            fresh.add(rebuilt[0], rebuilt[1], record.dedupe_key)
+        if broken:
+            self.store.mark_handled(broken)
         return fresh
+
+    @staticmethod
+    def _rebuild(record: CallEventRecord) -> tuple[str, Any] | None:
+        envelope = dict(record.envelope or {})
+        payload = dict(record.payload or {})
+        kind = envelope.get("kind")
+        if kind == "call":
+            contact = envelope.get("contact")
+            return kind, CallWebhook(
+                waba_id=str(envelope.get("waba_id") or ""),
+                phone_number_id=str(envelope.get("phone_number_id") or ""),
+                display_phone_number=envelope.get("display_phone_number"),
+                contact=Contact.model_validate(contact) if contact else None,
+                call=CallEvent.model_validate(payload),
+            )
+        if kind == "status":
+            return kind, StatusWebhook(
+                waba_id=str(envelope.get("waba_id") or ""),
+                phone_number_id=str(envelope.get("phone_number_id") or ""),
+                status=CallStatus.model_validate(payload),
+            )
+        if kind == "message":
+            message = UserMessage.model_validate(payload)
+            reply = message.interactive.call_permission_reply if message.interactive else None
+            return kind, MessageWebhook(
+                str(envelope.get("phone_number_id") or ""), str(envelope["user"]), message, reply
+            )
+        return None
 
     def _apply_settings(self, value: dict[str, Any]) -> None:
         """Meta's own record of the number's call settings (spec §5): calling on/off, BIC restrictions."""
@@ -172,18 +311,48 @@ class CallLedger:
         self.bic_restricted_until = until
 
     def terminated_before_connect(self, call_id: str) -> bool:
-        """Meta does not order deliveries: a terminate stored before its connect means do not answer."""
-        return any(e.event == "terminate" for e in self.store.list_events(call_id))
+        """Meta does not order deliveries: a terminate stored before its connect means do not answer.
+
+        Webhook events are committed before they are handled, so no need to wait for queued writes here.
+        """
+        return any(e.event == "terminate" for e in self.store.list_events(call_id, settle=False))
 
     # users --------------------------------------------------------------------
     def user_state(self, user: str) -> UserCallingState:
         record = self.store.get_user_state(self.phone_number_id, user)
         return UserCallingState.from_record(record) if record else UserCallingState.new(self.phone_number_id, user)
 
-    def _update_user(self, user: str, change: Callable[[UserCallingState], UserCallingState]) -> UserCallingState:
-        state = change(self.user_state(user))
-        self.store.put_user_state(state.to_record())
+    def _update_user_in(
+        self, tx: StoreTx, user: str, change: Callable[[UserCallingState], UserCallingState]
+    ) -> UserCallingState:
+        """Read, change and write a user's state inside one transaction, so two changes never overwrite."""
+        record = tx.get_user_state(self.phone_number_id, user)
+        state = UserCallingState.from_record(record) if record else UserCallingState.new(self.phone_number_id, user)
+        state = change(state)
+        tx.put_user_state(state.to_record())
         return state
+
+    def _update_user(self, user: str, change: Callable[[UserCallingState], UserCallingState]) -> None:
+        self._background(f"user {user}'s calling state", lambda tx: self._update_user_in(tx, user, change))
+
+    def _background(self, what: str, fn: Callable[[StoreTx], Any]) -> None:
+        """Queue a write on the store's writer thread without waiting: the loop never blocks on the disk.
+
+        Writes keep their order (one writer); a failure is logged, as nobody is waiting to hear about it.
+        Reads through the store wait for queued writes first, so a reader still sees them.
+        """
+
+        def report(future: Future[Any]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                log.error("could not store %s", what, exc_info=error)
+            if self.on_background_write is not None:
+                self.on_background_write(error)
+
+        try:
+            self.store.submit(fn).add_done_callback(report)
+        except StoreError as exc:  # closed: a call ending during shutdown; nobody is waiting to hear it
+            log.error("could not store %s: %s", what, exc)
 
     def check_outbound(self, user: str, *, has_live_call: bool) -> Refusal | None:
         return check_calling_enabled(self.calling_enabled) or check_can_call(
@@ -199,28 +368,38 @@ class CallLedger:
         return check_can_request_permission(self.user_state(user), self.now(), limits=self.limits)
 
     def permission_requested(self, user: str) -> None:
-        self._update_user(user, lambda s: record_permission_request(s, self.now()))
+        now = self.now()
+        self._update_user(user, lambda s: record_permission_request(s, now))
 
     def check_inbound(self, live: int, cap: int) -> Refusal | None:
         return check_inbound_call(self.now(), hours=self.hours, live=live, cap=cap)
 
     def business_call_answered(self, user: str) -> None:
-        self._update_user(user, lambda s: record_business_call_answered(s, self.now()))
+        now = self.now()
+        self._update_user(user, lambda s: record_business_call_answered(s, now))
 
-    def business_call_unanswered(self, user: str) -> UserCallingState:
-        return self._update_user(user, lambda s: record_business_call_unanswered(s, self.now(), limits=self.limits))
+    def business_call_unanswered(self, user: str) -> None:
+        now = self.now()
+        self._update_user(user, lambda s: record_business_call_unanswered(s, now, limits=self.limits))
 
     def user_call_connected(self, user: str) -> None:
-        self._update_user(user, lambda s: record_user_call(s, self.now(), connected=True))
+        now = self.now()
+        self._update_user(user, lambda s: record_user_call(s, now, connected=True))
 
     # calls --------------------------------------------------------------------
     def call_started(self, record: CallRecord) -> None:
         record.created_at = record.created_at or self.now()
         record.phone_number_id = record.phone_number_id or self.phone_number_id
-        self.store.save_call(record)
+        self._background(f"call {record.id}", lambda tx: tx.save_call(record))
+
+    async def record_call_start(self, record: CallRecord) -> None:
+        """Like `call_started`, but waits until the record is durably stored (and raises if it cannot be)."""
+        record.created_at = record.created_at or self.now()
+        record.phone_number_id = record.phone_number_id or self.phone_number_id
+        await asyncio.wrap_future(self.store.submit(lambda tx: tx.save_call(record), deadline_s=5.0))
 
     def call_updated(self, call_id: str, **changes: Any) -> None:
-        self.store.update_call(call_id, **changes)
+        self._background(f"call {call_id}'s update", lambda tx: tx.update_call(call_id, **changes))
 
     def call_finished(
         self,
@@ -243,8 +422,7 @@ class CallLedger:
         except Exception as exc:  # an unknown country must not lose the call record
             log.warning("call %s: no price for %s (%s); cost left empty", call_id, callee, exc)
             cost = Decimal(0)
-        self.store.update_call(
-            call_id,
+        changes = dict(
             state="ended",
             outcome=outcome,
             end_reason=end_reason,
@@ -256,20 +434,28 @@ class CallLedger:
             slots=slots,
             handled_by=handled_by,
         )
+        self._background(f"call {call_id}'s record", lambda tx: tx.update_call(call_id, **changes))
         return cost
+
+    def record_turn(self, call_id: str, n: int, turn: dict[str, Any]) -> None:
+        """One turn's stage timings as an event of the call, queued like every other runtime write."""
+        at = self.now()
+        self._background(
+            f"call {call_id}'s turn {n}",
+            lambda tx: tx.record_event(call_id, "turn", at, turn, dedupe_key=f"{call_id}:turn:{n}"),
+        )
 
     def missed_call(self, user: str, reason: str, call_id: str | None, refusal: Refusal | None = None) -> None:
         detail = refusal.as_dict() if refusal else {}
-        self.store.add_contact_event(
-            ContactEvent(
-                at=self.now(),
-                user=user,
-                reason=reason,
-                phone_number_id=self.phone_number_id,
-                call_id=call_id,
-                detail=detail,
-            )
+        event = ContactEvent(
+            at=self.now(),
+            user=user,
+            reason=reason,
+            phone_number_id=self.phone_number_id,
+            call_id=call_id,
+            detail=detail,
         )
+        self._background(f"missed call {call_id}", lambda tx: tx.add_contact_event(event))
 
     @staticmethod
     def missed_reason(refusal: Refusal | None) -> str:

@@ -143,6 +143,7 @@ class Runtime:
         if restarted:
             log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
         self.store_health = StoreHealth()
+        self.ledger.on_background_write = self.store_health.note
         self.draining = False
         vad = VadConfig(
             aggressiveness=settings.vad.aggressiveness,
@@ -194,6 +195,8 @@ class Runtime:
         self._dialing: dict[str, Call] = {}  # calls we place, counted against the caps before Meta answers
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpointed: dict[str, int] = {}  # call id → transcript length last written
+        self._pending_started = False
+        self._start_pending()
 
     def _make_handover(self, settings: Settings) -> HandoverService | None:
         """The agent console's desk, when the config has queues; flows then hand callers over to people."""
@@ -278,14 +281,48 @@ class Runtime:
         return done
 
     # webhooks -----------------------------------------------------------------
-    def accept_webhook(self, payload: WebhookPayload) -> FreshEvents:
-        """Write the delivery to the ledger (before the 200) and start handling what is new."""
-        fresh = self.ledger.record_webhook(payload)
+    async def accept_webhook(self, payload: WebhookPayload) -> FreshEvents:
+        """Commit the delivery to the ledger (before the 200) and start handling what is new.
+
+        The commit runs on the store's writer thread and this awaits it, so the loop keeps serving calls while
+        the disk syncs or another process holds the database; it raises (and Meta gets a 500 and retries)
+        when the delivery could not be stored, in which case none of its events is.
+        """
+        self._start_pending()
+        try:
+            fresh = await self.ledger.record_webhook(payload)
+        except Exception as exc:
+            self.store_health.failed(exc)
+            raise
         if fresh.duplicates:
             log.info("ignored %d duplicate webhook events", fresh.duplicates)
         if fresh:
             self._spawn(self._handle(fresh), "webhook")
         return fresh
+
+    def _start_pending(self) -> None:
+        """Hand events stored but never handled (the last process died first) to the usual handler, once.
+
+        Called from `__init__` (when a loop is already running) and again from `accept_webhook` and
+        `handle_pending`, whichever comes first in a loop: `__init__` may run before the loop exists.
+        """
+        if self._pending_started:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._pending_started = True
+        fresh = self.ledger.pending_events()
+        if fresh.keys:
+            log.warning("handling %d webhook events stored but never handled before the restart", len(fresh.keys))
+            self._spawn(self._handle(fresh), "pending-webhooks")
+
+    async def handle_pending(self) -> None:
+        """Start-up: handle the events an earlier process stored but never handled, and wait for that."""
+        self._start_pending()
+        pending = [t for t in self._tasks if t.get_name() == "pending-webhooks"]
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -294,23 +331,42 @@ class Runtime:
         return task
 
     async def _handle(self, fresh: FreshEvents) -> None:
-        for event in fresh.calls:
-            if event.phone_number_id != self.settings.phone_number_id:
-                log.warning("ignoring call event for another number %s", event.phone_number_id)
-                continue
-            try:
-                if event.call.event == "connect":
-                    await self._on_connect(event)
-                elif event.call.event == "terminate":
-                    await self._on_terminate(event)
-                else:
-                    log.info("call %s: ignoring event %s", event.call.id, event.call.event)
-            except Exception:
-                log.exception("call %s: failed handling %s", event.call.id, event.call.event)
-        for status in fresh.statuses:
-            await self._on_status(status)
-        for message in fresh.messages:
-            self._on_message(message)
+        """Act on fresh events, then mark them handled: done, or failed in a way a retry would not fix.
+
+        Cut short (a shutdown cancels it), only the events already acted on are marked: the rest are handled
+        at the next start-up, where a connect will be stale and is not answered, but a terminate still counts.
+        """
+        done: list[object] = []
+        try:
+            for event in fresh.calls:
+                done.append(event)
+                if event.phone_number_id != self.settings.phone_number_id:
+                    log.warning("ignoring call event for another number %s", event.phone_number_id)
+                    continue
+                try:
+                    if event.call.event == "connect":
+                        await self._on_connect(event)
+                    elif event.call.event == "terminate":
+                        await self._on_terminate(event)
+                    else:
+                        log.info("call %s: ignoring event %s", event.call.id, event.call.event)
+                except Exception:
+                    log.exception("call %s: failed handling %s", event.call.id, event.call.event)
+                await asyncio.sleep(0)  # a 1,000-event delivery must not hold the loop (and calls' audio) at once
+            for status in fresh.statuses:
+                done.append(status)
+                try:
+                    await self._on_status(status)
+                except Exception:
+                    log.exception("call %s: failed handling status %s", status.status.id, status.status.status)
+                await asyncio.sleep(0)
+            for message in fresh.messages:
+                done.append(message)
+                self._on_message(message)
+        except BaseException:
+            await self.ledger.handled(fresh, only=done)
+            raise
+        await self.ledger.handled(fresh)
 
     def _find(self, call_id: str, ref: str | None) -> Call | None:
         return self.calls.get(call_id) or (self._by_ref.get(ref) if ref else None)
@@ -356,7 +412,7 @@ class Runtime:
             on_ended=self._forget,
         )
         try:
-            self._register(call)
+            await self._register(call)
         except Exception as exc:
             # Not recorded means not taken: a call we cannot write down must not hold a slot for good.
             self.store_health.failed(exc)
@@ -397,24 +453,28 @@ class Runtime:
         """Calls holding a slot: live ones and those we are dialling (reserved before Meta answers)."""
         return len(self.calls) + sum(1 for c in self._dialing.values() if c.id not in self.calls)
 
-    def _register(self, call: Call) -> None:
-        """Write the call down first, then count it live: a failed write leaves no slot taken."""
+    async def _register(self, call: Call) -> None:
+        """Count the call live (taking its slot at once) and write it down durably before answering; a failed
+        write gives the slot back and raises: a call we cannot record is not taken."""
         inbound = call.direction == "USER_INITIATED"
-        self.ledger.call_started(
-            CallRecord(
-                id=call.id,
-                direction=call.direction,
-                from_number=call.user_number if inbound else self.settings.business_number or None,
-                to_number=(self.settings.business_number or None) if inbound else call.user_number,
-                state=str(call.state),
-                biz_opaque_callback_data=call.ref,
-                flow=call.flow.name,
-                simulated=self.simulated,
-            )
-        )
-        self.store_health.ok()
         self.calls[call.id] = call
         self._by_ref[call.ref] = call
+        record = CallRecord(
+            id=call.id,
+            direction=call.direction,
+            from_number=call.user_number if inbound else self.settings.business_number or None,
+            to_number=(self.settings.business_number or None) if inbound else call.user_number,
+            state=str(call.state),
+            biz_opaque_callback_data=call.ref,
+            flow=call.flow.name,
+            simulated=self.simulated,
+        )
+        try:
+            await self.ledger.record_call_start(record)
+        except BaseException:
+            self.calls.pop(call.id, None)
+            self._by_ref.pop(call.ref, None)
+            raise
         if self._checkpointer is None or self._checkpointer.done():
             self._checkpointer = asyncio.create_task(self._checkpoint_live_calls(), name="checkpoint")
 
@@ -465,7 +525,7 @@ class Runtime:
         self._dialing[ref] = call
         try:
             await call.dial(to)
-            self._register(call)
+            await self._register(call)
         except BaseException as exc:
             self._by_ref.pop(ref, None)
             self.calls.pop(call.id, None)
@@ -538,8 +598,7 @@ class Runtime:
             # Each turn's stage timings stay with the call (as its events), for finding slow turns later.
             for n, turn in enumerate(summary.get("turns", []), 1):
                 log.debug("call %s turn %d: %s", call.id, n, turn)
-                self.store.record_event(call.id, "turn", self.ledger.now(), turn, dedupe_key=f"{call.id}:turn:{n}")
-            self.store_health.ok()
+                self.ledger.record_turn(call.id, n, turn)
         except Exception as exc:
             self.store_health.failed(exc)
             log.exception("call %s: could not write the call record", call.id)
@@ -592,7 +651,6 @@ class Runtime:
                 try:
                     self.ledger.call_updated(call.id, transcript=summary["transcript"], slots=summary.get("slots", {}))
                     self._checkpointed[call.id] = said
-                    self.store_health.ok()
                 except Exception as exc:
                     self.store_health.failed(exc)
                     log.warning("call %s: could not checkpoint the transcript: %s", call.id, exc)
@@ -665,7 +723,7 @@ class Runtime:
         await self.graph.aclose()
         if self.llm is not None:
             await self.llm.aclose()
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # commits the queued writes and stops the writer thread
 
 
 def utc_now() -> datetime:
@@ -678,20 +736,32 @@ def _reached_meta(record: CallRecord) -> bool:
 
 
 class StoreHealth:
-    """Whether the last write to the store failed (and no write has worked since): /healthz says degraded."""
+    """Whether writes to the store failed lately: /healthz says degraded (503) for `window_s` after a failure.
 
-    def __init__(self) -> None:
+    A window rather than "until the next write works": the writes that fail (a call record) and those that
+    go on working (a small status row) differ, and an operator must see the failure, not a flicker.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
         self.failures = 0
         self.last_error: str | None = None
-        self.failing = False
+        self._failed_at: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self._failed_at is not None and self._clock() - self._failed_at < self.window_s
 
     def failed(self, exc: BaseException) -> None:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:200]
-        self.failing = True
+        self._failed_at = self._clock()
 
-    def ok(self) -> None:
-        self.failing = False
+    def note(self, error: BaseException | None) -> None:
+        """A queued write's outcome (called on the store's writer thread; plain assignments only)."""
+        if error is not None:
+            self.failed(error)
 
     def describe(self) -> str:
         return f"writes failing ({self.failures} failure(s) so far; last: {self.last_error})"

@@ -95,7 +95,7 @@ class FakeRuntime:
     def health(self) -> dict[str, Any]:
         return {"status": self.status, "live_calls": len(self.calls), "flow": self.flow.name}
 
-    def accept_webhook(self, payload: WebhookPayload) -> None:
+    async def accept_webhook(self, payload: WebhookPayload) -> None:
         self.dispatched.append(payload)
 
 
@@ -286,3 +286,18 @@ async def test_healthz_is_503_while_draining_or_failing(
 async def test_other_methods_and_paths(client: httpx.AsyncClient) -> None:
     assert (await client.put("/webhook")).status_code == 405
     assert (await client.get("/nope")).status_code == 404
+
+
+def test_store_health_stays_degraded_for_its_window_after_a_failed_write() -> None:
+    from agent.runtime import StoreHealth
+
+    now = [100.0]
+    health = StoreHealth(window_s=60, clock=lambda: now[0])
+    assert not health.failing
+    health.note(None)
+    assert not health.failing
+    health.note(OSError("disk full"))
+    now[0] += 59
+    assert health.failing and "disk full" in health.describe()
+    now[0] += 2
+    assert not health.failing

@@ -165,7 +165,7 @@ def test_the_parser_only_ever_raises_payload_error() -> None:
             payload = parse_webhook(body)
         except PayloadError:
             return
-        runtime.accept_webhook(payload)  # the flattened views, and every timestamp as a datetime
+        runtime.accept(payload)  # the flattened views, and every timestamp as a datetime
 
     with quiet():
         parse()

@@ -95,8 +95,15 @@ class ApiRuntime:
     store: FakeStore = field(default_factory=FakeStore)
     dispatched: list[WebhookPayload] = field(default_factory=list)
     placed: list[tuple[str, Flow | None]] = field(default_factory=list)
+    status: str = "ok"
 
-    def accept_webhook(self, payload: WebhookPayload) -> None:
+    def health(self) -> dict[str, Any]:
+        return {"status": self.status, "live_calls": len(self.calls), "flow": self.flow.name}
+
+    async def accept_webhook(self, payload: WebhookPayload) -> None:
+        self.accept(payload)
+
+    def accept(self, payload: WebhookPayload) -> None:
         for event in call_events(payload):
             call = event.call
             for ts in (call.timestamp, call.start_time, call.end_time):

@@ -1,9 +1,10 @@
 """The persistence seam: records wacall keeps across restarts, and the small `Store` protocol over them.
 
-The protocol is synchronous on purpose: each method is one short transaction on an embedded database, fast
-enough to call from the event loop for a webhook's single write, and trivially wrapped in
-`asyncio.to_thread` where a caller prefers. A server database can replace SQLite by implementing the same
-methods; nothing outside `agent/store/` knows about SQL.
+The named methods are synchronous, for the CLI, tests and start-up: each is one short transaction. The
+event loop instead uses `submit`, which runs a job on the store's writer thread and returns a future, so a
+slow disk or a database locked by another process never stalls the loop (and so every call's audio). A
+server database can replace SQLite by implementing the same methods; nothing outside `agent/store/` knows
+about SQL.
 
 The records are plain data (str, int, Decimal, aware datetimes, JSON-able dicts/lists) so this module has no
 imports from the rest of wacall: the domain (`agent.whatsapp.rules`) converts to and from them, never the
@@ -12,12 +13,13 @@ other way round.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "DB_FILENAME",
@@ -32,6 +34,8 @@ __all__ = [
     "UserStateRecord",
     "default_db_path",
 ]
+
+T = TypeVar("T")
 
 DB_FILENAME = "wacall.sqlite3"
 ENDED_BY_RESTART = "ended_by_restart"
@@ -94,6 +98,10 @@ class CallEventRecord:
     dedupe_key: str
     received_at: datetime | None = None
     seq: int | None = None
+    # False until the runtime has acted on it: a webhook event left unhandled is handled at start-up.
+    handled: bool = True
+    # The delivery's facts the handler needs besides the event (number, contact), to rebuild it later.
+    envelope: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,13 @@ class Store(Protocol):
         dedupe_key: str | None = None,
         received_at: datetime | None = None,
     ) -> bool: ...
-    def list_events(self, call_id: str) -> list[CallEventRecord]: ...
+    def list_events(self, call_id: str, *, settle: bool = True) -> list[CallEventRecord]: ...
+    def unhandled_events(self, limit: int = 10_000) -> list[CallEventRecord]: ...
+    def mark_handled(self, dedupe_keys: Sequence[str]) -> int: ...
+
+    # asynchronous writes: `fn` gets a transaction (agent.store.sqlite.StoreTx) on the writer thread
+    def submit(self, fn: Callable[[Any], T], *, deadline_s: float = ...) -> Future[T]: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
 
     # per-user calling state
     def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None: ...

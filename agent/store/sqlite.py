@@ -2,11 +2,20 @@
 
 Why these choices:
 
-* **stdlib sqlite3, one connection behind a lock.** Webhook traffic is a few writes per call, so serialising
-  them costs nothing and rules out every "database is locked" and cross-thread-connection surprise. Methods
-  are safe from any thread, including `asyncio.to_thread` workers.
-* **One short transaction per method** (`BEGIN IMMEDIATE` … `COMMIT`), so the webhook handler can write and
-  only then answer 200: if the process dies before the ack, Meta retries and the dedupe key absorbs it.
+* **stdlib sqlite3, one write connection and one read connection.** Writes are serialised (one writer is all
+  SQLite allows anyway), which rules out "database is locked" between our own threads; reads use their own
+  connection so, in WAL mode, they never wait for a write in progress. Methods are safe from any thread.
+* **One writer thread, group commit.** The event loop must never wait for a lock or an fsync (an outside
+  write lock once froze every call's audio for 4.6 s). Once anything asks for an asynchronous write
+  (`submit`), a single writer thread owns all writes: it takes every queued job, runs each in its own
+  SAVEPOINT (a job is all-or-nothing, e.g. one webhook delivery) and commits them with one fsync. The sync
+  methods then queue and wait too, so writes keep one order whoever makes them. Before that (the CLI,
+  tests) they run inline: no thread is started for a process that only reads.
+* **Short busy timeout, retried by the writer.** A 250 ms SQLite busy timeout, retried until the job's
+  deadline, so an outside lock delays writes (never the loop) and a delivery that cannot be stored in time
+  fails, which answers Meta 500 and makes it retry.
+* **A `handled` mark on webhook events.** Stored is not handled: a crash between the commit and the handling,
+  or handling that raised, leaves `handled = 0`, and such events are handled at start-up or on redelivery.
 * **WAL + synchronous=FULL.** WAL lets a reader (`wacall calls`) run during writes; FULL makes a committed
   webhook survive power loss too, at a cost of one fsync per write, which this volume can afford.
 * **`user_version` migrations.** Each schema change is one entry in `_MIGRATIONS`; a file written by a newer
@@ -19,15 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.store.base import (
     ENDED_BY_RESTART,
@@ -40,7 +53,21 @@ from agent.store.base import (
     default_db_path,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "default_db_path"]
+__all__ = ["SCHEMA_VERSION", "EventWrite", "SqliteStore", "StoreBusyError", "StoreTx", "default_db_path"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: SQLite's own wait for a lock, per attempt: short, so the writer thread can check deadlines between tries.
+BUSY_TIMEOUT_MS = 250
+#: How long a synchronous write (CLI, tests, code not yet moved off the loop) keeps retrying a locked database.
+SYNC_WRITE_DEADLINE_S = 5.0
+#: How long a fire-and-forget write keeps retrying: long, as nobody waits for it and losing it loses data.
+BACKGROUND_WRITE_DEADLINE_S = 60.0
+#: At most this many jobs share one transaction, so one commit never grows without bound under a flood.
+MAX_BATCH = 256
+#: A read waits at most this long for writes queued before it (read-your-writes) before reading anyway.
+READ_SETTLE_S = 0.5
 
 _SCHEMA_V1 = """
 CREATE TABLE calls (
@@ -126,8 +153,19 @@ _SCHEMA_V3 = """
 ALTER TABLE calls ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
 """
 
+# v4: stored is not handled. A webhook event is stored with handled = 0 and marked 1 once the runtime has acted
+# on it, so one stored but never handled (a crash in between, a handler that raised) is handled at start-up or
+# on redelivery instead of being dropped as a duplicate. Rows already there were handled by the wacall that
+# stored them, hence DEFAULT 1. `envelope` keeps what the handler needs beyond the event itself (which number,
+# which contact) so a pending event can be rebuilt without the original delivery.
+_SCHEMA_V4 = """
+ALTER TABLE call_events ADD COLUMN handled INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE call_events ADD COLUMN envelope TEXT;
+CREATE INDEX call_events_unhandled ON call_events (seq) WHERE handled = 0;
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -213,30 +251,255 @@ def default_dedupe_key(call_id: str, event: str, at: datetime, payload: Mapping[
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class StoreBusyError(StoreError):
+    """The database stayed locked (by another process) past the write's deadline; nothing was written."""
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """What storing one event found: `stored` is False for a duplicate, `handled` says if it was acted on."""
+
+    stored: bool
+    handled: bool
+    seq: int | None = None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _event_from_row(r: sqlite3.Row) -> CallEventRecord:
+    return CallEventRecord(
+        call_id=r["call_id"],
+        event=r["event"],
+        at=datetime.fromisoformat(r["at"]),
+        payload=None if r["payload"] is None else json.loads(r["payload"]),
+        dedupe_key=r["dedupe_key"],
+        received_at=_dt(r["received_at"]),
+        seq=r["seq"],
+        handled=bool(r["handled"]),
+        envelope=None if r["envelope"] is None else json.loads(r["envelope"]),
+    )
+
+
+def _user_state_from_row(row: sqlite3.Row) -> UserStateRecord:
+    return UserStateRecord(
+        phone_number_id=row["phone_number_id"],
+        user=row["user_id"],
+        permission_status=row["permission_status"],
+        permission_expires_at=_dt(row["permission_expires_at"]),
+        permission_source=row["permission_source"],
+        permission_updated_at=_dt(row["permission_updated_at"]),
+        permission_requests=_times(row["permission_requests"]),
+        requests_reset_at=_dt(row["requests_reset_at"]),
+        consecutive_unanswered=row["consecutive_unanswered"],
+        needs_system_message=bool(row["needs_system_message"]),
+        window_refreshed_at=_dt(row["window_refreshed_at"]),
+        connected_calls=_times(row["connected_calls"]),
+    )
+
+
+class StoreTx:
+    """The write methods inside one open transaction: what a job given to `SqliteStore.submit` works with.
+
+    A job's reads see its own and earlier jobs' writes (same connection), which is what read-modify-write of
+    a user's state needs; everything a job does is kept or rolled back together.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
+        self.conn = conn
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def save_call(self, call: CallRecord) -> None:
+        created = call.created_at or self._clock()
+        values = {name: _call_column(name, getattr(call, name)) for name in _CALL_FIELDS}
+        values["created_at"] = _ts(created, "created_at")
+        columns = ", ".join(_CALL_FIELDS)
+        marks = ", ".join(f":{n}" for n in _CALL_FIELDS)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in _CALL_FIELDS if n != "id")
+        self.conn.execute(
+            f"INSERT INTO calls ({columns}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}", values
+        )
+
+    def update_call(self, call_id: str, **changes: Any) -> CallRecord | None:
+        unknown = sorted(set(changes) - _UPDATABLE)
+        if unknown:
+            raise ValueError(f"unknown call field(s): {', '.join(unknown)}")
+        if changes:
+            assignments = ", ".join(f"{n} = :{n}" for n in changes)
+            params = {n: _call_column(n, v) for n, v in changes.items()} | {"_id": call_id}
+            self.conn.execute(f"UPDATE calls SET {assignments} WHERE id = :_id", params)
+        row = self.conn.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return None if row is None else _call_from_row(row)
+
+    def record_event(
+        self,
+        call_id: str,
+        event: str,
+        at: datetime,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        dedupe_key: str | None = None,
+        received_at: datetime | None = None,
+        handled: bool = True,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> EventWrite:
+        """Store an event once. `handled=False` for a webhook event the runtime has yet to act on."""
+        key = dedupe_key or default_dedupe_key(call_id, event, at, payload)
+        cursor = self.conn.execute(
+            "INSERT INTO call_events (call_id, event, at, payload, dedupe_key, received_at, handled, envelope) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(dedupe_key) DO NOTHING",
+            (
+                call_id,
+                event,
+                _ts(at, "at"),
+                None if payload is None else _json(payload),
+                key,
+                _ts(received_at or self._clock(), "received_at"),
+                int(handled),
+                None if envelope is None else _json(envelope),
+            ),
+        )
+        if cursor.rowcount == 1:
+            return EventWrite(stored=True, handled=handled, seq=cursor.lastrowid)
+        row = self.conn.execute("SELECT seq, handled FROM call_events WHERE dedupe_key = ?", (key,)).fetchone()
+        return EventWrite(stored=False, handled=bool(row["handled"]), seq=row["seq"])
+
+    def mark_handled(self, dedupe_keys: Iterable[str]) -> int:
+        cursor = self.conn.executemany(
+            "UPDATE call_events SET handled = 1 WHERE dedupe_key = ? AND handled = 0", [(k,) for k in dedupe_keys]
+        )
+        return cursor.rowcount
+
+    def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None:
+        row = self.conn.execute(
+            "SELECT * FROM user_states WHERE phone_number_id = ? AND user_id = ?", (phone_number_id, user)
+        ).fetchone()
+        return None if row is None else _user_state_from_row(row)
+
+    def put_user_state(self, state: UserStateRecord) -> None:
+        values = {
+            "phone_number_id": state.phone_number_id,
+            "user_id": state.user,
+            "permission_status": state.permission_status,
+            "permission_expires_at": _ts(state.permission_expires_at),
+            "permission_source": state.permission_source,
+            "permission_updated_at": _ts(state.permission_updated_at),
+            "permission_requests": _times_json(state.permission_requests),
+            "requests_reset_at": _ts(state.requests_reset_at),
+            "consecutive_unanswered": int(state.consecutive_unanswered),
+            "needs_system_message": int(bool(state.needs_system_message)),
+            "window_refreshed_at": _ts(state.window_refreshed_at),
+            "connected_calls": _times_json(state.connected_calls),
+            "updated_at": _ts(self._clock()),
+        }
+        columns = ", ".join(values)
+        marks = ", ".join(f":{n}" for n in values)
+        self.conn.execute(f"INSERT OR REPLACE INTO user_states ({columns}) VALUES ({marks})", values)
+
+    def add_contact_event(self, event: ContactEvent) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO contact_events (at, phone_number_id, user_id, kind, reason, call_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _ts(event.at, "at"),
+                event.phone_number_id,
+                event.user,
+                event.kind,
+                event.reason,
+                event.call_id,
+                _json(dict(event.detail)),
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def mark_live_calls_ended(self, *, now: datetime, reason: str, simulated: bool | None) -> list[str]:
+        stamp = _ts(now, "now")
+        query = "SELECT id FROM calls WHERE state != ? AND ended_at IS NULL"
+        params: list[Any] = [ENDED_STATE]
+        if simulated is not None:
+            query += " AND simulated = ?"
+            params.append(int(simulated))
+        ids = [r["id"] for r in self.conn.execute(query + " ORDER BY created_at", params)]
+        self.conn.executemany(
+            "UPDATE calls SET state = ?, end_reason = ?, outcome = COALESCE(outcome, 'interrupted'), "
+            "ended_at = ? WHERE id = ?",
+            [(ENDED_STATE, reason, stamp, call_id) for call_id in ids],
+        )
+        return ids
+
+
+@dataclass
+class _Job:
+    fn: Callable[[StoreTx], Any]
+    future: Future[Any]
+    deadline: float  # time.monotonic() after which a locked database fails the job instead of retrying
+
+
+_STOP = object()
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    if job.future.set_running_or_notify_cancel():
+        job.future.set_exception(exc)
+
+
 class SqliteStore:
     """`Store` on a SQLite file (or ":memory:" for throwaway use)."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        sync_write_deadline_s: float = SYNC_WRITE_DEADLINE_S,
+    ) -> None:
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.RLock()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._sync_deadline_s = sync_write_deadline_s
+        self._lock = threading.RLock()  # the write connection
+        self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._rlock = self._lock
+        # The writer thread, started by the first `submit`; `_queued`/`_done` count jobs for read-your-writes.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._settled = threading.Condition()
+        self._queued = 0
+        self._done = 0
+        self._closed = False
         if self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the data directory for {self.path}: {exc}") from exc
         try:
-            self._conn: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
-            self._conn.row_factory = sqlite3.Row
+            self._conn = self._connect()
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
+            if self.path != ":memory:":
+                # Separate connections to ":memory:" would be separate databases; there, reads share the lock.
+                self._reader = self._connect()
+                self._rlock = threading.RLock()
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(f"cannot open the wacall database {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        return conn
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path, **kwargs: Any) -> SqliteStore:
@@ -248,12 +511,29 @@ class SqliteStore:
             raise StoreError(f"store {self.path} is closed")
         return self._conn
 
+    def _read_db(self) -> sqlite3.Connection:
+        conn = self._db()
+        return self._reader or conn
+
+    def _begin(self, conn: sqlite3.Connection, deadline: float) -> None:
+        """BEGIN IMMEDIATE, retried past SQLite's short busy timeout until `deadline`."""
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(f"{self.path} stayed locked: {exc}") from exc
+                time.sleep(0.01)
+
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, deadline: float | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE takes the write lock up front so it never fails half-way."""
         with self._lock:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn, deadline if deadline is not None else time.monotonic() + self._sync_deadline_s)
             try:
                 yield conn
             except BaseException:
@@ -278,14 +558,150 @@ class SqliteStore:
 
     @property
     def schema_version(self) -> int:
+        with self._rlock:
+            return int(self._read_db().execute("PRAGMA user_version").fetchone()[0])
+
+    # the writer thread ---------------------------------------------------------------------------------
+    def submit(self, fn: Callable[[StoreTx], T], *, deadline_s: float = BACKGROUND_WRITE_DEADLINE_S) -> Future[T]:
+        """Run `fn` in a write transaction on the writer thread; never blocks the caller.
+
+        `fn` runs in its own SAVEPOINT: if it raises, none of its writes are kept (other jobs sharing the
+        transaction are unaffected) and the future carries the exception. The future resolves only after the
+        COMMIT, so awaiting it (`asyncio.wrap_future`) means "durably stored". `fn` must only touch the
+        database: it runs on another thread and may run again never.
+        """
+        future: Future[T] = Future()
+        with self._writer_lock:
+            if self._closed or self._conn is None:
+                raise StoreError(f"store {self.path} is closed")
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="wacall-store-writer", daemon=True)
+                self._writer.start()
+            with self._settled:
+                self._queued += 1
+            self._queue.put(_Job(fn, future, time.monotonic() + deadline_s))
+        return future
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every write queued before this call is committed (or failed); False on timeout.
+
+        For shutdown and for readers that must see the runtime's fire-and-forget writes. Blocking: from the
+        event loop use `await asyncio.to_thread(store.flush)`.
+        """
+        with self._settled:
+            target = self._queued
+            return self._settled.wait_for(lambda: self._done >= target, timeout)
+
+    def _settle(self) -> None:
+        """Read-your-writes for sync readers: wait (briefly) for writes queued before the read."""
+        if self._writer is None or threading.current_thread() is self._writer:
+            return
+        with self._settled:
+            if self._done >= self._queued:
+                return
+        if not self.flush(READ_SETTLE_S):
+            log.warning("reading %s with writes still queued (the database is slow or locked)", self.path)
+
+    def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Job] = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+            with self._settled:
+                self._done += len(batch)
+                self._settled.notify_all()
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        """One transaction for the batch, one SAVEPOINT per job; a locked database is retried per deadline."""
         with self._lock:
-            return int(self._db().execute("PRAGMA user_version").fetchone()[0])
+            try:
+                conn = self._db()
+            except StoreError as exc:
+                for job in batch:
+                    _fail(job, exc)
+                return
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        for job in batch:
+                            _fail(job, exc)
+                        return
+                    now = time.monotonic()
+                    expired = [job for job in batch if job.deadline <= now]
+                    for job in expired:
+                        _fail(job, StoreBusyError(f"{self.path} stayed locked: {exc}"))
+                    batch = [job for job in batch if job.deadline > now]
+                    if not batch:
+                        return
+                    time.sleep(0.01)
+            tx = StoreTx(conn, self._clock)
+            results: list[tuple[_Job, bool, Any]] = []
+            try:
+                for job in batch:
+                    if not job.future.set_running_or_notify_cancel():
+                        continue  # cancelled while queued: its caller no longer wants it
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        value = job.fn(tx)
+                    except BaseException as exc:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        results.append((job, False, exc))
+                    else:
+                        conn.execute("RELEASE job")
+                        results.append((job, True, value))
+                conn.execute("COMMIT")
+            except BaseException as exc:  # the transaction itself failed: nothing of the batch is stored
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for job in batch:
+                    future = job.future
+                    if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
+                        future.set_exception(exc)
+                return
+        for job, ok, value in results:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _write(self, fn: Callable[[StoreTx], T]) -> T:
+        """A synchronous write: inline before the writer thread exists, through it (in order) after."""
+        if self._writer is not None and threading.current_thread() is not self._writer:
+            return self.submit(fn, deadline_s=self._sync_deadline_s).result()
+        with self._tx() as conn:
+            return fn(StoreTx(conn, self._clock))
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close both connections; idempotent."""
+        with self._writer_lock:
+            self._closed = True
+            writer = self._writer
+            if writer is not None:
+                self._queue.put(_STOP)
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._reader, self._conn):
+                if conn is not None:
+                    conn.close()
+            self._reader = None
+            self._conn = None
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -296,49 +712,37 @@ class SqliteStore:
     # calls ---------------------------------------------------------------------------------------------
     def save_call(self, call: CallRecord) -> None:
         """Insert or fully overwrite one call; `created_at` defaults to now so every row sorts."""
-        created = call.created_at or self._clock()
-        values = {name: _call_column(name, getattr(call, name)) for name in _CALL_FIELDS}
-        values["created_at"] = _ts(created, "created_at")
-        columns = ", ".join(_CALL_FIELDS)
-        marks = ", ".join(f":{n}" for n in _CALL_FIELDS)
-        updates = ", ".join(f"{n} = excluded.{n}" for n in _CALL_FIELDS if n != "id")
-        with self._tx() as tx:
-            tx.execute(
-                f"INSERT INTO calls ({columns}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}", values
-            )
+        self._write(lambda tx: tx.save_call(call))
 
     def update_call(self, call_id: str, **changes: Any) -> CallRecord | None:
         """Change some fields of a call; returns the updated call, or None if there is no such call."""
         unknown = sorted(set(changes) - _UPDATABLE)
         if unknown:
             raise ValueError(f"unknown call field(s): {', '.join(unknown)}")
-        with self._tx() as tx:
-            if changes:
-                assignments = ", ".join(f"{n} = :{n}" for n in changes)
-                params = {n: _call_column(n, v) for n, v in changes.items()} | {"_id": call_id}
-                tx.execute(f"UPDATE calls SET {assignments} WHERE id = :_id", params)
-            row = tx.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
-        return None if row is None else _call_from_row(row)
+        return self._write(lambda tx: tx.update_call(call_id, **changes))
 
     def get_call(self, call_id: str) -> CallRecord | None:
-        with self._lock:
-            row = self._db().execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
+        self._settle()
+        with self._rlock:
+            row = self._read_db().execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
         return None if row is None else _call_from_row(row)
 
     def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         """Newest first, for `wacall calls`."""
-        with self._lock:
+        self._settle()
+        with self._rlock:
             rows = (
-                self._db()
+                self._read_db()
                 .execute("SELECT * FROM calls ORDER BY created_at DESC, rowid DESC LIMIT ?", (max(0, int(limit)),))
                 .fetchall()
             )
         return [_call_from_row(r) for r in rows]
 
     def live_calls(self) -> list[CallRecord]:
-        with self._lock:
+        self._settle()
+        with self._rlock:
             rows = (
-                self._db()
+                self._read_db()
                 .execute(
                     "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at", (ENDED_STATE,)
                 )
@@ -355,20 +759,7 @@ class SqliteStore:
         dir with a running server owns only its own calls. `duration_s` is left as it was: the real end is
         unknown (a late terminate webhook may still fill it), and guessing "until the restart" would over-bill.
         """
-        stamp = _ts(now, "now")
-        query = "SELECT id FROM calls WHERE state != ? AND ended_at IS NULL"
-        params: list[Any] = [ENDED_STATE]
-        if simulated is not None:
-            query += " AND simulated = ?"
-            params.append(int(simulated))
-        with self._tx() as tx:
-            ids = [r["id"] for r in tx.execute(query + " ORDER BY created_at", params)]
-            tx.executemany(
-                "UPDATE calls SET state = ?, end_reason = ?, outcome = COALESCE(outcome, 'interrupted'), "
-                "ended_at = ? WHERE id = ?",
-                [(ENDED_STATE, reason, stamp, call_id) for call_id in ids],
-            )
-        return ids
+        return self._write(lambda tx: tx.mark_live_calls_ended(now=now, reason=reason, simulated=simulated))
 
     # call events ---------------------------------------------------------------------------------------
     def record_event(
@@ -382,103 +773,61 @@ class SqliteStore:
         received_at: datetime | None = None,
     ) -> bool:
         """Store an event once; False means this exact event was already stored (a retried webhook)."""
-        key = dedupe_key or default_dedupe_key(call_id, event, at, payload)
-        with self._tx() as tx:
-            cursor = tx.execute(
-                "INSERT INTO call_events (call_id, event, at, payload, dedupe_key, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(dedupe_key) DO NOTHING",
-                (
-                    call_id,
-                    event,
-                    _ts(at, "at"),
-                    None if payload is None else _json(payload),
-                    key,
-                    _ts(received_at or self._clock(), "received_at"),
-                ),
-            )
-            return cursor.rowcount == 1
+        written = self._write(
+            lambda tx: tx.record_event(call_id, event, at, payload, dedupe_key=dedupe_key, received_at=received_at)
+        )
+        return written.stored
 
-    def list_events(self, call_id: str) -> list[CallEventRecord]:
-        """In arrival order, which is what happened to us (Meta's `at` order may differ, §1.2)."""
-        with self._lock:
-            rows = self._db().execute("SELECT * FROM call_events WHERE call_id = ? ORDER BY seq", (call_id,)).fetchall()
-        return [
-            CallEventRecord(
-                call_id=r["call_id"],
-                event=r["event"],
-                at=datetime.fromisoformat(r["at"]),
-                payload=None if r["payload"] is None else json.loads(r["payload"]),
-                dedupe_key=r["dedupe_key"],
-                received_at=_dt(r["received_at"]),
-                seq=r["seq"],
+    def list_events(self, call_id: str, *, settle: bool = True) -> list[CallEventRecord]:
+        """In arrival order, which is what happened to us (Meta's `at` order may differ, §1.2).
+
+        `settle=False` skips waiting for queued writes, for a caller that knows what it needs is committed
+        (webhook events are, before they are handled) and must not wait behind a locked database.
+        """
+        if settle:
+            self._settle()
+        with self._rlock:
+            rows = (
+                self._read_db()
+                .execute("SELECT * FROM call_events WHERE call_id = ? ORDER BY seq", (call_id,))
+                .fetchall()
             )
-            for r in rows
-        ]
+        return [_event_from_row(r) for r in rows]
+
+    def unhandled_events(self, limit: int = 10_000) -> list[CallEventRecord]:
+        """Webhook events stored but never marked handled, oldest first: what start-up must still act on."""
+        self._settle()
+        with self._rlock:
+            rows = (
+                self._read_db()
+                .execute("SELECT * FROM call_events WHERE handled = 0 ORDER BY seq LIMIT ?", (max(0, int(limit)),))
+                .fetchall()
+            )
+        return [_event_from_row(r) for r in rows]
+
+    def mark_handled(self, dedupe_keys: Sequence[str]) -> int:
+        """Synchronous `StoreTx.mark_handled`; the runtime queues it with `submit` instead."""
+        keys = list(dedupe_keys)
+        return self._write(lambda tx: tx.mark_handled(keys))
 
     # per-user calling state ----------------------------------------------------------------------------
     def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None:
-        with self._lock:
+        self._settle()
+        with self._rlock:
             row = (
-                self._db()
+                self._read_db()
                 .execute("SELECT * FROM user_states WHERE phone_number_id = ? AND user_id = ?", (phone_number_id, user))
                 .fetchone()
             )
-        if row is None:
-            return None
-        return UserStateRecord(
-            phone_number_id=row["phone_number_id"],
-            user=row["user_id"],
-            permission_status=row["permission_status"],
-            permission_expires_at=_dt(row["permission_expires_at"]),
-            permission_source=row["permission_source"],
-            permission_updated_at=_dt(row["permission_updated_at"]),
-            permission_requests=_times(row["permission_requests"]),
-            requests_reset_at=_dt(row["requests_reset_at"]),
-            consecutive_unanswered=row["consecutive_unanswered"],
-            needs_system_message=bool(row["needs_system_message"]),
-            window_refreshed_at=_dt(row["window_refreshed_at"]),
-            connected_calls=_times(row["connected_calls"]),
-        )
+        return None if row is None else _user_state_from_row(row)
 
     def put_user_state(self, state: UserStateRecord) -> None:
         """Replace the whole state: the rules compute a complete new state, so partial writes never mix."""
-        values = {
-            "phone_number_id": state.phone_number_id,
-            "user_id": state.user,
-            "permission_status": state.permission_status,
-            "permission_expires_at": _ts(state.permission_expires_at),
-            "permission_source": state.permission_source,
-            "permission_updated_at": _ts(state.permission_updated_at),
-            "permission_requests": _times_json(state.permission_requests),
-            "requests_reset_at": _ts(state.requests_reset_at),
-            "consecutive_unanswered": int(state.consecutive_unanswered),
-            "needs_system_message": int(bool(state.needs_system_message)),
-            "window_refreshed_at": _ts(state.window_refreshed_at),
-            "connected_calls": _times_json(state.connected_calls),
-            "updated_at": _ts(self._clock()),
-        }
-        columns = ", ".join(values)
-        marks = ", ".join(f":{n}" for n in values)
-        with self._tx() as tx:
-            tx.execute(f"INSERT OR REPLACE INTO user_states ({columns}) VALUES ({marks})", values)
+        self._write(lambda tx: tx.put_user_state(state))
 
     # contact events ------------------------------------------------------------------------------------
     def add_contact_event(self, event: ContactEvent) -> int:
-        with self._tx() as tx:
-            cursor = tx.execute(
-                "INSERT INTO contact_events (at, phone_number_id, user_id, kind, reason, call_id, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _ts(event.at, "at"),
-                    event.phone_number_id,
-                    event.user,
-                    event.kind,
-                    event.reason,
-                    event.call_id,
-                    _json(dict(event.detail)),
-                ),
-            )
-            return int(cursor.lastrowid or 0)
+        return self._write(lambda tx: tx.add_contact_event(event))
 
     def list_contact_events(self, *, user: str | None = None, limit: int = 100) -> list[ContactEvent]:
         """Newest first, optionally for one user."""
@@ -489,8 +838,9 @@ class SqliteStore:
             params.append(user)
         query += " ORDER BY at DESC, id DESC LIMIT ?"
         params.append(max(0, int(limit)))
-        with self._lock:
-            rows = self._db().execute(query, params).fetchall()
+        self._settle()
+        with self._rlock:
+            rows = self._read_db().execute(query, params).fetchall()
         return [
             ContactEvent(
                 id=r["id"],

@@ -1,0 +1,480 @@
+"""Webhook deliveries under faults: a delivery is stored whole or not at all, stored events are handled
+exactly once even across a crash, another number's events leave our users alone, and a database locked
+by another process delays the delivery, never the event loop.
+
+The runtime is real (ledger, SQLite store, app) but its speech models are stand-ins: these tests exercise
+the webhook path, and connect handling is replaced by a recorder so no WebRTC is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from agent.app import create_app
+from agent.config import Settings
+from agent.ledger import CallLedger
+from agent.runtime import Models, Runtime
+from agent.store.base import default_db_path
+from agent.store.sqlite import SqliteStore, StoreTx
+from agent.whatsapp.webhooks import CallWebhook, parse_webhook
+
+APP_SECRET = "test-app-secret"
+OUR_NUMBER = "106540000000002"
+OTHER_NUMBER = "999990000000009"
+USER = "15550002222"
+
+
+class NoTranscriber:
+    async def transcribe(self, audio16k: np.ndarray) -> str:
+        return ""
+
+
+class NoSynthesizer:
+    sample_rate = 48_000
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        yield np.zeros(480, dtype=np.int16)
+
+    async def synthesize(self, text: str) -> np.ndarray:
+        return np.zeros(480, dtype=np.int16)
+
+
+def settings_for(data_dir: Path) -> Settings:
+    return Settings(data_dir=str(data_dir), app_secret=APP_SECRET, phone_number_id=OUR_NUMBER)
+
+
+def make_runtime(data_dir: Path) -> Runtime:
+    return Runtime(settings_for(data_dir), Models(transcriber=NoTranscriber(), synthesizer=NoSynthesizer()))
+
+
+def call_event(call_id: str, event: str = "connect", ts: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": call_id,
+        "from": USER,
+        "to": "15550001111",
+        "event": event,
+        "timestamp": str(ts if ts is not None else int(time.time())),
+        "direction": "USER_INITIATED",
+    }
+    if event == "connect":
+        body["session"] = {"sdp_type": "offer", "sdp": "v=0\r\n"}
+    else:
+        body["status"] = "COMPLETED"
+    return body
+
+
+def delivery(calls: list[dict[str, Any]], phone_number_id: str = OUR_NUMBER) -> dict[str, Any]:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290000000001",
+                "changes": [
+                    {
+                        "field": "calls",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
+                            "contacts": [{"profile": {"name": "Ana"}, "wa_id": USER}],
+                            "calls": calls,
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def message_delivery(phone_number_id: str) -> dict[str, Any]:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290000000001",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550009999", "phone_number_id": phone_number_id},
+                            "contacts": [{"profile": {"name": "Ana"}, "wa_id": USER}],
+                            "messages": [
+                                {"from": USER, "id": "wamid.M1", "timestamp": str(int(time.time())), "type": "text"}
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def signed(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    sig = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-Hub-Signature-256": sig}
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "wacall-store-writer"]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_writer_threads() -> Iterator[None]:
+    before = set(writer_threads())
+    yield
+    leaked = [t for t in writer_threads() if t not in before]
+    assert leaked == [], f"writer threads left running: {leaked}"
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every connect the runtime acts on (instead of answering it), by call id."""
+    seen: list[str] = []
+
+    async def record(self: Runtime, event: CallWebhook) -> None:
+        seen.append(event.call.id)
+
+    monkeypatch.setattr(Runtime, "_on_connect", record)
+    return seen
+
+
+async def settled(runtime: Runtime) -> None:
+    """Wait for handler tasks and the writes they queued."""
+    for _ in range(50):
+        tasks = [t for t in runtime._tasks if not t.done()]
+        if not tasks:
+            break
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.to_thread(runtime.store.flush, 5.0)
+
+
+def client_for(runtime: Runtime) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://wacall.test")
+
+
+# ---- a delivery is all or nothing -----------------------------------------------------------------
+
+
+async def test_delivery_failing_half_way_stores_nothing_and_metas_retry_is_handled(
+    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported loss: [good connect, event that fails to store] answered 500 with the connect kept, so
+    Meta's retry was a "duplicate" and the call was never handled."""
+    runtime = make_runtime(tmp_path)
+    real_record = StoreTx.record_event
+    failures = {"left": 1}
+
+    def flaky(self: StoreTx, call_id: str, *args: Any, **kwargs: Any) -> Any:
+        if call_id == "wacid.BAD" and failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_record(self, call_id, *args, **kwargs)
+
+    monkeypatch.setattr(StoreTx, "record_event", flaky)
+    body, headers = signed(delivery([call_event("wacid.GOOD"), call_event("wacid.BAD", "terminate")]))
+    try:
+        async with client_for(runtime) as client:
+            first = await client.post("/webhook", content=body, headers=headers)
+            assert first.status_code == 500
+            assert runtime.store.list_events("wacid.GOOD") == []  # nothing of the delivery was kept
+            retry = await client.post("/webhook", content=body, headers=headers)
+            assert retry.status_code == 200
+            await settled(runtime)
+        assert connects == ["wacid.GOOD"]
+        assert [e.handled for e in runtime.store.list_events("wacid.GOOD")] == [True]
+        assert [e.handled for e in runtime.store.list_events("wacid.BAD")] == [True]
+    finally:
+        await runtime.aclose()
+
+
+async def test_an_event_that_can_never_be_stored_fails_the_whole_delivery(tmp_path: Path, connects: list[str]) -> None:
+    """A timestamp no datetime can hold is refused as malformed (400, not a 500 retried for ever), and the
+    delivery is never half-stored."""
+    runtime = make_runtime(tmp_path)
+    body, headers = signed(delivery([call_event("wacid.GOOD"), call_event("wacid.BAD", "terminate", ts=10**15)]))
+    try:
+        async with client_for(runtime) as client:
+            for _ in range(2):
+                assert (await client.post("/webhook", content=body, headers=headers)).status_code == 400
+        await settled(runtime)
+        assert runtime.store.list_events("wacid.GOOD") == []
+        assert connects == []
+    finally:
+        await runtime.aclose()
+
+
+# ---- stored but not handled ------------------------------------------------------------------------
+
+
+async def store_without_handling(data_dir: Path, payload: dict[str, Any]) -> None:
+    """What a crash right after the commit leaves behind: the delivery stored, nothing handled."""
+    store = SqliteStore.in_data_dir(data_dir)
+    try:
+        ledger = CallLedger(store, phone_number_id=OUR_NUMBER)
+        fresh = await ledger.record_webhook(parse_webhook(json.dumps(payload).encode()))
+        assert len(fresh.calls) == 1
+    finally:
+        store.close()
+
+
+async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_once(
+    tmp_path: Path, connects: list[str]
+) -> None:
+    payload = delivery([call_event("wacid.CRASH")])
+    await store_without_handling(tmp_path, payload)
+    assert [e.handled for e in SqliteStore.in_data_dir(tmp_path).list_events("wacid.CRASH")] == [False]
+
+    runtime = make_runtime(tmp_path)  # start-up, inside a running loop: pending events are handled
+    try:
+        await runtime.handle_pending()
+        # Meta's retry of the same delivery arrives while or after it is handled: not handled again.
+        body, headers = signed(payload)
+        async with client_for(runtime) as client:
+            assert (await client.post("/webhook", content=body, headers=headers)).status_code == 200
+        await settled(runtime)
+        assert connects == ["wacid.CRASH"]
+        assert runtime.store.unhandled_events() == []
+    finally:
+        await runtime.aclose()
+
+    again = make_runtime(tmp_path)  # a second restart finds nothing left to do
+    try:
+        await again.handle_pending()
+        await settled(again)
+        assert connects == ["wacid.CRASH"]
+    finally:
+        await again.aclose()
+
+
+async def test_redelivery_of_a_stored_but_unhandled_event_is_handled_exactly_once(
+    tmp_path: Path, connects: list[str]
+) -> None:
+    """Start-up built outside the loop (as `wacall serve` does): the redelivery is what finds the event."""
+    payload = delivery([call_event("wacid.REDELIVERED")])
+    await store_without_handling(tmp_path, payload)
+    runtime = await asyncio.to_thread(make_runtime, tmp_path)  # no running loop in __init__
+    body, headers = signed(payload)
+    try:
+        async with client_for(runtime) as client:
+            for _ in range(3):
+                assert (await client.post("/webhook", content=body, headers=headers)).status_code == 200
+                await settled(runtime)
+        assert connects == ["wacid.REDELIVERED"]
+        assert runtime.store.unhandled_events() == []
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_stored_event_nobody_is_handling_counts_as_fresh_on_redelivery(
+    tmp_path: Path, connects: list[str]
+) -> None:
+    """Stored by another ledger after this runtime's start-up check: only the redelivery can find it."""
+    runtime = make_runtime(tmp_path)
+    payload = delivery([call_event("wacid.LATE")])
+    try:
+        await runtime.handle_pending()
+        other = CallLedger(runtime.store, phone_number_id=OUR_NUMBER)
+        await other.record_webhook(parse_webhook(json.dumps(payload).encode()))
+        assert connects == []
+        fresh = await runtime.accept_webhook(parse_webhook(json.dumps(payload).encode()))
+        assert fresh.duplicates == 0 and len(fresh.calls) == 1
+        dup = await runtime.accept_webhook(parse_webhook(json.dumps(payload).encode()))  # while being handled
+        assert dup.duplicates == 1 and not dup
+        await settled(runtime)
+        assert (await runtime.accept_webhook(parse_webhook(json.dumps(payload).encode()))).duplicates == 1
+        await settled(runtime)
+        assert connects == ["wacid.LATE"]
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_handler_that_raises_is_logged_and_marked_handled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def boom(self: Runtime, event: CallWebhook) -> None:
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setattr(Runtime, "_on_connect", boom)
+    runtime = make_runtime(tmp_path)
+    try:
+        await runtime.accept_webhook(parse_webhook(json.dumps(delivery([call_event("wacid.RAISES")])).encode()))
+        await settled(runtime)
+        assert "failed handling connect" in caplog.text
+        assert [e.handled for e in runtime.store.list_events("wacid.RAISES")] == [True]
+    finally:
+        await runtime.aclose()
+
+
+# ---- another number --------------------------------------------------------------------------------
+
+
+async def test_another_numbers_events_are_stored_but_do_not_change_our_users_state(tmp_path: Path) -> None:
+    store = SqliteStore.in_data_dir(tmp_path)
+    try:
+        ledger = CallLedger(store, phone_number_id=OUR_NUMBER)
+        await ledger.record_webhook(
+            parse_webhook(json.dumps(delivery([call_event("wacid.OTHER")], OTHER_NUMBER)).encode())
+        )
+        await ledger.record_webhook(parse_webhook(json.dumps(message_delivery(OTHER_NUMBER)).encode()))
+        assert [e.event for e in store.list_events("wacid.OTHER")] == ["connect"]
+        assert [e.event for e in store.list_events(f"user:{USER}")] == ["message"]
+        assert store.get_user_state(OUR_NUMBER, USER) is None
+        assert store.get_user_state(OTHER_NUMBER, USER) is None
+
+        # Our own number's connect does open the user's window (§8.1).
+        await ledger.record_webhook(parse_webhook(json.dumps(delivery([call_event("wacid.OURS")])).encode()))
+        state = store.get_user_state(OUR_NUMBER, USER)
+        assert state is not None and state.window_refreshed_at is not None
+    finally:
+        store.close()
+
+
+# ---- an outside write lock -------------------------------------------------------------------------
+
+
+async def test_loop_stays_responsive_while_another_connection_holds_the_write_lock(
+    tmp_path: Path, connects: list[str]
+) -> None:
+    runtime = make_runtime(tmp_path)
+    outsider = sqlite3.connect(default_db_path(tmp_path), isolation_level=None)
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - start - 0.01)
+
+    body, headers = signed(delivery([call_event("wacid.LOCKED")]))
+    beat = asyncio.create_task(heartbeat())
+    try:
+        outsider.execute("BEGIN IMMEDIATE")
+        async with client_for(runtime) as client:
+            post = asyncio.create_task(client.post("/webhook", content=body, headers=headers))
+            await asyncio.sleep(1.0)
+            assert not post.done()  # waiting for the lock, on the writer thread
+            runtime.ledger.call_updated("wacid.NONE", state="ended")  # a fire-and-forget write queues too
+            outsider.execute("COMMIT")
+            response = await post
+        await settled(runtime)
+        stop.set()
+        await beat
+        assert response.status_code == 200
+        assert connects == ["wacid.LOCKED"]
+        assert max(lags) <= 0.1, f"event loop stalled {max(lags) * 1000:.0f} ms"
+    finally:
+        stop.set()
+        await beat
+        outsider.close()
+        await runtime.aclose()
+
+
+async def test_delivery_answers_500_when_the_lock_outlasts_its_deadline(
+    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CallLedger, "delivery_deadline_s", 0.4)
+    runtime = make_runtime(tmp_path)
+    outsider = sqlite3.connect(default_db_path(tmp_path), isolation_level=None)
+    body, headers = signed(delivery([call_event("wacid.LATE500")]))
+    try:
+        outsider.execute("BEGIN IMMEDIATE")
+        async with client_for(runtime) as client:
+            assert (await client.post("/webhook", content=body, headers=headers)).status_code == 500
+            outsider.execute("COMMIT")
+            assert runtime.store.list_events("wacid.LATE500") == []
+            assert (await client.post("/webhook", content=body, headers=headers)).status_code == 200  # the retry
+        await settled(runtime)
+        assert connects == ["wacid.LATE500"]
+    finally:
+        if outsider.in_transaction:
+            outsider.execute("ROLLBACK")
+        outsider.close()
+        await runtime.aclose()
+
+
+async def test_start_up_rebuilds_every_kind_of_pending_event(
+    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def on_terminate(self: Runtime, event: CallWebhook) -> None:
+        seen.append(f"terminate {event.call.id} {event.contact.wa_id if event.contact else None}")
+
+    async def on_status(self: Runtime, status: Any) -> None:
+        seen.append(f"status {status.status.id} {status.status.status}")
+
+    def on_message(self: Runtime, message: Any) -> None:
+        seen.append(f"message {message.user} {message.phone_number_id}")
+
+    monkeypatch.setattr(Runtime, "_on_terminate", on_terminate)
+    monkeypatch.setattr(Runtime, "_on_status", on_status)
+    monkeypatch.setattr(Runtime, "_on_message", on_message)
+    payload = delivery([call_event("wacid.K1"), call_event("wacid.K1", "terminate")])
+    payload["entry"][0]["changes"][0]["value"]["statuses"] = [
+        {"id": "wacid.K2", "timestamp": str(int(time.time())), "type": "call", "status": "RINGING"}
+    ]
+    payload["entry"].append(message_delivery(OUR_NUMBER)["entry"][0])
+    store = SqliteStore.in_data_dir(tmp_path)
+    ledger = CallLedger(store, phone_number_id=OUR_NUMBER)
+    fresh = await ledger.record_webhook(parse_webhook(json.dumps(payload).encode()))
+    assert len(fresh.keys) == 4
+    store.close()
+
+    runtime = make_runtime(tmp_path)
+    try:
+        await runtime.handle_pending()
+        assert connects == ["wacid.K1"]
+        assert seen == [f"terminate wacid.K1 {USER}", "status wacid.K2 RINGING", f"message {USER} {OUR_NUMBER}"]
+        assert runtime.store.unhandled_events() == []
+    finally:
+        await runtime.aclose()
+
+
+async def test_shutdown_mid_delivery_leaves_the_events_not_reached_for_the_next_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    started = asyncio.Event()
+
+    async def slow(self: Runtime, event: CallWebhook) -> None:
+        seen.append(event.call.id)
+        started.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(Runtime, "_on_connect", slow)
+    runtime = make_runtime(tmp_path)
+    payload = delivery([call_event("wacid.CUT"), call_event("wacid.NOT_REACHED")])
+    await runtime.accept_webhook(parse_webhook(json.dumps(payload).encode()))
+    await started.wait()
+    await runtime.aclose()  # cancels the handler half-way through the delivery
+    assert seen == ["wacid.CUT"]
+
+    store = SqliteStore.in_data_dir(tmp_path)
+    assert [e.call_id for e in store.unhandled_events()] == ["wacid.NOT_REACHED"]
+    store.close()
+
+    async def quick(self: Runtime, event: CallWebhook) -> None:
+        seen.append(event.call.id)
+
+    monkeypatch.setattr(Runtime, "_on_connect", quick)
+    again = make_runtime(tmp_path)
+    try:
+        await again.handle_pending()
+        assert seen == ["wacid.CUT", "wacid.NOT_REACHED"]
+    finally:
+        await again.aclose()
