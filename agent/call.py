@@ -352,6 +352,8 @@ class Call:
                 await asyncio.wait_for(self.conversation.say(goodbye, interruptible=False), GOODBYE_LIMIT_S)
             except TimeoutError:
                 log.warning("call %s: the closing line did not finish in %.0f s", self.id, GOODBYE_LIMIT_S)
+            except Exception:
+                log.exception("call %s: the closing line failed; hanging up anyway", self.id)
         await self.hangup("max_duration")
 
     async def _reject(self, reason: str) -> None:

@@ -195,7 +195,8 @@ class ReplyRunner:
                 log.exception("text-to-speech failed for %r; playing the recorded fallback", line)
             if handle is None or not handle.fallback_played:
                 self.play_fallback(handle)
-                if host.speech_failed("tts"):
+                # Only a reply can end the call; a line said outside one (`Conversation.say`) just counts.
+                if host.speech_failed("tts") and handle is not None:
                     raise SpeechGaveUp from exc
             return
         finally:
