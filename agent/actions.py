@@ -11,13 +11,21 @@ from typing import Any
 
 import httpx
 
-from agent.dialogue.effects import HttpRequest
+from agent.dialogue.effects import HttpRequest, unsafe_url
 
 log = logging.getLogger(__name__)
 
 
 async def run_http(request: HttpRequest, *, transport: httpx.AsyncBaseTransport | None = None) -> tuple[bool, Any]:
-    """Returns (ok, JSON body or None). Errors and timeouts are (False, None): the flow's error branch."""
+    """Returns (ok, JSON body or None). Errors and timeouts are (False, None): the flow's error branch.
+
+    A URL whose path a slot value could have moved (`..`, encoded slashes) is refused here as well as by the
+    reply runner, since this function is also called directly (`wacall flows chat`, tests).
+    """
+    problem = unsafe_url(request.url)
+    if problem is not None:
+        log.error("http action %s refused: %s (%s)", request.id, problem, request.url)
+        return False, None
     try:
         async with httpx.AsyncClient(timeout=request.timeout_s, transport=transport) as client:
             response = await client.request(

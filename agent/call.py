@@ -32,6 +32,9 @@ from agent.whatsapp.graph import GraphClient, GraphError
 
 log = logging.getLogger(__name__)
 
+MAX_CALL_GOODBYE = "We have reached the time limit for this call. Please call us again. Goodbye."
+GOODBYE_LIMIT_S = 10.0  # the closing line at the maximum length may not hold the hang-up longer than this
+
 
 class CallState(StrEnum):
     DIALING = "dialing"
@@ -52,6 +55,11 @@ class CallServices:
     ice_servers: list[str] = field(default_factory=list)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     connect_timeout_s: float = 10.0
+    # Watchdogs (settings `media.*`, same defaults): no RTP from the caller this long ends the call; so does
+    # reaching the maximum length, after `max_call_goodbye`. None turns one off.
+    no_rtp_timeout_s: float | None = 20.0
+    max_call_s: float | None = 3600.0
+    max_call_goodbye: str = MAX_CALL_GOODBYE
     fallback_audio: np.ndarray | None = None
     llm: LlmStream | None = None
     endpoint_check: EndpointCheck | None = None
@@ -248,6 +256,10 @@ class Call:
             return
         self._inbound = InboundAudio(track, self._on_caller_audio, clock=self._clock)
         self.spawn(self._watch_media(), "watch-media")
+        if self.services.no_rtp_timeout_s:
+            self.spawn(self._watch_rtp(self.services.no_rtp_timeout_s), "watch-rtp")
+        if self.services.max_call_s:
+            self.spawn(self._watch_length(self.services.max_call_s), "watch-length")
 
     # what other parts (handover, bridge) may do with a live call -------------------
     def _on_caller_audio(self, pcm16k: np.ndarray, t: float) -> None:
@@ -317,6 +329,40 @@ class Call:
         if self.state is not CallState.ENDED:
             log.warning("call %s: media connection lost", self.id)
             await self.hangup("media_lost")
+
+    async def _watch_rtp(self, timeout_s: float) -> None:
+        """ICE consent only proves the peer is there: one that keeps it alive but sends no RTP would hold
+        the call (and a slot) forever. A silent caller still sends packets (Opus silence, DTX comfort
+        noise), so only their absence counts; Meta gives up after 20 s of it, and so do we."""
+        started = self._clock()
+        step = min(1.0, timeout_s / 4)
+        while self.state is not CallState.ENDED:
+            await asyncio.sleep(step)
+            inbound = self._inbound
+            last = inbound.last_frame_at if inbound is not None and inbound.last_frame_at is not None else started
+            if self._clock() - last >= timeout_s:
+                log.warning("call %s: no audio packets from the caller for %.0f s; hanging up", self.id, timeout_s)
+                await self.hangup("no_media")
+                return
+
+    async def _watch_length(self, max_s: float) -> None:
+        """A call may not hold a slot for ever: at the maximum length the bot says a short closing line
+        (bounded, so a hung TTS cannot keep the call) and hangs up."""
+        accepted = self.accepted_at if self.accepted_at is not None else self._clock()
+        await asyncio.sleep(max(0.0, accepted + max_s - self._clock()))
+        if self.state is CallState.ENDED:
+            return
+        log.info("call %s: reached the maximum length of %.0f s; saying goodbye", self.id, max_s)
+        goodbye = self.services.max_call_goodbye
+        if self.conversation is not None and goodbye:
+            self.conversation.suspend()  # the flow must not start another answer over the goodbye
+            try:
+                await asyncio.wait_for(self.conversation.say(goodbye, interruptible=False), GOODBYE_LIMIT_S)
+            except TimeoutError:
+                log.warning("call %s: the closing line did not finish in %.0f s", self.id, GOODBYE_LIMIT_S)
+            except Exception:
+                log.exception("call %s: the closing line failed; hanging up anyway", self.id)
+        await self.hangup("max_duration")
 
     async def _reject(self, reason: str) -> None:
         with contextlib.suppress(GraphError):

@@ -87,6 +87,25 @@ class SpeechSettings(BaseModel):
     tts_config: str | None = None
     inference_threads: int = Field(2, ge=1, le=64)
     barge_in_min_ms: int = Field(600, ge=0, le=5000)
+    # A transcript not ready this long after the turn was taken (a full or hung pool) is given up: the caller
+    # hears "sorry, say that again" from memory instead of dead air.
+    # 1.8 s: with the turn's end that is the "fallback within 2 s" promise; Whisper's p95 at 4 calls is ~0.6 s.
+    stt_timeout_s: float = Field(1.8, gt=0, le=60)
+    # A line whose first audio is not synthesised this soon is replaced by the recorded fallback line.
+    tts_first_audio_timeout_s: float = Field(1.5, gt=0, le=60)
+    # This many speech failures (STT or TTS) in a row end the call, with the recorded fallback line.
+    max_speech_failures: int = Field(3, ge=1, le=20)
+
+
+class MediaSettings(BaseModel):
+    """Watchdogs on a call's media, beyond ICE consent (which a peer can keep alive while sending nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # No RTP from the caller this long ends the call (Meta's own limit is 20 s); silence still sends RTP.
+    no_rtp_timeout_s: float | None = Field(20.0, ge=1, le=600)
+    # The longest a call may last; the bot says `max_call_goodbye` and hangs up (None: no limit).
+    max_call_s: float | None = Field(3600.0, ge=10, le=86400)
+    max_call_goodbye: str = "We have reached the time limit for this call. Please call us again. Goodbye."
 
 
 class ShutdownSettings(BaseModel):
@@ -135,6 +154,7 @@ class Settings(BaseModel):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     turns: TurnSettings = Field(default_factory=TurnSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     # Human handover: queues and agents (see agent/handover/config.py); no queues means no console.
     handover: HandoverSettings = Field(default_factory=HandoverSettings)
 

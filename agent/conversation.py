@@ -128,6 +128,12 @@ class ConversationConfig:
     silence_reprompt: str = SILENCE_REPROMPT
     silence_goodbye: str = SILENCE_GOODBYE
     max_thought_s: float = 25.0  # fragments are joined up to this much audio (Whisper's window is 30 s)
+    # Deadlines on the shared inference pool (settings `speech.*`, same defaults): a transcript not ready this
+    # long after the turn was taken, or a line with no audio this long after synthesis started, is given up
+    # for a fallback spoken from memory; this many failures of one kind in a row end the call.
+    stt_timeout_s: float = 1.8
+    tts_first_audio_timeout_s: float = 1.5
+    max_speech_failures: int = 3
 
 
 class EndpointCheck(Protocol):
@@ -220,6 +226,7 @@ class Conversation:
             http=self.hooks.http,
             llm_first_sentence_budget_s=self.config.llm_first_sentence_budget_s,
             fallback_audio=fallback_audio,
+            tts_timeout_s=self.config.tts_first_audio_timeout_s,
         )
         self._endpointer = Endpointer(self.config.vad)
         self._utterances: asyncio.Queue[_Utterance] = asyncio.Queue()
@@ -263,6 +270,7 @@ class Conversation:
         # then on each turn waits for a longer silence and never ends early on a full stop.
         self.hesitant = False
         self.silence_prompts = 0
+        self._failures: dict[str, int] = {}  # speech failures in a row, by kind ("stt", "tts")
 
     # lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -333,6 +341,23 @@ class Conversation:
             return False
         self.hooks.on_handover(handover)
         return True
+
+    def speech_failed(self, kind: str) -> bool:
+        """Count a failure of STT or TTS; True when there have been too many in a row to go on."""
+        count = self._failures[kind] = self._failures.get(kind, 0) + 1
+        log.warning("%s failed (%d in a row)", kind, count)
+        return count >= self.config.max_speech_failures
+
+    def speech_ok(self, kind: str) -> None:
+        self._failures[kind] = 0
+
+    def _give_up(self) -> None:
+        """Speech keeps failing: a caller who can neither be heard nor answered is better off calling back
+        than in a loop of apologies. The recorded fallback (no TTS needed) is the last thing they hear."""
+        log.error("speech keeps failing; ending the call after the recorded apology")
+        handle = self._start_speaking(Reply(lines=[], node=getattr(self.policy, "node", "?"), end_call=True))
+        handle.fallback_first = True
+        handle.end_reason = "speech_failed"
 
     def permission_request(self, reason: str) -> None:
         if self.hooks.on_permission_request is not None:
@@ -745,20 +770,33 @@ class Conversation:
             finally:
                 self._recognising -= 1
 
+    async def _hear(self, utterance: _Utterance, metrics: TurnMetrics) -> str:
+        text = await self._recognise(utterance, metrics)
+        if utterance.reaction_to is not None:
+            text = await self._reaction_or_more(utterance, text)
+        return text
+
     async def _answer(self, utterance: _Utterance) -> None:
         metrics = TurnMetrics(caller_speech_end=utterance.end_of_speech)
         try:
-            text = await self._recognise(utterance, metrics)
+            # Bounded: a full or hung inference pool must not leave the caller in silence.
+            text = await asyncio.wait_for(self._hear(utterance, metrics), self.config.stt_timeout_s)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("speech-to-text failed; telling the caller")
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                log.error("speech-to-text took over %.1f s; asking the caller again", self.config.stt_timeout_s)
+            else:
+                log.exception("speech-to-text failed; telling the caller")
             if self._last_taken is utterance:
                 self._last_taken = None  # what they say next is the repeat we asked for, not a continuation
-            self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
+            if self.speech_failed("stt"):
+                self._give_up()
+            else:
+                # SORRY_HEARING is in the TTS cache since warm-up: it plays without the inference pool.
+                self._start_speaking(Reply(lines=[SORRY_HEARING], node=self.policy.node))
             return
-        if utterance.reaction_to is not None:
-            text = await self._reaction_or_more(utterance, text)
+        self.speech_ok("stt")
         prefix = utterance.prefix
         if not text and prefix is not None and prefix.text:
             text = prefix.text  # the rest was a murmur: the words heard before stand

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.dialogue.effects import Handover, HttpRequest, LlmRequest, RequestCallPermission, ToolCall
+from agent.dialogue.effects import Handover, HttpRequest, LlmRequest, RequestCallPermission, ToolCall, unsafe_url
 from agent.dialogue.engine import Reply
 from agent.speech.tts import Synthesizer
 from agent.speech_handle import SpeechHandle
@@ -61,6 +61,12 @@ class RunnerHost(Protocol):
     def handover(self, handle: SpeechHandle, handover: Handover) -> bool: ...
     def permission_request(self, reason: str) -> None: ...
     def set_interruptible(self, allowed: bool) -> None: ...
+    def speech_failed(self, kind: str) -> bool: ...
+    def speech_ok(self, kind: str) -> None: ...
+
+
+class SpeechGaveUp(Exception):
+    """Text-to-speech failed too often in a row: the reply stops and the call ends after the fallback."""
 
 
 async def _close_quietly(closer: Callable[[], Awaitable[Any]]) -> None:
@@ -80,8 +86,10 @@ class ReplyRunner:
         http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]],
         llm_first_sentence_budget_s: float,
         fallback_audio: np.ndarray | None = None,
+        tts_timeout_s: float | None = None,
     ) -> None:
         self._host = host
+        self._tts_timeout_s = tts_timeout_s
         self.synthesizer = synthesizer
         self.output = output
         self._clock = clock
@@ -90,9 +98,20 @@ class ReplyRunner:
         self._llm_budget_s = llm_first_sentence_budget_s
         self._fallback_audio = fallback_audio
 
-    async def perform(self, handle: SpeechHandle, reply: Reply | None = None, depth: int = 0) -> None:
-        """Speak `reply` (the handle's own at depth 0), then carry out what it asks for."""
-        reply = handle.reply if reply is None else reply
+    async def perform(self, handle: SpeechHandle) -> None:
+        """Carry out the handle's reply; when speech keeps failing, end the call once the fallback is heard."""
+        try:
+            if handle.fallback_first:
+                self.play_fallback(handle)
+            await self._perform(handle, handle.reply, 0)
+        except SpeechGaveUp:
+            log.error("text-to-speech keeps failing; ending the call after the recorded apology")
+            handle.end_reason = "speech_failed"
+            await self.output.wait_idle()
+            await self._host.end_call(handle, "speech_failed")
+
+    async def _perform(self, handle: SpeechHandle, reply: Reply, depth: int) -> None:
+        """Speak `reply`, then carry out what it asks for (follow-ups recurse)."""
         if depth > MAX_FOLLOW_UPS:
             log.error("flow kept chaining replies (%d deep); stopping here", depth)
             return
@@ -103,18 +122,23 @@ class ReplyRunner:
         if reply.llm is not None and (reply.llm.messages or [{}])[-1].get("role") == "user":
             # Only a caller's words start an LLM turn; entering an LLM node waits for them.
             follow = await self._llm_turn(reply.llm, handle)
-            await self.perform(handle, follow, depth + 1)
+            await self._perform(handle, follow, depth + 1)
             return
         for action in reply.actions:
             if isinstance(action, HttpRequest):
                 handle.committed = True  # the business system will act on it: no taking this turn back
-                ok, data = await self._http(action)
+                problem = unsafe_url(action.url)
+                if problem is not None:
+                    log.error("flow http step %s refused: %s (%s)", action.id, problem, action.url)
+                    ok, data = False, None
+                else:
+                    ok, data = await self._http(action)
                 follow = host.policy_call(
                     lambda action=action, ok=ok, data=data: host.policy.action_result(
                         action.id, ok, data if isinstance(data, dict) else None
                     )
                 )
-                await self.perform(handle, follow, depth + 1)
+                await self._perform(handle, follow, depth + 1)
                 return
             if isinstance(action, Handover):
                 await self.output.wait_idle()
@@ -140,11 +164,18 @@ class ReplyRunner:
             await self.say_text(line, handle)
 
     async def say_text(self, line: str, handle: SpeechHandle | None = None) -> None:
+        """Synthesise and queue one line. Each piece of audio must come within the TTS deadline: a failing,
+        full or hung pool gives the recorded fallback instead of dead air (once per reply)."""
         host = self._host
         metrics = host.current_metrics
         host.transcript.append(TranscriptEntry("bot", line, self._clock()))
+        stream = self.synthesizer.stream(line)
         try:
-            async for chunk in self.synthesizer.stream(line):
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(stream), self._tts_timeout_s)
+                except StopAsyncIteration:
+                    break
                 if metrics is not None and metrics.first_audio_synthesized is None:
                     metrics.first_audio_synthesized = self._clock()
                 self.output.enqueue(chunk)
@@ -153,12 +184,38 @@ class ReplyRunner:
                     handle.enqueued(line, chunk.size * 1000 // self.synthesizer.sample_rate)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("text-to-speech failed for %r; playing the recorded fallback", line)
-            if self._fallback_audio is not None:
-                self.output.enqueue(self._fallback_audio)
-                if handle is not None:
-                    handle.audio_started = True
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                log.error(
+                    "text-to-speech gave no audio within %.1f s for %r; playing the recorded fallback",
+                    self._tts_timeout_s or 0.0,
+                    line,
+                )
+            else:
+                log.exception("text-to-speech failed for %r; playing the recorded fallback", line)
+            if handle is None or not handle.fallback_played:
+                self.play_fallback(handle)
+                # Only a reply can end the call; a line said outside one (`Conversation.say`) just counts.
+                if host.speech_failed("tts") and handle is not None:
+                    raise SpeechGaveUp from exc
+            return
+        finally:
+            # Already finished when an exception (a timeout, a barge-in) went through it: then this is instant.
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await _close_quietly(closer)
+        host.speech_ok("tts")
+
+    def play_fallback(self, handle: SpeechHandle | None = None) -> None:
+        """Queue the recorded apology: synthesised at warm-up, it needs neither the TTS nor the pool."""
+        if handle is not None:
+            handle.fallback_played = True
+        if self._fallback_audio is None:
+            log.error("no recorded fallback line (warm-up failed): the caller hears nothing for this reply")
+            return
+        self.output.enqueue(self._fallback_audio)
+        if handle is not None:
+            handle.audio_started = True
 
     async def _llm_turn(self, request: LlmRequest, handle: SpeechHandle) -> Reply:
         """Stream the LLM's answer sentence by sentence into speech; tools are applied by the engine."""
@@ -168,7 +225,7 @@ class ReplyRunner:
             log.error("flow node %s needs an LLM but none is configured (WACALL_LLM_BASE_URL)", request.node)
             await self.say_text(SORRY_TECHNICAL, handle)
             return host.policy_call(lambda: host.policy.llm_result("", []))
-        messages = [{"role": "system", "content": request.system_prompt}, *request.messages]
+        messages = request.chat_messages()  # caller-controlled facts go apart from the instructions
         spoken: list[str] = []
         tools: list[ToolCall] = []
         metrics = host.current_metrics

@@ -175,7 +175,13 @@ class Runtime:
                 silence_reprompt_s=settings.turns.silence_reprompt_s,
                 silence_reprompt=settings.turns.silence_reprompt,
                 silence_goodbye=settings.turns.silence_goodbye,
+                stt_timeout_s=settings.speech.stt_timeout_s,
+                tts_first_audio_timeout_s=settings.speech.tts_first_audio_timeout_s,
+                max_speech_failures=settings.speech.max_speech_failures,
             ),
+            no_rtp_timeout_s=settings.media.no_rtp_timeout_s,
+            max_call_s=settings.media.max_call_s,
+            max_call_goodbye=settings.media.max_call_goodbye,
         )
         if settings.vad.silero_second_opinion and models.executor is not None:
             from agent.speech.endpoint_check import SileroEndpointCheck

@@ -39,6 +39,10 @@ class SpeechHandle:
         self.effects_done = False
         #: Why the call ends if this reply ends it ("caller_silent" for the goodbye to a silent caller).
         self.end_reason: str | None = None
+        #: The recorded fallback line has been queued for this reply (a TTS failure): at most once per reply.
+        self.fallback_played = False
+        #: Play the recorded fallback before anything else (the reply that ends a call whose speech failed).
+        self.fallback_first = False
         self.played_out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._line_ms: list[tuple[str, int]] = []  # each line's audio sent to the output, in order
 

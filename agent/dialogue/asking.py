@@ -27,6 +27,7 @@ from agent.dialogue.nlu import DEFAULT_THRESHOLD, explained, normalize, rank_int
 from agent.dialogue.state import Check, Turn
 from agent.dialogue.structure import FlowFacts
 from agent.dialogue.templates import render as _render
+from agent.dialogue.templates import render_prompt
 from agent.dialogue.tools import chat_messages
 from agent.dialogue.utterance import TurnKind, acknowledgement, is_question, kind, read
 
@@ -560,8 +561,9 @@ class Asking:
         facts = " ".join(
             line for entry in self.flow.faq for line in (self._say_item(item, "") for item in entry.answer) if line
         )
+        persona, call_data = render_prompt(self.flow.persona, self._context(), speak=self._speak)
         parts = [
-            _render(self.flow.persona, self._context(), speak=self._speak, tidy=False).strip(),
+            persona.strip(),
             "The caller asked something off the script while you were asking them: "
             f"{question!r}. Answer their question in one or two short sentences."
             + (f" Facts you may use: {facts}" if facts else "")
@@ -571,6 +573,7 @@ class Asking:
         request = LlmRequest(
             node=node.id,
             system_prompt="\n\n".join(part for part in parts if part),
+            call_data=call_data,
             messages=chat_messages(self.history),
             tools=[],
             allowed_transitions=[],

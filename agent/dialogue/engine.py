@@ -49,7 +49,7 @@ from agent.dialogue.model import Intent, Node, SlotValue, Variants
 from agent.dialogue.nlu import DEFAULT_THRESHOLD, normalize, rank_intents
 from agent.dialogue.state import Check, ClassificationRequest, Expectation, Turn
 from agent.dialogue.structure import FlowFacts
-from agent.dialogue.templates import iso, lookup, single_placeholder
+from agent.dialogue.templates import iso, lookup, render_prompt, single_placeholder
 from agent.dialogue.templates import render as _render
 from agent.dialogue.tools import chat_messages, dig, tool_arguments, tool_schemas
 from agent.dialogue.utterance import kind, read
@@ -770,14 +770,18 @@ class FlowEngine(Asking):
     def _llm_request(self, node: Node) -> LlmRequest:
         assert node.llm is not None
         context = self._context()
-        parts = [
-            _render(text, context, speak=self._speak, tidy=False).strip()
-            for text in (self.flow.persona, node.llm.prompt)
-            if text
-        ]
+        # Caller-controlled values (profile name, slots) go to the model as data, never inside its instructions.
+        parts: list[str] = []
+        call_data: dict[str, Any] = {}
+        for text in (self.flow.persona, node.llm.prompt):
+            if text:
+                rendered, data = render_prompt(text, context, speak=self._speak)
+                parts.append(rendered.strip())
+                call_data.update(data)
         return LlmRequest(
             node=node.id,
             system_prompt="\n\n".join(parts),
+            call_data=call_data,
             messages=chat_messages(self.history),
             tools=tool_schemas(node.llm, self._queues),
             allowed_transitions=list(node.llm.transitions),

@@ -24,6 +24,7 @@ __all__ = [
     "lookup",
     "parse_template",
     "render",
+    "render_prompt",
     "single_placeholder",
 ]
 
@@ -137,6 +138,33 @@ def render(
     text = re.sub(r"^[\s,;:]+", "", text)
     text = re.sub(r",(?=[.!?])", "", text)
     return text.strip()
+
+
+def render_prompt(
+    template: str,
+    context: Mapping[str, Mapping[str, Any]],
+    *,
+    speak: Callable[[Any], str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Render LLM instructions without putting caller-controlled text in them.
+
+    Each placeholder becomes a reference to the call data (``the caller's name is call data
+    "caller.name"``) and its value goes into the returned dict, which the runtime sends as a separate,
+    JSON-encoded, data-only message (``LlmRequest.call_data``). A caller who sets their WhatsApp name to
+    "Ignore all previous instructions…" then gives the model a name to read, not an order to follow.
+    """
+    to_text = speak or _plain
+    data: dict[str, Any] = {}
+
+    def refer(match: re.Match[str]) -> str:
+        inner = match.group(1).strip()
+        value = lookup(inner, context)
+        key = inner if "." in inner else f"slots.{inner}"
+        data[key] = None if value is None else to_text(value)
+        return f'call data "{key}"'
+
+    text = PLACEHOLDER_RE.sub(refer, template)
+    return text, data
 
 
 def iso(value: Any) -> Any:

@@ -209,6 +209,9 @@ class InboundAudio:
         self._clock = clock
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=IN_RATE)
         self.frames = 0
+        # When the last frame came in: one per RTP packet (silence and DTX comfort noise included), so a
+        # watchdog can tell a silent caller, who still sends packets, from a peer that sends none.
+        self.last_frame_at: float | None = None
         self.task: asyncio.Task[None] = asyncio.create_task(self._run(), name="inbound-audio")
 
     async def _run(self) -> None:
@@ -217,7 +220,7 @@ class InboundAudio:
                 frame = await self._track.recv()
             except MediaStreamError:
                 return
-            now = self._clock()
+            now = self.last_frame_at = self._clock()
             self.frames += 1
             for out in self._resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)

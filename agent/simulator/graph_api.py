@@ -126,6 +126,70 @@ class GraphResult:
     after_response: Callable[[], Awaitable[None]] | None = None
 
 
+@dataclass
+class GraphFault:
+    """Meta's edge misbehaving for the next `count` requests of `action` (None: any calls action).
+
+    `status` is the error answered (5xx, 429), or None to answer normally; `delay_s` stalls the answer first,
+    longer than the client's timeout to simulate a request that never comes back. A stalled request with an
+    error status is never acted on; one with `status=None` is acted on late, as a slow Meta would.
+    """
+
+    action: str | None = None
+    status: int | None = 503
+    count: int = 1
+    retry_after: str | None = None  # the Retry-After header, as sent
+    delay_s: float = 0.0
+    hits: int = 0
+
+    def error(self) -> GraphApiError:
+        assert self.status is not None
+        headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+        if self.status == 429:
+            return GraphApiError(
+                130429, "Rate limit hit", http_status=429, message="(#130429) Rate limit hit", headers=headers
+            )
+        return GraphApiError(
+            2,
+            "Service temporarily unavailable",
+            http_status=self.status,
+            message="(#2) Service temporarily unavailable",
+            headers=headers,
+        )
+
+
+class GraphFaults:
+    """Fault injection for tests: queued `GraphFault`s, consumed in order by matching requests."""
+
+    def __init__(self) -> None:
+        self._pending: list[GraphFault] = []
+
+    def inject(
+        self,
+        action: str | None = None,
+        *,
+        status: int | None = 503,
+        count: int = 1,
+        retry_after: str | None = None,
+        delay_s: float = 0.0,
+    ) -> GraphFault:
+        fault = GraphFault(action=action, status=status, count=count, retry_after=retry_after, delay_s=delay_s)
+        self._pending.append(fault)
+        return fault
+
+    def take(self, action: str | None) -> GraphFault | None:
+        for fault in self._pending:
+            if fault.action is None or fault.action == action:
+                fault.hits += 1
+                if fault.hits >= fault.count:
+                    self._pending.remove(fault)
+                return fault
+        return None
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
 ActionHandler = Callable[[str, dict[str, Any]], Awaitable[GraphResult]]
 MessagesHandler = Callable[[dict[str, Any]], Awaitable[GraphResult]]
 QueryHandler = Callable[[dict[str, str]], Awaitable[GraphResult]]
@@ -154,6 +218,7 @@ class GraphApi:
         self._messages_handler = messages_handler
         self._permissions_handler = permissions_handler
         self.requests = requests
+        self.faults = GraphFaults()
         travel = self._travelling
         routes = [Route("/{version}/{phone_number_id}/calls", travel(self._calls_endpoint), methods=["POST"])]
         if messages_handler is not None:
@@ -194,6 +259,13 @@ class GraphApi:
             self._check_path(request.path_params["version"], request.path_params["phone_number_id"])
             body = await _read_json_object(request)
             action = _resolve_action(body)
+            fault = self.faults.take(action)
+            if fault is not None:
+                logger.info("graph: injected fault on %s: %s after %.1f s", action, fault.status, fault.delay_s)
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                if fault.status is not None:
+                    raise fault.error()
             result = await self._handler(action, body)
         except GraphApiError as err:
             return self._error(request, action, body, err)
@@ -285,9 +357,7 @@ class GraphApi:
             )
         scheme, _, token = header.partition(" ")
         # Auth schemes are case-insensitive (RFC 7235); the token itself is compared exactly.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self._access_token.encode()
-        ):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._access_token.encode()):
             raise GraphApiError(
                 190,
                 "invalid access token",
@@ -446,9 +516,7 @@ def _check_common(sdp: str, kind: str) -> _MediaSection:
     if others:
         # Meta only accepts SHA-256; aiortc also emits sha-384/sha-512 lines, which pipecat strips
         # for this reason (spec §7.3, which applies to our answer and our BIC offer alike).
-        raise invalid_parameter(
-            f"Unsupported fingerprint hash function(s) {others}: only sha-256 is accepted"
-        )
+        raise invalid_parameter(f"Unsupported fingerprint hash function(s) {others}: only sha-256 is accepted")
     for fp in sha256:
         if len(fp) != 2 or not _FINGERPRINT_VALUE_RE.match(fp[1].strip()):
             raise invalid_parameter("Invalid SDP: malformed sha-256 fingerprint")
@@ -512,17 +580,13 @@ def check_answer_sdp(sdp: str, *, offer_sdp: str | None = None) -> None:
     for pt in section.formats:
         encoding = section.rtpmaps.get(pt, "")
         if encoding.startswith("telephone-event/") and encoding != "telephone-event/8000":
-            raise invalid_parameter(
-                f"Invalid SDP: {encoding} is not supported; DTMF needs telephone-event/8000"
-            )
+            raise invalid_parameter(f"Invalid SDP: {encoding} is not supported; DTMF needs telephone-event/8000")
 
     if offer_sdp is not None:
         offer_mids = [ln[6:].strip() for ln in _split_quiet(offer_sdp) if ln.startswith("a=mid:")]
         mids = [a[4:].strip() for a in section.attrs if a.startswith("mid:")]
         if offer_mids and mids and mids != offer_mids[:1]:
-            raise invalid_parameter(
-                f"Invalid SDP: a=mid:{mids[0]} does not match the offer's {offer_mids[0]}"
-            )
+            raise invalid_parameter(f"Invalid SDP: a=mid:{mids[0]} does not match the offer's {offer_mids[0]}")
 
 
 def check_offer_sdp(sdp: str) -> None:

@@ -451,6 +451,8 @@ class MetaSimulator:
             round_trip_s=lambda: self.timings.graph_round_trip,
         )
         self.app: Starlette = self._graph.app
+        # Fault injection for tests: make the Graph API answer 5xx/429 or stall for the next requests.
+        self.graph_faults = self._graph.faults
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -587,9 +589,7 @@ class MetaSimulator:
         self._ensure_open()
         return await self._permission_reply(wa_id, accept=grant, permanent=permanent, context_id=None)
 
-    async def _permission_reply(
-        self, wa_id: str, *, accept: bool, permanent: bool, context_id: str | None
-    ) -> str:
+    async def _permission_reply(self, wa_id: str, *, accept: bool, permanent: bool, context_id: str | None) -> str:
         now = self._now()
         expiration = self.permissions.grant(wa_id, now, permanent=permanent) if accept else None
         if not accept:
@@ -1340,9 +1340,7 @@ def _require_phone(source: dict[str, Any], key: str, *, bsuid_key: str) -> str:
     value = source.get(key)
     if value is None:
         if source.get(bsuid_key) is not None:
-            raise invalid_parameter(
-                f"The parameter {bsuid_key} (BSUID) is not supported by this simulator; use {key}"
-            )
+            raise invalid_parameter(f"The parameter {bsuid_key} (BSUID) is not supported by this simulator; use {key}")
         raise invalid_parameter(f"The parameter {key} is required")
     if not isinstance(value, str) or not _PHONE_RE.fullmatch(value):
         raise invalid_parameter(f"Invalid parameter {key} {value!r}: expected a phone number in digits")

@@ -6,14 +6,26 @@ in exactly one place; the simulator and the real Graph API are then interchangea
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import json
 import logging
+import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 
-__all__ = ["MAX_BIZ_OPAQUE_CALLBACK_DATA", "GraphClient", "GraphError", "GraphTransportError"]
+__all__ = [
+    "ANSWER_RETRY",
+    "ENDING_RETRY",
+    "MAX_BIZ_OPAQUE_CALLBACK_DATA",
+    "GraphClient",
+    "GraphError",
+    "GraphTransportError",
+    "RetryPolicy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +33,56 @@ MAX_BIZ_OPAQUE_CALLBACK_DATA = 512
 _SNIPPET = 200
 
 Action = Literal["connect", "pre_accept", "accept", "reject", "terminate"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one kind of request is retried when Meta is briefly unwell (5xx, 429, no answer at all).
+
+    Everything — attempts, back-off waits and each attempt's own timeout — fits in `budget_s`, so a caller of
+    `terminate` knows the longest it can take; a Retry-After longer than what is left ends the retrying.
+    """
+
+    attempts: int
+    first_backoff_s: float
+    max_backoff_s: float
+    budget_s: float
+    attempt_timeout_s: float
+    max_retry_after_s: float | None = None  # a longer Retry-After is not waited for: the error stands
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential: first, 2×first, 4×first… (attempt counts from 1, the attempt that just failed)."""
+        return min(self.max_backoff_s, self.first_backoff_s * 2 ** (attempt - 1))
+
+
+#: terminate/reject: Meta bills the call until it hears one, so keep trying for about ten seconds.
+ENDING_RETRY = RetryPolicy(attempts=5, first_backoff_s=0.25, max_backoff_s=4.0, budget_s=10.0, attempt_timeout_s=4.0)
+#: pre_accept/accept: the caller is waiting on ringing, and a late accept is worse than a failed one.
+ANSWER_RETRY = RetryPolicy(
+    attempts=2, first_backoff_s=0.2, max_backoff_s=0.2, budget_s=8.0, attempt_timeout_s=5.0, max_retry_after_s=0.5
+)
+
+
+def retryable(exc: GraphError) -> bool:
+    """Meta may do better next time: no answer at all, a server error, or a rate limit. Any other 4xx is
+    a refusal that would only be repeated."""
+    return isinstance(exc, GraphTransportError) or exc.status >= 500 or exc.status == 429
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP date), or None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class GraphError(Exception):
@@ -36,8 +98,10 @@ class GraphError(Exception):
         fbtrace_id: str | None = None,
         error_type: str | None = None,
         error_data: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
+        self.retry_after = retry_after  # seconds, from Meta's Retry-After header
         self.code = code
         self.message = message
         self.details = details
@@ -79,6 +143,12 @@ def _snippet(text: str) -> str:
 
 def _error_from_response(response: httpx.Response) -> GraphError:
     """Build a GraphError from Meta's `{"error": {...}}` envelope, tolerating proxies' HTML pages."""
+    error = _parse_error(response)
+    error.retry_after = _retry_after(response.headers.get("retry-after"))
+    return error
+
+
+def _parse_error(response: httpx.Response) -> GraphError:
     status = response.status_code
     try:
         data = response.json()
@@ -118,8 +188,7 @@ def _require(name: str, value: str) -> None:
 def _check_callback_data(value: str | None) -> None:
     if value is not None and len(value) > MAX_BIZ_OPAQUE_CALLBACK_DATA:
         raise ValueError(
-            f"biz_opaque_callback_data is {len(value)} characters; Meta allows at most "
-            f"{MAX_BIZ_OPAQUE_CALLBACK_DATA}"
+            f"biz_opaque_callback_data is {len(value)} characters; Meta allows at most {MAX_BIZ_OPAQUE_CALLBACK_DATA}"
         )
 
 
@@ -135,7 +204,12 @@ class GraphClient:
         token: str,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ending_retry: RetryPolicy = ENDING_RETRY,
+        answer_retry: RetryPolicy = ANSWER_RETRY,
     ) -> None:
+        # Public so a deployment (or a test against a misbehaving simulator) can tune them.
+        self.ending_retry = ending_retry
+        self.answer_retry = answer_retry
         self._url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/calls"
         self._messages_url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/messages"
         # The token lives only in the client's default headers so no log line can pick it up by accident.
@@ -153,7 +227,9 @@ class GraphClient:
         """Let Meta start ICE/DTLS before we commit; the caller's UI moves to "Ringing"."""
         _require("call_id", call_id)
         _require("sdp", sdp)
-        await self._post("pre_accept", {"call_id": call_id, "session": _session("answer", sdp)})
+        await self._post(
+            "pre_accept", {"call_id": call_id, "session": _session("answer", sdp)}, retry=self.answer_retry
+        )
 
     async def accept(self, call_id: str, sdp: str, biz_opaque_callback_data: str | None = None) -> None:
         """The SDP must be the same one given to pre_accept, or Meta refuses the accept."""
@@ -163,16 +239,18 @@ class GraphClient:
         body: dict[str, Any] = {"call_id": call_id, "session": _session("answer", sdp)}
         if biz_opaque_callback_data is not None:
             body["biz_opaque_callback_data"] = biz_opaque_callback_data
-        await self._post("accept", body)
+        await self._post("accept", body, retry=self.answer_retry)
 
     async def reject(self, call_id: str) -> None:
+        """Retried like terminate: an unanswered reject leaves the caller's phone ringing."""
         _require("call_id", call_id)
-        await self._post("reject", {"call_id": call_id})
+        await self._post("reject", {"call_id": call_id}, retry=self.ending_retry)
 
     async def terminate(self, call_id: str) -> None:
-        """Always sent when we hang up, even after RTCP BYE: Meta bills from it."""
+        """Always sent when we hang up, even after RTCP BYE: Meta bills from it, so a transient failure
+        (5xx, 429, timeout) is retried with back-off for about ten seconds (`ending_retry`)."""
         _require("call_id", call_id)
-        await self._post("terminate", {"call_id": call_id})
+        await self._post("terminate", {"call_id": call_id}, retry=self.ending_retry)
 
     async def connect(self, to: str, sdp: str, biz_opaque_callback_data: str | None = None) -> str:
         """Start a business-initiated call with our offer; Meta's answer arrives later in a webhook."""
@@ -187,9 +265,7 @@ class GraphClient:
         first = calls[0] if isinstance(calls, list) and calls else None
         call_id = first.get("id") if isinstance(first, dict) else None
         if not isinstance(call_id, str) or not call_id:
-            raise GraphError(
-                status=status, message="connect response has no call id", details=_snippet(str(data))
-            )
+            raise GraphError(status=status, message="connect response has no call id", details=_snippet(str(data)))
         return call_id
 
     async def send_call_permission_request(self, to: str, body_text: str | None = None) -> str:
@@ -233,10 +309,15 @@ class GraphClient:
     ) -> None:
         await self.aclose()
 
-    async def _post(self, action: Action, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _post(
+        self, action: Action, fields: dict[str, Any], *, retry: RetryPolicy | None = None
+    ) -> tuple[int, dict[str, Any]]:
         body = {"messaging_product": "whatsapp", "action": action, **fields}
         target = fields.get("call_id") or fields.get("to")
-        status, data = await self._post_json(self._url, body, action, target)
+        if retry is None:
+            status, data = await self._post_json(self._url, body, action, target)
+        else:
+            status, data = await self._post_retrying(body, action, target, retry)
         if action != "connect" and data.get("success") is not True:
             raise GraphError(
                 status=status,
@@ -245,12 +326,49 @@ class GraphClient:
             )
         return status, data
 
+    async def _post_retrying(
+        self, body: dict[str, Any], action: Action, target: Any, retry: RetryPolicy
+    ) -> tuple[int, dict[str, Any]]:
+        """`_post_json` again on a transient failure, with exponential back-off (or Meta's Retry-After),
+        all within the policy's budget; the last error is raised when the budget or attempts run out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry.budget_s
+        attempt = 0
+        while True:
+            attempt += 1
+            timeout = max(0.1, min(retry.attempt_timeout_s, deadline - loop.time()))
+            try:
+                return await self._post_json(self._url, body, action, target, timeout=timeout)
+            except GraphError as exc:
+                if not retryable(exc) or attempt >= retry.attempts:
+                    raise
+                wait = retry.backoff(attempt)
+                if exc.retry_after is not None:
+                    if retry.max_retry_after_s is not None and exc.retry_after > retry.max_retry_after_s:
+                        raise
+                    wait = max(wait, exc.retry_after)
+                if loop.time() + wait + 0.1 >= deadline:
+                    raise
+                logger.warning(
+                    "Graph %s for %s failed (%s); retry %d of %d in %.2f s",
+                    action,
+                    target,
+                    exc,
+                    attempt,
+                    retry.attempts - 1,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+
     async def _post_json(
-        self, url: str, body: dict[str, Any], action: str, target: Any
+        self, url: str, body: dict[str, Any], action: str, target: Any, *, timeout: float | None = None
     ) -> tuple[int, dict[str, Any]]:
         logger.debug("Graph POST %s action=%s target=%s", url, action, target)
         try:
-            response = await self._client.post(url, json=body)
+            if timeout is None:
+                response = await self._client.post(url, json=body)
+            else:
+                response = await self._client.post(url, json=body, timeout=timeout)
         except httpx.HTTPError as exc:
             logger.debug("Graph POST action=%s failed: %r", action, exc)
             raise GraphTransportError(f"{action} request failed: {type(exc).__name__}: {exc}") from exc

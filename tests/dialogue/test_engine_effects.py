@@ -230,7 +230,13 @@ def test_caller_speech_at_an_llm_node_asks_for_an_llm_turn() -> None:
     assert reply.lines == [] and reply.llm is not None
     request = reply.llm
     assert request.node == "welcome"
-    assert request.system_prompt == "You are the assistant of Sunrise.\n\nHelp Ana with orders. Known order: ."
+    # The caller's name and slots are data beside the instructions, never inside them (a profile name is
+    # whatever the caller typed).
+    assert request.system_prompt == (
+        'You are the assistant of Sunrise.\n\nHelp call data "caller.name" with orders. '
+        'Known order: call data "slots.order_id".'
+    )
+    assert request.call_data == {"caller.name": "Ana", "slots.order_id": None}
     assert request.messages == [
         {"role": "assistant", "content": "Hello Ana, how can I help?"},
         {"role": "user", "content": "where is my order"},
