@@ -231,7 +231,8 @@ def create_app(runtime: Runtime) -> Starlette:
         try:
             payload = parse_webhook(body)
         except PayloadError as exc:
-            log.warning("malformed webhook refused: %s; body starts %r", exc, body[:300])
+            log.warning("malformed webhook refused (%d bytes): %s", len(body), exc)
+            log.debug("malformed webhook body starts %r", body[:300])  # callers' names and numbers: DEBUG only
             return PlainTextResponse(f"malformed payload: {exc}", status_code=400)
         try:
             await runtime.accept_webhook(payload)  # commits on the store's writer thread

@@ -500,7 +500,8 @@ class Conversation:
         if fragment.metrics is not None:
             fragment.metrics.interrupted = True
             fragment.metrics.continued = True
-        log.info("caller went on talking: dropped the answer to %r", fragment.text)
+        log.info("caller went on talking: dropped the answer to their fragment")
+        log.debug("dropped the answer to %r", fragment.text)
 
     def _maybe_partial(self) -> None:
         """While the caller talks, transcribe what they said so far every `partial_stt_every_ms` of speech
@@ -899,7 +900,9 @@ class Conversation:
         metrics.reply_text_ready = self._clock()
         metrics.reply = " ".join(reply.lines)
         self.turns.append(metrics)
-        log.info("turn: %r -> %r (node %s)", utterance.text, metrics.reply, reply.node)
+        # What callers say (and numbers they read out) is personal data: words only at DEBUG.
+        log.info("turn answered at node %s", reply.node)
+        log.debug("turn: %r -> %r (node %s)", utterance.text, metrics.reply, reply.node)
         self._current = metrics
         if reply.lines or reply.end_call or reply.llm is not None or reply.actions:
             utterance.answer = self._start_speaking(reply, answers=utterance)
@@ -992,7 +995,8 @@ class Conversation:
         reopen = getattr(self.policy, "reopen", None)
         reply = self.policy_call(lambda: reopen(text)) if reopen is not None else None  # type: ignore[arg-type, return-value]
         if reply is not None and (reply.lines or reply.actions or reply.llm is not None):
-            log.info("caller went on over the ending (%r): the call goes on", text)
+            log.info("caller went on over the ending: the call goes on")
+            log.debug("words over the ending: %r", text)
             self._closing = None
             self._cancel_closing_timer()
             self._answer_with(utterance, reply, metrics)

@@ -505,7 +505,8 @@ class Runtime:
     def _on_message(self, message: MessageWebhook) -> None:
         reply = message.permission_reply
         if reply is not None:
-            log.info("user %s answered the call-permission request: %s", message.user, reply.response)
+            log.info("a user answered the call-permission request: %s", reply.response)
+            log.debug("user %s answered the call-permission request", message.user)
 
     # calls we place -----------------------------------------------------------
     async def place_call(self, to: str, *, flow: Flow | None = None) -> Call:

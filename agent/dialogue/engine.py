@@ -795,7 +795,8 @@ class FlowEngine(Asking):
             return
         coerced = slot_parsing.coerce(value, self._slot_types.get(str(name)), today=self.today())
         if coerced is None:
-            log.warning("LLM gave slot '%s' the value %r, which does not fit; ignored", name, value)
+            log.warning("LLM gave slot '%s' a value which does not fit; ignored", name)
+            log.debug("LLM's value for slot '%s': %r", name, value)
             return
         self._slots[str(name)] = coerced
 
@@ -841,7 +842,8 @@ class FlowEngine(Asking):
         for param, spec in declared.parameters.items():
             value = slot_parsing.coerce(args.get(param), spec.type, today=self.today())
             if value is None:
-                log.warning("LLM tool '%s' gave %s=%r, which does not fit; ignored", name, param, args.get(param))
+                log.warning("LLM tool '%s' gave a value of %s which does not fit; ignored", name, param)
+                log.debug("LLM tool '%s': %s=%r", name, param, args.get(param))
                 return None
             values[param] = value
 
