@@ -604,10 +604,10 @@ class Conversation:
         self.hesitant = True
         self._endpointer.set_end_silence(self.config.hesitant_end_silence_ms)
         log.info(
-            "caller pauses mid-thought (%s): waiting %d ms for the end of each turn from now on",
-            why,
+            "caller pauses mid-thought: waiting %d ms for the end of each turn from now on",
             self.config.hesitant_end_silence_ms,
         )
+        log.debug("marked hesitant: %s", why)  # may quote the caller's words
 
     def _unfinished(self, text: str) -> str | None:
         """Why the words so far are no whole turn: they stop mid-sentence ("…for the", "I want to"), the

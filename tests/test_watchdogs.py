@@ -18,8 +18,8 @@ def test_defaults_agree_with_the_settings() -> None:
     assert fields["max_call_s"].default == media.max_call_s == 3600.0
     assert fields["max_call_goodbye"].default == media.max_call_goodbye
     config = ConversationConfig()
-    assert config.stt_timeout_s == speech.stt_timeout_s == 5.0
-    assert config.tts_first_audio_timeout_s == speech.tts_first_audio_timeout_s == 3.0
+    assert config.stt_timeout_s == speech.stt_timeout_s == 1.8
+    assert config.tts_first_audio_timeout_s == speech.tts_first_audio_timeout_s == 1.5
     assert config.max_speech_failures == speech.max_speech_failures == 3
 
 

@@ -86,7 +86,7 @@ async def test_default_call_caller_hears_the_flow_and_bot_hangs_up(models: Model
     new_threads = [
         t
         for t in threading.enumerate()
-        if t.ident not in threads_before and not t.name.startswith(("infer", "asyncio_", "tqdm_monitor"))
+        if t.ident not in threads_before and not t.name.startswith(("infer", "asyncio", "tqdm_monitor"))
     ]
     assert new_threads == []
     assert _open_sockets() <= sockets_before

@@ -204,6 +204,7 @@ async def test_the_app_mounts_the_console_only_when_handover_has_queues(service:
             handover=handover,
             calls={},
             flow=SimpleNamespace(name="t"),
+            health=lambda: {"status": "ok", "live_calls": 0, "flow": "t"},
         )
         return cast(Runtime, fake)
 
