@@ -120,6 +120,7 @@ class SimulatedUser:
         self.first_audio_after: float | None = None
         self._close_callbacks: list[Callable[[], object]] = []
         self._stream_t0: float | None = None
+        self._last_frame_at: float | None = None  # when the decoder last handed over a frame (monotonic)
         # Called with (receive time, voiced) for every chunk of bot audio, e.g. to log when the bot spoke.
         self.audio_listeners: list[Callable[[float, bool], None]] = []
 
@@ -160,6 +161,7 @@ class SimulatedUser:
 
     # listening ----------------------------------------------------------------
     def _on_audio(self, pcm: np.ndarray, now: float) -> None:
+        self._last_frame_at = time.monotonic()
         if self._stream_t0 is None:
             self._stream_t0 = now
         voiced = _dbfs(pcm) > VOICED_DBFS
@@ -215,6 +217,16 @@ class SimulatedUser:
             elif when - (last_voiced if last_voiced is not None else t) >= gap_s:
                 return max(0.0, (last_voiced if last_voiced is not None else t) - t)
         return None
+
+    async def media_quiet(self, quiet_s: float = 0.3, limit_s: float = 2.0) -> None:
+        """Wait until no audio has come out of the phone's decoder for `quiet_s` (at most `limit_s`): after the
+        business hangs up, the phone still plays what reached it, however busy the machine is."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            last = self._last_frame_at
+            if last is None or time.monotonic() - last >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
 
     def call_ended(self) -> None:
         """The call is over: whatever the bot was saying is complete, so stop waiting for silence."""

@@ -258,8 +258,8 @@ def hang_up_with(user: SimulatedUser, sim_call: SimCall) -> None:
 
     async def notice_hangup() -> None:
         await sim_call.ended.wait()
-        # The phone keeps playing what is already in its jitter buffer for a moment.
-        await asyncio.sleep(0.3)
+        # The phone keeps playing what already reached it: under load its decoding lags the network.
+        await user.media_quiet(quiet_s=0.3, limit_s=2.0)
         user.call_ended()
 
     watcher = asyncio.create_task(notice_hangup())
