@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from agent.call import CallEnded
 from agent.dialogue.flow import Flow, FlowError, parse_flow
 from agent.runtime import Runtime
 from agent.whatsapp.graph import GraphError
@@ -302,6 +303,8 @@ def create_app(runtime: Runtime) -> Starlette:
             call = await runtime.place_call(to, flow=flow)
         except (Refused, GraphError) as exc:
             return _refused(exc, "call")
+        except CallEnded as exc:  # shutting down while Meta was placing it: cancelled, not half-placed
+            return JSONResponse({"error": str(exc)}, status_code=409)
         return JSONResponse({"id": call.id, "ref": call.ref, "to": to, "state": str(call.state)}, status_code=202)
 
     async def list_calls(request: Request) -> Response:

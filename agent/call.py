@@ -36,6 +36,10 @@ MAX_CALL_GOODBYE = "We have reached the time limit for this call. Please call us
 GOODBYE_LIMIT_S = 10.0  # the closing line at the maximum length may not hold the hang-up longer than this
 
 
+class CallEnded(Exception):
+    """The call ended while an operation on it was in flight."""
+
+
 class CallState(StrEnum):
     DIALING = "dialing"
     RINGING = "ringing"
@@ -140,6 +144,8 @@ class Call:
     async def answer(self, offer_sdp: str) -> None:
         """pre_accept with our answer, wait for media to connect, accept, then start talking."""
         graph = self.services.graph
+        if self.state is CallState.ENDED:  # ended (a terminate webhook, shutdown) before we got to answer
+            return
         self.state = CallState.CONNECTING
         self.peer = MediaPeer(
             hosts=self.services.media_hosts,
@@ -151,6 +157,8 @@ class Call:
         except SdpError as exc:
             log.warning("call %s: rejecting, bad SDP offer: %s", self.id, exc)
             await self._reject(f"bad_offer: {exc}")
+            return
+        if self.state is CallState.ENDED:
             return
         self._create_conversation()
         try:
@@ -168,6 +176,9 @@ class Call:
             await self._reject("media_failed")
             return
         if self.state is CallState.ENDED:
+            # Ended while `accept` was in flight: our reject came too late, Meta has the call up and bills it.
+            with contextlib.suppress(GraphError):
+                await graph.terminate(self.id)
             return
         self._mark_accepted()
         await self._start_media()
@@ -187,7 +198,13 @@ class Call:
         offer = shape_offer(await self.peer.offer())
         # The opening line is synthesised while the phone rings and waits in the closed outbound track.
         self._create_conversation()
-        self.id = await self.services.graph.connect(to, offer, biz_opaque_callback_data=self.ref)
+        meta_id = await self.services.graph.connect(to, offer, biz_opaque_callback_data=self.ref)
+        if self.state is CallState.ENDED:
+            # Ended (shutdown, hang-up) while Meta was placing it: the phone is ringing, so cancel it now.
+            with contextlib.suppress(GraphError):
+                await self.services.graph.terminate(meta_id)
+            raise CallEnded(f"call {self.ref} ended while it was being placed")
+        self.id = meta_id
         self.state = CallState.RINGING
         return self.id
 
@@ -375,6 +392,10 @@ class Call:
         """The bot ends the call: tell Meta (billing depends on it), then clean up."""
         if self.state is CallState.ENDED or self._terminate_sent:
             return
+        if self.state is CallState.DIALING:
+            # Meta has not given the call an id yet: end it here, and `dial` cancels it when `connect` returns.
+            await self.end(reason)
+            return
         self._terminate_sent = True
         try:
             if self.state is CallState.ACTIVE or self.direction == "BUSINESS_INITIATED":
@@ -400,19 +421,22 @@ class Call:
         self.end_reason = reason
         self.ended_at = self._clock()
         current = asyncio.current_task()
-        if self.conversation is not None:
-            await self.conversation.close()
-        if self._inbound is not None:
-            await self._inbound.close()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        if self.peer is not None:
-            await self.peer.close()
-        log.info("call %s ended: %s", self.id, reason)
-        self.ended.set()
-        if self._on_ended is not None:
-            self._on_ended(self)
+        try:
+            if self.conversation is not None:
+                await self.conversation.close()
+            if self._inbound is not None:
+                await self._inbound.close()
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
+            if self.peer is not None:
+                await self.peer.close()
+        finally:
+            # Even when cut short (a shutdown deadline cancels us): the record is written and the slot freed.
+            log.info("call %s ended: %s", self.id, reason)
+            self.ended.set()
+            if self._on_ended is not None:
+                self._on_ended(self)
 
     async def wait_closed(self) -> None:
         """Wait for every task the call started (used by shutdown and leak tests)."""

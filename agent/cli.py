@@ -72,8 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await runtime.warm_up()
+        await runtime.settle_restart()  # first: the calls it ends must not be answered again from pending events
         await runtime.handle_pending()  # webhooks stored but never handled before the last stop
-        await runtime.settle_restart()
         config = uvicorn.Config(
             create_app(runtime),
             host=settings.host,

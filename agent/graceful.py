@@ -67,10 +67,12 @@ class DrainingServer(uvicorn.Server):
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 started = loop.time()
-                # Webhooks and the console keep being served while calls end: Meta's terminates still land.
-                await runtime.drain(goodbye=goodbye, deadline_s=max(1.0, deadline_s - HTTP_CLOSE_S), hurry=hurry)
-                log.info("drained in %.1f s; stopping the HTTP server", loop.time() - started)
-                self.should_exit = True
+                try:
+                    # Webhooks and the console keep being served while calls end: Meta's terminates still land.
+                    await runtime.drain(goodbye=goodbye, deadline_s=max(1.0, deadline_s - HTTP_CLOSE_S), hurry=hurry)
+                    log.info("drained in %.1f s; stopping the HTTP server", loop.time() - started)
+                finally:
+                    self.should_exit = True
             await serving
         finally:
             stopping.cancel()

@@ -135,10 +135,15 @@ class CallLedger:
         transaction, once, when an event is first stored, and only for our own number.
         """
         received = self.now()
-        written: list[_Written] = await asyncio.wrap_future(
-            self.store.submit(
-                lambda tx: self._store_delivery(tx, payload, received), deadline_s=self.delivery_deadline_s
-            )
+        # Bounded here too: queued behind slow background writes, the job's own deadline is checked late.
+        # A delivery stored after we gave up is unhandled, so Meta's retry still gets it handled.
+        written: list[_Written] = await asyncio.wait_for(
+            asyncio.wrap_future(
+                self.store.submit(
+                    lambda tx: self._store_delivery(tx, payload, received), deadline_s=self.delivery_deadline_s
+                )
+            ),
+            self.delivery_deadline_s,
         )
         fresh = FreshEvents()
         for kind, item, key, write in written:
@@ -396,7 +401,9 @@ class CallLedger:
         """Like `call_started`, but waits until the record is durably stored (and raises if it cannot be)."""
         record.created_at = record.created_at or self.now()
         record.phone_number_id = record.phone_number_id or self.phone_number_id
-        await asyncio.wrap_future(self.store.submit(lambda tx: tx.save_call(record), deadline_s=5.0))
+        await asyncio.wait_for(
+            asyncio.wrap_future(self.store.submit(lambda tx: tx.save_call(record), deadline_s=5.0)), 5.0
+        )
 
     def call_updated(self, call_id: str, **changes: Any) -> None:
         self._background(f"call {call_id}'s update", lambda tx: tx.update_call(call_id, **changes))

@@ -139,6 +139,8 @@ class Runtime:
         # Only calls of our own kind: a simulation sharing the data dir must not end a live server's calls.
         # Those that reached Meta are owed a terminate (or reject): Meta bills a call until it hears of its end.
         self.owed_endings = [r for r in self.store.live_calls() if r.simulated == simulated and _reached_meta(r)]
+        # Their connects may still be stored unhandled: never answer those again after the restart.
+        self._ended_by_restart = {r.id for r in self.owed_endings}
         restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
         if restarted:
             log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
@@ -386,7 +388,7 @@ class Runtime:
                 return
             await call.on_answer_sdp(call_event.session.sdp)
             return
-        if call_event.id in self.calls or call_event.id in self.finished:
+        if call_event.id in self.calls or call_event.id in self.finished or call_event.id in self._ended_by_restart:
             log.info("call %s: connect for a known call ignored", call_event.id)
             return
         user = call_event.from_ or (event.contact.wa_id if event.contact else None) or "unknown"
@@ -617,12 +619,21 @@ class Runtime:
         settled = 0
         owed, self.owed_endings = self.owed_endings, []
         for record in owed:
-            answered = record.state == "active" or record.direction == "BUSINESS_INITIATED"
+            # Answered (active, with an agent, or its "active" write lost with the process) or placed by us:
+            # terminate. Only a call never picked up is rejected, and if Meta says it was, terminated after all.
+            answered = (
+                record.answered_at is not None
+                or record.state not in ("ringing", "connecting", "dialing")
+                or record.direction == "BUSINESS_INITIATED"
+            )
             try:
                 if answered:
                     await self.graph.terminate(record.id)
                 else:
-                    await self.graph.reject(record.id)
+                    try:
+                        await self.graph.reject(record.id)
+                    except GraphError:
+                        await self.graph.terminate(record.id)
                 settled += 1
                 log.info(
                     "call %s: sent Meta the %s owed since the last stop",

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -478,3 +479,53 @@ async def test_shutdown_mid_delivery_leaves_the_events_not_reached_for_the_next_
         assert seen == ["wacid.CUT", "wacid.NOT_REACHED"]
     finally:
         await again.aclose()
+
+
+async def test_a_restart_terminates_answered_calls_and_rejects_only_unanswered_ones(tmp_path: Path) -> None:
+    """What the killed process left open is settled with Meta: a call with an agent (state `handover`) or
+    one whose `active` write was lost is terminated; a ringing one is rejected, or terminated if Meta says
+    it was picked up after all. Their connects are never answered again."""
+    from agent.store.base import CallRecord
+    from agent.whatsapp.graph import GraphError
+
+    store = SqliteStore.in_data_dir(tmp_path)
+    answered_at = datetime.now(UTC)
+    for call_id, state, answered in [
+        ("wacid.AGENT", "handover", None),
+        ("wacid.ACTIVE-LOST", "ringing", answered_at),
+        ("wacid.RINGING", "ringing", None),
+        ("wacid.PICKED-UP", "connecting", None),
+    ]:
+        store.save_call(CallRecord(id=call_id, direction="USER_INITIATED", state=state, answered_at=answered))
+    store.close()
+
+    sent: list[tuple[str, str]] = []
+
+    class Graph:
+        async def terminate(self, call_id: str) -> None:
+            sent.append(("terminate", call_id))
+
+        async def reject(self, call_id: str) -> None:
+            sent.append(("reject", call_id))
+            if call_id == "wacid.PICKED-UP":
+                raise GraphError(status=400, message="call already accepted")
+
+        async def aclose(self) -> None:
+            pass
+
+    runtime = make_runtime(tmp_path)
+    runtime.graph = Graph()  # type: ignore[assignment]
+    try:
+        assert await runtime.settle_restart() == 4
+        assert "wacid.RINGING" in runtime._ended_by_restart
+    finally:
+        await runtime.aclose()
+    assert sorted(sent) == sorted(
+        [
+            ("terminate", "wacid.AGENT"),
+            ("terminate", "wacid.ACTIVE-LOST"),
+            ("reject", "wacid.RINGING"),
+            ("reject", "wacid.PICKED-UP"),
+            ("terminate", "wacid.PICKED-UP"),
+        ]
+    )

@@ -460,12 +460,26 @@ class HandoverService:
         self._write(record.call_id, **changes)
 
     def _write(self, call_id: str, **changes: Any) -> None:
+        """Queued on the store's writer thread when it has one: a locked database must not stall the loop."""
         if self._store is None:
             return
+        submit = getattr(self._store, "submit", None)
         try:
-            self._store.update_call(call_id, **changes)
+            if submit is None:
+                self._store.update_call(call_id, **changes)
+                return
+            future = submit(lambda tx: tx.update_call(call_id, **changes))
         except Exception:
             log.exception("call %s: could not write the handover to the call record", call_id)
+            return
+
+        def report(done: Any) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error(
+                    "call %s: could not write the handover to the call record", call_id, exc_info=done.exception()
+                )
+
+        future.add_done_callback(report)
 
     # --- helpers --------------------------------------------------------------------------------------------
 
@@ -556,5 +570,3 @@ class HandoverService:
                 self.tick()
             except Exception:
                 log.exception("handover tick failed")
-
-

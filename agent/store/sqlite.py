@@ -26,6 +26,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -618,7 +619,15 @@ class SqliteStore:
                     stopping = True
                     break
                 batch.append(item)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # the writer must outlive any batch: a dead one hangs every write
+                log.exception("store writer: a batch failed unexpectedly; its writes are refused")
+                for job in batch:
+                    if not job.future.done():
+                        with contextlib.suppress(Exception):
+                            if job.future.running() or job.future.set_running_or_notify_cancel():
+                                job.future.set_exception(exc)
             with self._settled:
                 self._done += len(batch)
                 self._settled.notify_all()
@@ -636,8 +645,8 @@ class SqliteStore:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     break
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
+                except sqlite3.DatabaseError as exc:  # busy/locked, but also a damaged file or a full disk
+                    if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
                         for job in batch:
                             _fail(job, exc)
                         return
@@ -668,7 +677,8 @@ class SqliteStore:
                 conn.execute("COMMIT")
             except BaseException as exc:  # the transaction itself failed: nothing of the batch is stored
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # after an I/O error SQLite may have rolled back
+                        conn.execute("ROLLBACK")
                 for job in batch:
                     future = job.future
                     if not future.done() and (future.running() or future.set_running_or_notify_cancel()):

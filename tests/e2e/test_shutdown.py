@@ -299,3 +299,35 @@ async def test_parallel_outbound_requests_cannot_exceed_the_cap(models: Models) 
     assert len(placed) == 1 and len(refusals) == 1, results
     assert refusals[0].refusal.rule == "capacity.full"
     assert len(sim.meta.calls) == 1, "Meta was asked for a second call over the cap"
+
+
+async def test_a_call_being_placed_when_the_drain_starts_is_cancelled_at_meta(models: Models) -> None:
+    """Before: the drain ended the call locally while Meta's `connect` was in flight; when it returned, the
+    call came back to life as ringing, and the user's phone rang after the shutdown."""
+    from agent.call import CallEnded
+    from agent.simulator.meta import Decision, ScriptedPhone
+
+    business, number = "447700900111", "34600111222"
+    async with Simulation.start(models, business_number=business, graph_round_trip=0.4) as sim:
+        phone = SimulatedUser(transcriber=models.transcriber)
+        try:
+            sim.meta.add_user(number, phone=ScriptedPhone(Decision.ACCEPT, phone.answer_business_call, think_s=3))
+            await sim.meta.user_sets_profile_permission(number, grant=True, permanent=True)
+            for _ in range(100):
+                if str(sim.runtime.ledger.user_state(number).permission) == "permanent":
+                    break
+                await asyncio.sleep(0.05)
+            placing = asyncio.create_task(sim.runtime.place_call(number))
+            await asyncio.sleep(0.2)  # `connect` is on its way to Meta
+            await sim.runtime.drain(goodbye=None, deadline_s=5)
+            with pytest.raises(CallEnded):
+                await placing
+            for _ in range(100):
+                if sim.meta.calls and all(c.ended.is_set() for c in sim.meta.calls.values()):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await phone.close()
+    [sim_call] = sim.meta.calls.values()
+    assert sim_call.actions[-1] == "terminate" and sim_call.ended.is_set(), sim_call.actions
+    assert not sim.runtime.calls and sim.runtime.live_count == 0

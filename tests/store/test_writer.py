@@ -156,3 +156,31 @@ def test_a_job_that_breaks_the_transaction_fails_its_whole_batch_and_the_writer_
             future.result(5)
     assert store.list_events("wacid.BEFORE") == [] and store.list_events("wacid.AFTER") == []
     assert store.submit(lambda tx: tx.record_event("wacid.LATER", "connect", T0)).result(5).stored
+
+
+class _DamagedOnce:
+    """A connection whose next BEGIN fails as a damaged or unreadable database file does."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self._real, self.failed = real, False
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "BEGIN IMMEDIATE" and not self.failed:
+            self.failed = True
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return self._real.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+def test_a_damaged_database_fails_the_batch_and_the_writer_lives_on(store: SqliteStore) -> None:
+    """Before: a DatabaseError other than 'locked' killed the writer thread, and every later write (webhook
+    deliveries included) waited for ever."""
+    store.submit(lambda tx: None).result(5)  # the writer is running
+    store._conn = _DamagedOnce(store._conn)  # type: ignore[assignment]
+    failed = store.submit(lambda tx: tx.record_event("wacid.LOST", "connect", T0))
+    with pytest.raises(sqlite3.DatabaseError):
+        failed.result(5)
+    assert writer_threads(), "the writer thread died"
+    assert store.submit(lambda tx: tx.record_event("wacid.LATER", "connect", T0)).result(5).stored
