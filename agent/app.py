@@ -316,7 +316,9 @@ def create_app(runtime: Runtime) -> Starlette:
         except BodyError as exc:
             log.warning("calls API: GET /v1/calls refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        return JSONResponse({"calls": [_record_json(r) for r in runtime.store.recent_calls(limit)]})
+        # Off the loop: a read first waits (briefly) for queued writes, and calls' audio must not wait with it.
+        records = await asyncio.to_thread(runtime.store.recent_calls, limit)
+        return JSONResponse({"calls": [_record_json(r) for r in records]})
 
     async def request_permission(request: Request) -> Response:
         parsed = await _api_request(request)

@@ -69,6 +69,8 @@ BACKGROUND_WRITE_DEADLINE_S = 60.0
 MAX_BATCH = 256
 #: A read waits at most this long for writes queued before it (read-your-writes) before reading anyway.
 READ_SETTLE_S = 0.5
+#: close() waits at most this long for queued writes: a database locked from outside must not hold up an exit.
+CLOSE_WAIT_S = 8.0
 
 _SCHEMA_V1 = """
 CREATE TABLE calls (
@@ -705,7 +707,10 @@ class SqliteStore:
             if writer is not None:
                 self._queue.put(_STOP)
         if writer is not None and writer is not threading.current_thread():
-            writer.join()
+            writer.join(CLOSE_WAIT_S)
+            if writer.is_alive():  # a database locked from outside: do not hold up the process's exit for it
+                log.error("store %s: queued writes not committed after %.0f s; giving up", self.path, CLOSE_WAIT_S)
+                return
         with self._lock:
             for conn in (self._reader, self._conn):
                 if conn is not None:
