@@ -430,13 +430,15 @@ class Conversation:
         if self._closing is not None:
             log.debug("key pressed over the ending of the call; ignored")
             return
+        rules = self._key_rules()
+        if rules is None or (not rules.waiting and digit not in rules.instant):
+            # Before the greeting, or during a lookup or an LLM turn where the key picks nothing: cutting the bot
+            # short would leave the caller in silence.
+            log.debug("key pressed when the flow takes no keys; ignored")
+            return
         if self._interruptible and self.bot_talking:
             # A key press is never a backchannel or a cough: stop the line now, without the barge-in wait.
             self._interrupt("caller pressed a key")
-        rules = self._key_rules()
-        if rules is None:
-            log.debug("key pressed when the flow takes no answer; ignored")
-            return
         self._keys.press(digit, rules)
 
     def _key_rules(self) -> KeyEntry | None:

@@ -64,11 +64,6 @@ class KeyCollector:
             return
         self._restart_timer(rules.timeout_s)
 
-    def flush(self) -> None:
-        """Hand on the keys so far now (the caller started talking: the number they typed stands)."""
-        if self._keys:
-            self._finish()
-
     def reset(self) -> None:
         """Drop an unfinished entry (a human took the call: the keys were for the bot's question)."""
         self._cancel_timer()

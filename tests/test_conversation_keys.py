@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from agent.conversation import KEYS_PREFIX, ConversationConfig
+from agent.conversation import KEYS_PREFIX, ConversationConfig, ConversationHooks
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import parse_flow
 from agent.media.dtmf import KeyPress
 from tests.test_conversation import (  # noqa: F401  (make_call is a fixture)
+    GREETING,
     VAD,
     Call,
+    FakeLlm,
     FakeSynthesizer,
     FakeTranscriber,
+    done,
     make_call,
+    sentence,
     until,
 )
 
@@ -246,3 +250,19 @@ async def test_a_global_key_works_at_a_menu(make_call: Callable[..., Call]) -> N
     await call.turn(1)
     assert call.engine.node == "agent"
     await call.play_out()
+
+
+async def test_a_key_that_means_nothing_during_an_llm_answer_does_not_cut_it(make_call: Callable[..., Call]) -> None:
+    # The unit flow of tests/test_conversation.py: no keys anywhere; "I have a question." starts an LLM turn.
+    llm = FakeLlm([sentence("We are open until five."), sentence("Is there anything else?"), done()])
+    call = make_call(stt=FakeTranscriber(["I have a question."]), hooks=ConversationHooks(llm=llm))
+    await call.start()
+    await call.say(1.0)
+    await call.turn(1)
+    await until(lambda: call.conv.bot_talking and len(call.heard()) == 3, what="the LLM's answer")
+    flushes = call.out.flushes
+    press(call, "5")
+    await asyncio.sleep(0.01)
+    assert call.out.flushes == flushes and call.conv.barge_ins == 0 and len(call.conv.turns) == 1
+    await call.play_out()
+    await call.hears([GREETING, "We are open until five.", "Is there anything else?"])

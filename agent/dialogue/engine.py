@@ -198,7 +198,11 @@ class FlowEngine(Asking):
         if not self._started or self.ended:
             return None
         node = self.flow.nodes[self.node]
-        ask = node.ask if self._waiting == "answer" else None
+        if self._waiting != "answer":
+            # A lookup or an LLM turn: only a global key ("0 for a person") means anything now.
+            keys = frozenset(intent.key for intent in self.flow.global_intents if intent.key)
+            return KeyEntry(1, None, DEFAULT_KEY_TIMEOUT_S, instant=keys, waiting=False)
+        ask = node.ask
         if ask is None or not ask.takes_digits:
             return KeyEntry(1, None, DEFAULT_KEY_TIMEOUT_S, secret=ask is not None and ask.secret)
         entry = ask.keypad_entry()

@@ -93,3 +93,6 @@ class KeyEntry:
     instant: frozenset[str] = frozenset()
     #: Whether keys type an answer (``digits``/``number``) rather than pick a menu choice.
     typing: bool = False
+    #: Whether the flow waits for the caller at all; when not (a lookup, an LLM turn), only the
+    #: ``instant`` keys (global intents) mean anything, and other keys must not cut the bot short.
+    waiting: bool = True

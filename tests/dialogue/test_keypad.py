@@ -191,6 +191,8 @@ def test_keys_during_a_lookup_only_reach_global_intents() -> None:
     e.handle_keys("2")
     e.handle_keys("1234#")
     assert e.waiting_for == "action"
+    entry = e.keypad
+    assert entry is not None and not entry.waiting and entry.instant == {"0", "*"}  # the conversation ignores 1
     assert e.handle_keys("1").lines == []
     reply = e.handle_keys("0")
     assert reply.intent == "agent" and e.pending_action is None
