@@ -67,7 +67,8 @@ def too_many_digits(heard: int, expected: str) -> str:
 
 
 def keyed_wrong_length(typed: int, expected: str) -> str:
-    return f"Sorry, that was {_count(typed)} digits, but it should have {expected}. Could you enter it again?"
+    digits = "one digit" if typed == 1 else f"{_count(typed)} digits"
+    return f"Sorry, that was {digits}, but it should have {expected}. Could you enter it again?"
 
 
 _SWAPS = {
