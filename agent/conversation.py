@@ -20,6 +20,12 @@ If the caller keeps talking past `barge_in_min_ms`, it is a real interruption: t
 synthesis cancelled. If it was only a backchannel ("uh-huh", "ok") or a noise, the bot resumes where it
 stopped. Lines marked uninterruptible ignore the caller until they are done.
 
+Keys: a key pressed on the caller's dialpad (`on_key`) is unambiguous, so it stops an interruptible line at
+once, without the barge-in wait. Keys are collected into one entry by the current question's rules (a menu
+takes one key; a number question takes digits until its terminator, its most digits or a pause, timed by
+`agent.key_input.KeyCollector`), and the entry is a turn like a spoken one: a transcript entry (masked for a
+secret question), turn metrics, and the flow's reply spoken. While a person has the call they are recorded only.
+
 Never hung up on: a call ends only when its ending line has been heard and the caller is not speaking; a
 caller who talks over a goodbye is listened to ("wait, one more thing" reopens the call), and the call ends
 once they have been quiet for `closing_quiet_s`. A caller who says nothing is prompted, then bid goodbye.
@@ -40,6 +46,10 @@ import numpy as np
 from agent.actions import run_http
 from agent.dialogue.effects import Handover, HttpRequest
 from agent.dialogue.engine import FlowEngine, Reply
+from agent.dialogue.model import DEFAULT_KEY_TIMEOUT_S, KEYPAD_KEYS, MASK
+from agent.dialogue.state import KeyEntry
+from agent.key_input import KeyCollector
+from agent.media.dtmf import KeyPress
 from agent.reply_runner import (
     NO_AGENTS,
     SORRY_LLM,
@@ -66,6 +76,7 @@ from agent.turn_signals import (
 )
 
 __all__ = [
+    "KEYS_PREFIX",
     "NO_AGENTS",
     "SORRY_HEARING",
     "SORRY_LLM",
@@ -81,6 +92,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
+#: How keypad entries appear in transcripts and call records ("[keys] 1", "[keys] ••••" for a PIN): a caller
+#: line like any other, so every consumer of the transcript shows them without knowing about keys.
+KEYS_PREFIX = "[keys] "
+#: The rules for keys when the dialogue policy says nothing about them: one key, one choice.
+_ONE_KEY = KeyEntry(max_digits=1, terminator=None, timeout_s=DEFAULT_KEY_TIMEOUT_S)
 SILENCE_REPROMPT = "Are you still there?"
 SILENCE_GOODBYE = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
 HANGUP_TAIL_S = 0.4
@@ -149,6 +165,8 @@ class ConversationHooks:
     on_permission_request: Callable[[str], None] | None = None
     endpoint_check: EndpointCheck | None = None  # second opinion before an early end of turn
     on_partial: Callable[[str], None] | None = None  # partial transcripts while the caller speaks
+    # Keys pressed while a person has the call (for their console's live transcript); the bot ignores them.
+    on_keys: Callable[[str], None] | None = None
     http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
 
 
@@ -271,6 +289,8 @@ class Conversation:
         self.hesitant = False
         self.silence_prompts = 0
         self._failures: dict[str, int] = {}  # speech failures in a row, by kind ("stt", "tts")
+        self._keys = KeyCollector(self._keys_entered)
+        self.key_presses = 0
 
     # lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -293,7 +313,9 @@ class Conversation:
 
     async def close(self) -> None:
         self._closed = True
+        key_timer = self._keys.close()
         tasks = [
+            key_timer,
             self._speech.task if self._speech else None,
             self._worker,
             self._gap_filler,
@@ -385,6 +407,82 @@ class Conversation:
     def _caller_has_floor(self) -> bool:
         """The caller is speaking, or said something the bot has not answered yet."""
         return self._endpointer.in_speech or self._recognising > 0 or not self._utterances.empty()
+
+    # keys in ------------------------------------------------------------------
+    def on_key(self, press: KeyPress) -> None:
+        """A key pressed on the caller's dialpad (the call hands on each RFC 4733 event once). Runs on the
+        event loop and never waits: the entry's pause timer is a task this conversation owns."""
+        if self._closed or self._hung_up:
+            return
+        digit = press.digit
+        if digit not in KEYPAD_KEYS:
+            log.debug("key %r is on no phone's dialpad; ignored", digit)
+            return
+        self.key_presses += 1
+        if self._suspended:
+            # A person has the call: the keys are theirs to act on (they see them), and the record keeps them.
+            self.transcript.append(TranscriptEntry("caller", KEYS_PREFIX + digit, press.at))
+            if self.hooks.on_keys is not None:
+                self.hooks.on_keys(digit)
+            return
+        self._cancel_silence_timer()
+        self._silence_stage = 0
+        if self._closing is not None:
+            log.debug("key pressed over the ending of the call; ignored")
+            return
+        rules = self._key_rules()
+        if rules is None or (not rules.waiting and digit not in rules.instant):
+            # Before the greeting, or during a lookup or an LLM turn where the key picks nothing: cutting the bot
+            # short would leave the caller in silence.
+            log.debug("key pressed when the flow takes no keys; ignored")
+            return
+        if self._interruptible and self.bot_talking:
+            # A key press is never a backchannel or a cough: stop the line now, without the barge-in wait.
+            self._interrupt("caller pressed a key")
+        self._keys.press(digit, rules)
+
+    def _key_rules(self) -> KeyEntry | None:
+        if not hasattr(self.policy, "handle_keys"):
+            return None
+        rules = getattr(self.policy, "keypad", _ONE_KEY)
+        return rules if isinstance(rules, KeyEntry) else None
+
+    def _keys_entered(self, keys: str, rules: KeyEntry) -> None:
+        """A finished keypad entry: one caller turn, recorded and answered like a spoken one."""
+        if self._closed or self._suspended:
+            return
+        now = self._clock()
+        shown = KEYS_PREFIX + (MASK if rules.secret else keys)
+        metrics = TurnMetrics(caller_speech_end=now, transcript=shown, transcript_ready=now)
+        entry = TranscriptEntry("caller", shown, now)
+        self.transcript.append(entry)
+        # Words after the keys are a turn of their own, never the rest of an earlier spoken fragment.
+        self._last_taken = None
+        if self._closing is not None:
+            return
+        turn = _Utterance(np.zeros(0, dtype=np.int16), now, 0, False, True, now, text=shown, entry=entry)
+        speech = self._speech
+        if speech is not None and not speech.done() and not speech.allow_interruptions:
+            # Typed over a line that must be heard in full (a notice): answered once it has been.
+            later = asyncio.create_task(self._answer_keys_after(speech, keys, turn, metrics), name="keys-after-line")
+            self._side_tasks.add(later)
+            later.add_done_callback(self._side_tasks.discard)
+            return
+        self._answer_keys(keys, turn, metrics)
+
+    async def _answer_keys_after(self, speech: SpeechHandle, keys: str, turn: _Utterance, metrics: TurnMetrics) -> None:
+        if speech.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(speech.task)
+        if self._closed or self._suspended or self._closing is not None or self._hung_up:
+            return
+        self._answer_keys(keys, turn, metrics)
+
+    def _answer_keys(self, keys: str, turn: _Utterance, metrics: TurnMetrics) -> None:
+        policy = self.policy
+        reply = self.policy_call(lambda: policy.handle_keys(keys))
+        log.info("keypad entry of %d key(s) at node %s", len(keys), reply.node)
+        self._answer_with(turn, reply, metrics)
 
     # audio in -----------------------------------------------------------------
     def feed(self, pcm16k: np.ndarray, t: float) -> None:
@@ -522,6 +620,8 @@ class Conversation:
             text = await self._transcribe(audio)
         except Exception:
             return
+        if getattr(self.policy, "secret", False) is True:
+            return  # words towards a PIN are not shown live either
         if text and self._endpointer.in_speech:
             self.partial_transcript = text
             log.debug("partial transcript: %r", text)
@@ -823,8 +923,10 @@ class Conversation:
             return
         if prefix is not None:
             self._forget_fragments(utterance)
-        metrics.transcript = text
-        utterance.entry = TranscriptEntry("caller", text, utterance.end_of_speech)
+        # A PIN said aloud is as secret as one typed: the record gets the mask, the flow the words.
+        shown = MASK if getattr(self.policy, "secret", False) is True else text
+        metrics.transcript = shown
+        utterance.entry = TranscriptEntry("caller", shown, utterance.end_of_speech)
         self.transcript.append(utterance.entry)
         utterance.metrics = metrics
         if self._closing is not None:
@@ -1060,6 +1162,7 @@ class Conversation:
         self._cancel_silence_timer()
         self.output.flush()
         self._drop_speculation()
+        self._keys.reset()  # keys typed for the bot's question are not the person's to answer
         self._continuing = self._last_taken = None
 
     def resume(self, reply: Reply) -> None:

@@ -32,6 +32,7 @@ from agent.dialogue.flowtest import (
     load_suite,
     run_test_file,
 )
+from agent.dialogue.model import KEYPAD_KEYS
 from agent.dialogue.nlu import rank_intents
 from agent.dialogue.schema import flow_schema, flow_test_schema
 
@@ -43,6 +44,7 @@ Type what the caller says. Commands:
   /fail               make the pending request fail (timeout or error)
   /bot words          the LLM says these words (at an LLM node)
   /tool name {json}   the LLM calls a tool, e.g. /tool goto {"node": "billing"}
+  /keys 123#          the caller presses these keys, as one entry ("/keys 1" at a menu; /key works too)
   /repeat             the caller asks to hear the last thing again
   /slots              show every slot
   /quit               end the chat"""
@@ -225,6 +227,25 @@ def chat(engine: FlowEngine, lines: Iterable[str], out: TextIO, *, echo: bool = 
             continue
         if command == "/repeat":
             reply = engine.repeat()
+        elif command in ("/keys", "/key"):
+            keys = "".join(rest.split())
+            bad = sorted(set(keys) - set(KEYPAD_KEYS))
+            if not keys or bad:
+                print("  [usage: /keys 123# (keys of the dialpad: 0-9, * and #)]", file=out)
+                continue
+            entry = engine.keypad
+            reply = engine.handle_keys(keys)
+            if reply.intent:
+                matched = f"matched {reply.intent}"
+            elif engine.misses:
+                matched = "not understood"
+            else:
+                matched = "taken"
+            how = ""
+            if entry is not None and entry.typing:
+                end = f', "{entry.terminator}" ends' if entry.terminator else ""
+                how = f" | this question takes up to {entry.max_digits} digits{end}"
+            print(f"  [keys {keys}: {matched}{how}]", file=out)
         elif command in ("/ok", "/fail"):
             pending = engine.pending_action
             if pending is None:

@@ -19,15 +19,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.dialogue.conditions import ConditionError, names, parse_condition
-from agent.dialogue.model import BUILTIN_TOOLS, HTTP_METHODS, IDENTIFIER_RE, Flow, Intent, Node, Variants
+from agent.dialogue.model import (
+    BUILTIN_TOOLS,
+    HTTP_METHODS,
+    IDENTIFIER_RE,
+    KEYPAD_KEYS,
+    MAX_NUMBER_DIGITS,
+    Flow,
+    Intent,
+    Node,
+    Variants,
+)
 from agent.dialogue.templates import parse_template
 
 __all__ = ["FlowIssue", "check_flow", "slots_set", "successors"]
 
 PathKey = tuple[str | int, ...]
 
-#: More digits than this in a `number` is an identifier (and would lose leading zeros).
-_MAX_NUMBER_DIGITS = 15
+_MAX_NUMBER_DIGITS = MAX_NUMBER_DIGITS
+#: Longer keypad entries are no number a caller types (card numbers have 19 digits).
+_MAX_KEYPAD_DIGITS = 32
+#: A pause between keys longer than this is a caller who has stopped, not one still typing.
+_MAX_KEY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -238,6 +251,7 @@ class _Checker:
         self.flow = flow
         self.issues: list[FlowIssue] = []
         self.ids = list(flow.nodes)
+        self.global_keys: dict[str, str] = {}
 
     def add(self, path: PathKey, message: str, *, at_key: bool = False, offset: int | None = None) -> None:
         self.issues.append(FlowIssue(path, message, at_key=at_key, offset=offset))
@@ -266,6 +280,7 @@ class _Checker:
         for i, intent in enumerate(flow.global_intents):
             if intent.goto is not None:
                 self.ref(intent.goto, ("global_intents", i, "goto"), f"goto of global intent '{intent.name}':")
+        self.global_keys = self.intent_keys(flow.global_intents, ("global_intents",), {})
         for name in flow.slots:
             self.identifier(name, ("slots", name), "slot name", at_key=True)
         for node_id, node in flow.nodes.items():
@@ -305,6 +320,7 @@ class _Checker:
             self.llm(base, node)
         if node.ask is not None:
             self.ask(base, node)
+        self.node_keys(base, node)
         for name in node.assign:
             self.identifier(name, (*base, "set", name), "slot name", at_key=True)
         self.shape(node_id, node, base)
@@ -349,6 +365,92 @@ class _Checker:
                     f"a number of more than {_MAX_NUMBER_DIGITS} digits is a code, not an amount: use `type: digits`, "
                     "which also keeps leading zeros",
                 )
+
+    def intent_keys(
+        self, intents: list[Intent], path: PathKey, taken: dict[str, str], *, digits_typed: bool = False
+    ) -> dict[str, str]:
+        """Check each intent's keypad key; returns key -> intent name. ``taken``: keys already
+        owned (the global intents'), which a node's own intent must not reuse: one key press
+        must mean one thing."""
+        owners: dict[str, str] = {}
+        for i, intent in enumerate(intents):
+            key = intent.key
+            if key is None:
+                continue
+            where = (*path, i, "key")
+            if len(key) != 1:
+                self.add(where, f"`key` of intent '{intent.name}' is one key (0-9, * or #), not '{key}'")
+                continue
+            if key not in KEYPAD_KEYS:
+                self.add(where, f"'{key}' is not a key of the phone's dialpad; use 0-9, * or #")
+                continue
+            if key in owners:
+                self.add(where, f"key '{key}' is already the key of intent '{owners[key]}' here; one key, one choice")
+                continue
+            if key in taken:
+                self.add(where, f"key '{key}' is already the key of global intent '{taken[key]}'; choose another key")
+                continue
+            if digits_typed and key.isdigit():
+                self.add(
+                    where,
+                    f"this question takes its answer on the keypad, so key '{key}' would be read as part of the "
+                    f"number; give intent '{intent.name}' * or # (or drop the keypad from the question)",
+                )
+                continue
+            owners[key] = intent.name
+        return owners
+
+    def node_keys(self, base: PathKey, node: Node) -> None:
+        ask = node.ask
+        digits_typed = ask is not None and ask.takes_digits
+        own = self.intent_keys(node.intents, (*base, "intents"), self.global_keys, digits_typed=digits_typed)
+        if ask is None:
+            return
+        path = (*base, "ask")
+        if ask.secret and ask.confirm not in (None, False):
+            self.add((*path, "confirm"), "a `secret` answer is never read back aloud; remove `confirm`", at_key=True)
+        if ask.keypad is None:
+            return
+        if not ask.takes_digits:
+            self.add(
+                (*path, "keypad"),
+                f"`keypad` only applies to `type: digits` or `number`, not `{ask.type}` (for a menu, give the "
+                "intents a `key`)",
+                at_key=True,
+            )
+            return
+        entry = ask.keypad_entry()
+        assert entry.max_digits is not None
+        keypad: PathKey = (*path, "keypad")
+        term = entry.terminator
+        if term is not None:
+            if len(term) != 1 or term not in KEYPAD_KEYS:
+                self.add((*keypad, "terminator"), f"`terminator` must be * or #, not '{term}'")
+            elif term.isdigit():
+                self.add(
+                    (*keypad, "terminator"),
+                    f"`terminator` '{term}' is a digit the answer could need; use # or *",
+                )
+            elif term in own or term in self.global_keys:
+                owner = own.get(term) or self.global_keys[term]
+                self.add((*keypad, "terminator"), f"`terminator` '{term}' is also the key of intent '{owner}'")
+        if entry.max_digits < 1 or entry.max_digits > _MAX_KEYPAD_DIGITS:
+            self.add((*keypad, "max_digits"), f"`max_digits` must be between 1 and {_MAX_KEYPAD_DIGITS}")
+        elif ask.length is not None and entry.max_digits < ask.length.min:
+            self.add(
+                (*keypad, "max_digits"),
+                f"`max_digits` ({entry.max_digits}) is fewer than the {ask.length.min} digits the answer needs",
+            )
+        elif ask.type == "number" and entry.max_digits > _MAX_NUMBER_DIGITS:
+            self.add(
+                (*keypad, "max_digits"),
+                f"a number of more than {_MAX_NUMBER_DIGITS} digits is a code, not an amount: use `type: digits`",
+            )
+        if not 0 < entry.timeout_s <= _MAX_KEY_TIMEOUT_S:
+            self.add(
+                (*keypad, "timeout"),
+                f"`timeout` (seconds between keys) must be more than 0 and at most {_MAX_KEY_TIMEOUT_S:g}",
+            )
 
     def llm(self, base: PathKey, node: Node) -> None:
         llm = node.llm

@@ -16,6 +16,10 @@ this module is the node-moving core. The conversation layer may also tell the en
 line was talked over (:meth:`FlowEngine.on_interrupted`), ask whether a partial transcript is
 an unfinished answer (:meth:`FlowEngine.answer_incomplete`, :attr:`FlowEngine.expecting`) and
 let an LLM help where offline matching is unsure (:meth:`FlowEngine.classification_request`).
+
+Keypad presses arrive as whole entries (:meth:`FlowEngine.handle_keys`): the conversation
+collects them by the rules :attr:`FlowEngine.keypad` gives for the current question, since
+only it has a clock for the pause between keys.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from agent.dialogue import phrases
 from agent.dialogue import slots as slot_parsing
 from agent.dialogue.answers import understand
 from agent.dialogue.asking import CLEAR_MARGIN, LLM_CLASSIFIED_SCORE, STRONG_MATCH, VALUE_EVIDENCE_SCORE, Asking
@@ -45,9 +50,9 @@ from agent.dialogue.effects import (
     ToolCallLike,
 )
 from agent.dialogue.flow import Flow, FlowError, check_flow
-from agent.dialogue.model import Intent, Node, SlotValue, Variants
+from agent.dialogue.model import DEFAULT_KEY_TIMEOUT_S, MASK, Ask, Intent, Node, SlotValue, Variants
 from agent.dialogue.nlu import DEFAULT_THRESHOLD, normalize, rank_intents
-from agent.dialogue.state import Check, ClassificationRequest, Expectation, Turn
+from agent.dialogue.state import Check, ClassificationRequest, Expectation, KeyEntry, Turn
 from agent.dialogue.structure import FlowFacts
 from agent.dialogue.templates import iso, lookup, render_prompt, single_placeholder
 from agent.dialogue.templates import render as _render
@@ -63,6 +68,7 @@ __all__ = [
     "FlowEngine",
     "Handover",
     "HttpRequest",
+    "KeyEntry",
     "LlmRequest",
     "Reply",
     "RequestCallPermission",
@@ -155,13 +161,56 @@ class FlowEngine(Asking):
         self._unheard: list[str] = []  # lines the caller talked over before they were finished
         self._spoken: list[str] = []  # the lines of the latest reply that said anything
         self._digression: str | None = None  # the question to return to after an LLM answered an aside
+        self._secret_slots = frozenset(
+            node.ask.slot for node in flow.nodes.values() if node.ask is not None and node.ask.secret
+        )
 
     # -- public state ------------------------------------------------------------------
 
     @property
     def slots(self) -> dict[str, Any]:
-        """A copy of what the call has learnt so far."""
+        """A copy of what the call has learnt so far, as it may be shown and recorded: answers to
+        `secret` questions (a PIN) are masked, since this is what call records, the agent console
+        and logs get. The flow itself (requests, conditions) uses the real values."""
+        out = dict(self._slots)
+        for name in self._secret_slots.intersection(out):
+            out[name] = MASK
+        return out
+
+    @property
+    def slot_values(self) -> dict[str, Any]:
+        """A copy of what the call has learnt, secrets unmasked (flow tests check them)."""
         return dict(self._slots)
+
+    @property
+    def secret(self) -> bool:
+        """Whether the caller's next answer is a secret (a PIN): to be masked wherever it is recorded."""
+        if not self._started or self.ended or self._waiting != "answer":
+            return False
+        ask = self.flow.nodes[self.node].ask
+        return ask is not None and ask.secret
+
+    @property
+    def keypad(self) -> KeyEntry | None:
+        """How keys pressed now are collected into one entry (``None`` before the call starts or
+        after it ended). A question that takes a number takes its digits; anywhere else one key
+        is one choice (an intent's `key`; a key that picks nothing is a miss)."""
+        if not self._started or self.ended:
+            return None
+        node = self.flow.nodes[self.node]
+        if self._waiting != "answer":
+            # A lookup or an LLM turn: only a global key ("0 for a person") means anything now.
+            keys = frozenset(intent.key for intent in self.flow.global_intents if intent.key)
+            return KeyEntry(1, None, DEFAULT_KEY_TIMEOUT_S, instant=keys, waiting=False)
+        ask = node.ask
+        if ask is None or not ask.takes_digits:
+            return KeyEntry(1, None, DEFAULT_KEY_TIMEOUT_S, secret=ask is not None and ask.secret)
+        entry = ask.keypad_entry()
+        keys = {intent.key for intent in [*node.intents, *self.flow.global_intents] if intent.key}
+        instant = frozenset(key for key in keys if not key.isdigit() and key != entry.terminator)
+        return KeyEntry(
+            entry.max_digits or 1, entry.terminator, entry.timeout_s, secret=ask.secret, instant=instant, typing=True
+        )
 
     @property
     def waiting_for(self) -> Waiting | None:
@@ -344,7 +393,7 @@ class FlowEngine(Asking):
             # Empty or punctuation-only transcripts are noise (a cough, a click), not a failed
             # attempt to answer, so they neither trigger "sorry?" nor count towards no_match.
             return self._quiet()
-        self.history.append(("caller", text))
+        self.history.append(("caller", MASK if self.secret else text))
         node = self.flow.nodes[self.node]
 
         if self._waiting == "action":
@@ -369,10 +418,81 @@ class FlowEngine(Asking):
 
         return self._answer(node, text, classified)
 
+    def handle_keys(self, keys: str) -> Reply:
+        """Advance the conversation by one keypad entry, as a spoken answer would.
+
+        ``keys`` is the entry as collected by the rules of :attr:`keypad` ("1" at a menu,
+        "48291#" for an order number; a trailing terminator is dropped). A key that picks an
+        intent follows it at once (a key press is never ambiguous, so no check first); digits
+        answer a number question; anything else is a miss, like words not understood."""
+        if not self._started:
+            raise RuntimeError("FlowEngine.handle_keys() called before start()")
+        if self.ended:
+            return self._quiet(end_call=self._hung_up)
+        keys = "".join(keys.split())
+        if not keys:
+            return self._quiet()
+        entry = self.keypad
+        self.history.append(("caller", f"[keys] {MASK if entry is not None and entry.secret else keys}"))
+        global_keys = {intent.key: intent for intent in self.flow.global_intents if intent.key}
+        if self._waiting in ("action", "llm"):
+            # Like words, only a global intent ("0 for a person") cuts a lookup or an LLM turn short.
+            intent = global_keys.get(keys)
+            if intent is None:
+                return self._quiet()
+            self._pending = None
+            self._digression = None
+            return self._follow(intent, 1.0, {intent.name: 1.0})
+        node = self.flow.nodes[self.node]
+        self._unheard = []  # a key press goes somewhere: nothing to say again first
+        own_keys = {intent.key: intent for intent in node.intents if intent.key}
+        ask = node.ask
+        if ask is not None and ask.takes_digits and entry is not None and keys not in entry.instant:
+            if entry.terminator is not None and keys.endswith(entry.terminator):
+                keys = keys[: -len(entry.terminator)]
+            return self._keyed_answer(node, ask, keys)
+        intent = own_keys.get(keys) or global_keys.get(keys)
+        if intent is not None:
+            return self._follow(intent, 1.0, {intent.name: 1.0})
+        self._check = None
+        return self._miss(node, 0.0, {})
+
+    def _keyed_answer(self, node: Node, ask: Ask, digits: str) -> Reply:
+        """Digits typed at a number question: checked against its `length`, `min` and `max`, then
+        read back or stored like a spoken answer (never carried on to the next question: keys
+        answer one question)."""
+        self._check = None
+        if not digits.isdigit():
+            self._partial = ""
+            return self._miss(node, 0.0, {})
+        if ask.length is not None and self._partial and not ask.length.fits(len(digits)):
+            # "four eight two" said, then the rest typed: one number.
+            if ask.length.fits(len(self._partial + digits)):
+                digits = self._partial + digits
+        self._partial = ""
+        if ask.length is not None and not ask.length.fits(len(digits)):
+            expected = str(ask.length.min) if ask.length.exact else f"{ask.length.min} to {ask.length.max}"
+            return self._miss(node, 0.0, {}, lines=[phrases.keyed_wrong_length(len(digits), expected)])
+        value: Any = digits
+        if ask.type == "number":
+            value = int(digits)
+            if (ask.min is not None and value < ask.min) or (ask.max is not None and value > ask.max):
+                return self._miss(node, 0.0, {})
+        if ask.reads_back:
+            line = self._read_back_line(ask, value)
+            self._check = Check("value", [line], slot=ask.slot, value=value)
+            return self._speak_lines([line], node)
+        self._slots[ask.slot] = value
+        turn = Turn()
+        self._run(self._after(node), turn)
+        return self._reply(turn)
+
     # -- turn-taking support: take back a turn, reopen an ending ------------------------
 
     #: Attributes shared with other calls or fixed for the call: never copied by :meth:`snapshot`.
-    _SHARED_STATE = frozenset({"flow", "_classifier", "_today", "_slot_types", "_facts", "_faq_intents"})
+    _SHARED_STATE = frozenset(
+        {"flow", "_classifier", "_today", "_slot_types", "_facts", "_faq_intents", "_secret_slots"}
+    )
 
     def snapshot(self) -> dict[str, Any]:
         """The call's state as it is now, for :meth:`restore`.

@@ -42,6 +42,7 @@ from agent.dialogue.model import (
     HandoverConfig,
     HttpConfig,
     Intent,
+    Keypad,
     LlmConfig,
     LlmTool,
     Node,
@@ -60,6 +61,7 @@ __all__ = [
     "FLOW_KEYS",
     "HOURS_KEYS",
     "INTENT_KEYS",
+    "KEYPAD_ENTRY_KEYS",
     "NODE_KEYS",
     "NO_MATCH_NODE",
     "PLACEHOLDER_RE",
@@ -114,8 +116,9 @@ NODE_KEYS = (
     "end",
     "interruptible",
 )
-INTENT_KEYS = ("name", "examples", "keywords", "goto", "repeat", "set", "confirm")
-ASK_KEYS = ("slot", "type", "choices", "min", "max", "length", "confirm")
+INTENT_KEYS = ("name", "examples", "keywords", "key", "goto", "repeat", "set", "confirm")
+ASK_KEYS = ("slot", "type", "choices", "min", "max", "length", "confirm", "keypad", "secret")
+KEYPAD_ENTRY_KEYS = ("max_digits", "terminator", "timeout")
 FAQ_KEYS = ("name", "examples", "keywords", "answer")
 HOURS_KEYS = ("open", "close")
 LENGTH_KEYS = ("min", "max")
@@ -431,10 +434,13 @@ class _Reader:
             goto = None if goto_node is None else self.identifier(goto_node, f"goto of {label}")
             examples = self.optional_phrases(fields, "examples", item_path, label)
             keywords = self.optional_phrases(fields, "keywords", item_path, label)
-            if not examples and not keywords:
+            key_node = fields.get("key")
+            key = None if key_node is None else self.keypad_key(key_node, f"`key` of {label}")
+            if not examples and not keywords and key is None:
                 raise self.error(
                     item.start_mark,
-                    f"{label} needs `examples` (things a caller might say) or `keywords`, otherwise it can never match",
+                    f"{label} needs `examples` (things a caller might say), `keywords` or a keypad `key`, otherwise "
+                    "it can never match",
                 )
             set_node = self.optional(fields, "set")
             assign = {} if set_node is None else self.assignments(set_node, (*item_path, "set"), f"`set` of {label}")
@@ -449,9 +455,48 @@ class _Reader:
                     repeat=repeat,
                     assign=assign,
                     confirm=None if confirm is True else "" if confirm is False else confirm,
+                    key=key,
                 )
             )
         return result
+
+    def keypad_key(self, node: yaml.Node, what: str) -> str:
+        """A dialpad key as written: ``key: 1`` is the key 1, not a number; ``*`` and ``#`` need
+        quotes in YAML (``#`` starts a comment), which is what an empty value usually means.
+        Which keys are allowed is a whole-flow check, so flows built in code get it too."""
+        if _is_null(node):
+            raise self.error(
+                node.start_mark, f'{what} is empty; write the key in quotes, like key: "1" (a bare # starts a comment)'
+            )
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in (_TAG_STR, _TAG_INT):
+            raise self.error(node.start_mark, f'{what} must be one key of the dialpad, like "1", "*" or "#"')
+        return str(node.value).strip()
+
+    def keypad(self, node: yaml.Node, path: PathKey, what: str) -> Keypad:
+        """``keypad: {max_digits, terminator, timeout}`` or ``true`` (the defaults)."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_BOOL:
+            if not self.boolean(node, what):
+                raise self.error(
+                    node.start_mark, f"{what}: a digits or number question always takes the keypad; remove `keypad`"
+                )
+            return Keypad()
+        fields = self.entries(node, path, what, KEYPAD_ENTRY_KEYS)
+        values: dict[str, Any] = {}
+        max_node = self.optional(fields, "max_digits")
+        if max_node is not None:
+            values["max_digits"] = self.count(max_node, f"`max_digits` of {what}")
+        if "terminator" in fields:
+            term_node = fields["terminator"]
+            if _is_null(term_node) or (isinstance(term_node, yaml.ScalarNode) and term_node.tag == _TAG_BOOL):
+                if isinstance(term_node, yaml.ScalarNode) and term_node.tag == _TAG_BOOL and _construct(term_node):
+                    raise self.error(term_node.start_mark, f'`terminator` of {what} must be a key, like "#", or false')
+                values["terminator"] = None
+            else:
+                values["terminator"] = self.keypad_key(term_node, f"`terminator` of {what}")
+        timeout_node = self.optional(fields, "timeout")
+        if timeout_node is not None:
+            values["timeout_s"] = self.number(timeout_node, f"`timeout` of {what}")
+        return Keypad.model_construct(**{**Keypad().model_dump(), **values})
 
     def confirmation(self, node: yaml.Node, what: str) -> bool | str:
         """``true``/``false``, or the line to say when checking."""
@@ -558,6 +603,10 @@ class _Reader:
         length = None if length_node is None else self.length(length_node, (*path, "length"), f"`length` of {label}")
         confirm_node = self.optional(fields, "confirm")
         confirm = None if confirm_node is None else self.confirmation(confirm_node, f"`confirm` of {label}")
+        keypad_node = self.optional(fields, "keypad")
+        keypad = None if keypad_node is None else self.keypad(keypad_node, (*path, "keypad"), f"`keypad` of {label}")
+        secret_node = self.optional(fields, "secret")
+        secret = False if secret_node is None else self.boolean(secret_node, f"`secret` of {label}")
         return Ask(
             slot=slot,
             type=slot_type,  # type: ignore[arg-type]
@@ -566,6 +615,8 @@ class _Reader:
             max=bounds["max"],
             length=length,
             confirm=confirm,
+            keypad=keypad,
+            secret=secret,
         )
 
     def choices(self, node: yaml.Node, path: PathKey, what: str) -> dict[str, list[str]]:
@@ -833,6 +884,8 @@ def _compose(text: str, reader: _Reader) -> yaml.Node | None:
             problem += f" ({exc.context} at {where})"
         if "\\t" in problem:
             problem += " (indent with spaces, not tabs)"
+        if "alias" in problem:
+            problem += ' (a * starts a YAML alias: put keypad keys in quotes, like key: "*")'
         if mark is None:
             raise FlowError(problem, source=reader.source) from exc
         raise reader.error(mark, problem) from exc

@@ -36,6 +36,7 @@ from agent.dialogue.checks import slots_set
 from agent.dialogue.effects import Handover, HttpRequest, Reply, RequestCallPermission, ToolCall
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, flow_errors, read_flow_text
+from agent.dialogue.model import KEYPAD_KEYS
 from agent.dialogue.schema import CONVERSATION_KEYS, EXPECT_KEYS, STEP_KEYS, TESTS_KEYS
 
 __all__ = [
@@ -149,9 +150,10 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 @dataclass
 class _Step:
     number: int
-    kind: str  # "start", "caller", "action_result", "llm"
+    kind: str  # "start", "caller", "keys", "action_result", "llm"
     mark: yaml.Mark
     caller: str = ""
+    keys: str = ""
     ok: bool = True
     data: Any = None
     text: str = ""
@@ -161,6 +163,8 @@ class _Step:
     def describe(self) -> str:
         if self.kind == "caller":
             return f'step {self.number} (caller: "{self.caller}")'
+        if self.kind == "keys":
+            return f'step {self.number} (keys: "{self.keys}")'
         if self.kind == "start":
             return f"step {self.number} (the greeting)"
         return f"step {self.number} ({self.kind.replace('_', ' ')})"
@@ -299,13 +303,16 @@ class _SuiteReader:
     def step(self, value: Any, mark: yaml.Mark, number: int, conversation: str) -> _Step:
         what = f"step {number} of '{conversation}'"
         step = self.mapping(value, mark, what, STEP_KEYS)
-        events = [key for key in ("caller", "action_result", "llm") if key in step]
+        events = [key for key in ("caller", "keys", "action_result", "llm") if key in step]
         if len(events) > 1:
             raise self.error(
                 step.key_marks[events[1]], f"{what} has both `{events[0]}` and `{events[1]}`; split it into two steps"
             )
         if not events and number > 1:
-            raise self.error(mark, f"{what} needs `caller` (what the caller says), `action_result` or `llm`")
+            raise self.error(
+                mark,
+                f"{what} needs `caller` (what the caller says), `keys` (what they press), `action_result` or `llm`",
+            )
         expect = _MarkedDict()
         if "expect" in step:
             expect = self.mapping(step["expect"], step.value_marks["expect"], f"`expect` of {what}", EXPECT_KEYS)
@@ -315,6 +322,14 @@ class _SuiteReader:
         if kind == "caller":
             text = step.raw.get("caller", "" if step["caller"] is None else str(step["caller"]))
             return _Step(number, "caller", mark, caller=text, expect=expect)
+        if kind == "keys":
+            raw = step.raw.get("keys", "" if step["keys"] is None else str(step["keys"]))
+            keys = "".join(str(raw).split())
+            if not keys or set(keys) - set(KEYPAD_KEYS):
+                raise self.error(
+                    step.value_marks["keys"], f'`keys` of {what} must be keys of the dialpad (0-9, * and #), like "1"'
+                )
+            return _Step(number, "keys", mark, keys=keys, expect=expect)
         body = step[kind]
         body_mark = step.value_marks[kind]
         if kind == "action_result":
@@ -505,12 +520,14 @@ def _check(expect: _MarkedDict, reply: Reply, engine: FlowEngine) -> list[tuple[
             if expected_intent != reply.intent:
                 fail(key, f"expected intent {expected_intent!r}, got {reply.intent!r} (scores: {reply.scores})")
         elif key == "slots":
+            # Secret answers are masked in `reply.slots`; a test checks the real values.
+            values = engine.slot_values
             for name, value in dict(want or {}).items():
-                have = reply.slots.get(str(name))
+                have = values.get(str(name))
                 if value is None:
-                    if str(name) in reply.slots:
+                    if str(name) in values:
                         fail(key, f"expected slot '{name}' to be unset, it is {_show(have)}")
-                elif str(name) not in reply.slots:
+                elif str(name) not in values:
                     fail(key, f"expected slot '{name}' = {_show(value)}, but it is not set")
                 elif not _same(have, value):
                     fail(key, f"expected slot '{name}' = {_show(value)}, got {_show(have)}")
@@ -559,8 +576,8 @@ def _run_conversation(suite: FlowTestSuite, flow: Flow, conversation: _Conversat
     result.transcript.extend(f"bot: {line}" for line in reply.lines)
     for step in conversation.steps:
         where = step.describe()
-        if step.kind == "caller":
-            if engine.waiting_for == "action":
+        if step.kind in ("caller", "keys"):
+            if engine.waiting_for == "action" and step.kind == "caller":
                 pending = engine.pending_action
                 result.failures.append(
                     failure(
@@ -571,8 +588,12 @@ def _run_conversation(suite: FlowTestSuite, flow: Flow, conversation: _Conversat
                     )
                 )
                 break
-            reply = engine.handle(step.caller)
-            result.transcript.append(f"caller: {step.caller}")
+            if step.kind == "keys":
+                reply = engine.handle_keys(step.keys)
+                result.transcript.append(f"caller: [keys] {step.keys}")
+            else:
+                reply = engine.handle(step.caller)
+                result.transcript.append(f"caller: {step.caller}")
         elif step.kind == "action_result":
             pending = engine.pending_action
             if pending is None:

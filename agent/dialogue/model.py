@@ -21,9 +21,15 @@ __all__ = [
     "BUILTIN_TOOLS",
     "DEFAULT_FALLBACK",
     "DEFAULT_HTTP_TIMEOUT_S",
+    "DEFAULT_KEY_TIMEOUT_S",
+    "DEFAULT_MAX_DIGITS",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TERMINATOR",
     "HTTP_METHODS",
     "IDENTIFIER_RE",
+    "KEYPAD_KEYS",
+    "MASK",
+    "MAX_NUMBER_DIGITS",
     "NO_MATCH_NODE",
     "SLOT_TYPES",
     "Ask",
@@ -37,6 +43,7 @@ __all__ = [
     "HandoverConfig",
     "HttpConfig",
     "Intent",
+    "Keypad",
     "LlmConfig",
     "LlmTool",
     "Node",
@@ -65,6 +72,17 @@ HTTP_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: Tools every LLM node gets (or may get); declared tools must not reuse these names.
 BUILTIN_TOOLS: tuple[str, ...] = ("end_call", "handover", "set_slot", "goto")
 IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The keys of a phone's dialpad a flow can use (A-D exist in the protocol but on no phone).
+KEYPAD_KEYS = "0123456789*#"
+#: Keypad entry defaults: "#" ends an entry, 5 s without a key ends it too, and an answer
+#: without a `length` takes up to 20 digits (more is a caller leaning on the keypad).
+DEFAULT_TERMINATOR = "#"
+DEFAULT_KEY_TIMEOUT_S = 5.0
+DEFAULT_MAX_DIGITS = 20
+#: More digits than this in a `number` is an identifier (and would lose leading zeros).
+MAX_NUMBER_DIGITS = 15
+#: How secret answers appear in transcripts, call records and the console.
+MASK = "\u2022\u2022\u2022\u2022"
 
 #: What a slot can hold. Text values may contain ``{{placeholders}}``.
 SlotValue = bool | int | float | dt.date | dt.time | str
@@ -130,6 +148,8 @@ class Intent(_Model):
     #: the match is not clear-cut ("Just to check: you have already paid?"). ``None``: a
     #: line made from the intent's closest example; ``""`` (YAML ``confirm: false``): never ask.
     confirm: str | None = None
+    #: The keypad key that picks this intent, like saying it ("press 1 for orders").
+    key: str | None = None
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Intent:
@@ -153,6 +173,20 @@ class DigitLength(_Model):
         return self.min <= count <= self.max
 
 
+class Keypad(_Model):
+    """How a number question takes keypad entry: keys are collected until the
+    ``terminator``, ``max_digits`` keys, or ``timeout_s`` without a key, whichever is first.
+
+    The collecting is the conversation's (the engine has no clock); the engine only says
+    what the current question expects (:attr:`agent.dialogue.engine.FlowEngine.keypad`)."""
+
+    #: ``None``: the question's ``length`` (its most digits), else a default for the type.
+    max_digits: int | None = Field(default=None, ge=1)
+    #: ``None``: no key ends the entry (only ``max_digits`` or the pause do).
+    terminator: str | None = DEFAULT_TERMINATOR
+    timeout_s: float = Field(default=DEFAULT_KEY_TIMEOUT_S, gt=0)
+
+
 class Ask(_Model):
     """A question whose answer is parsed into a typed slot."""
 
@@ -169,12 +203,36 @@ class Ask(_Model):
     #: Read the answer back before moving on: ``True`` (a built-in line), ``False``, or the
     #: line to say (with ``{{slot}}`` for the value heard). ``None``: on for ``digits``.
     confirm: bool | str | None = None
+    #: Keypad entry for ``digits``/``number`` (``None``: the defaults, which such a
+    #: question always takes; other types take no digits).
+    keypad: Keypad | None = None
+    #: A PIN or the like: masked in transcripts, records and the console, never read back.
+    secret: bool = False
 
     @property
     def reads_back(self) -> bool:
+        if self.secret:
+            return False
         if self.confirm is None:
             return self.type == "digits"
         return self.confirm is not False
+
+    @property
+    def takes_digits(self) -> bool:
+        """Whether keys typed at this question are its answer (rather than a menu choice)."""
+        return self.type in ("digits", "number")
+
+    def keypad_entry(self) -> Keypad:
+        """The keypad rules in force, with ``max_digits`` filled in: the author's, else the
+        ``length``, else as many digits as such an answer can sensibly have."""
+        entry = self.keypad or Keypad()
+        if entry.max_digits is not None:
+            return entry
+        if self.length is not None:
+            most = self.length.max
+        else:
+            most = MAX_NUMBER_DIGITS if self.type == "number" else DEFAULT_MAX_DIGITS
+        return entry.model_copy(update={"max_digits": most})
 
 
 class Branch(_Model):

@@ -17,6 +17,7 @@ __all__ = [
     "SORRY_WRONG",
     "TAKE_YOUR_TIME",
     "check_intent",
+    "keyed_wrong_length",
     "missing_digits",
     "read_back",
     "suggest",
@@ -63,6 +64,11 @@ def too_many_digits(heard: int, expected: str) -> str:
         f"Sorry, I heard {_count(heard)} digits, but it should have {expected}. "
         "Could you say it again, one digit at a time?"
     )
+
+
+def keyed_wrong_length(typed: int, expected: str) -> str:
+    digits = "one digit" if typed == 1 else f"{_count(typed)} digits"
+    return f"Sorry, that was {digits}, but it should have {expected}. Could you enter it again?"
 
 
 _SWAPS = {

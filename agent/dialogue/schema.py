@@ -24,6 +24,7 @@ from agent.dialogue.flow import (
     HOURS_KEYS,
     HTTP_KEYS,
     INTENT_KEYS,
+    KEYPAD_ENTRY_KEYS,
     LLM_KEYS,
     NODE_KEYS,
     PARAM_TYPES,
@@ -82,6 +83,10 @@ def _definitions() -> dict[str, Any]:
             "name": _d("A short name for what the caller means (shown in logs and tests).", _NAME),
             "examples": _d("Whole sentences a caller might say.", _one_or_many(_NAME)),
             "keywords": _d("Single words or short phrases that signal this intent.", _one_or_many(_NAME)),
+            "key": _d(
+                'The keypad key that picks this intent, like saying it: "0" to "9", "*" or "#" (in quotes).',
+                {"type": ["string", "integer"], "pattern": "^[0-9*#]$", "minimum": 0, "maximum": 9},
+            ),
             "goto": _d("The node to go to when this intent matches.", _NAME),
             "repeat": _d("Say the last thing again instead of moving (for 'repeat that').", {"type": "boolean"}),
             "set": _d("Slots to set when this intent matches.", assignments),
@@ -135,6 +140,35 @@ def _definitions() -> dict[str, Any]:
             "confirm": _d(
                 "Read the answer back before moving on: true, false, or the line to say (on by default for digits).",
                 {"type": ["string", "boolean"]},
+            ),
+            "keypad": _d(
+                "For type digits or number (which take the keypad anyway): how keys are collected; true: the defaults.",
+                {
+                    "anyOf": [
+                        {"const": True},
+                        _object(
+                            {
+                                "max_digits": _d(
+                                    "The entry ends after this many keys (default: the `length`, else 20).",
+                                    {"type": "integer", "minimum": 1, "maximum": 32},
+                                ),
+                                "terminator": _d(
+                                    'The key that ends the entry: "#" (default) or "*"; false: none.',
+                                    {"anyOf": [{"enum": ["#", "*"]}, {"const": False}, {"type": "null"}]},
+                                ),
+                                "timeout": _d(
+                                    "Seconds without a key after which the entry ends (default 5).",
+                                    {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+                                ),
+                            },
+                            KEYPAD_ENTRY_KEYS,
+                        ),
+                    ]
+                },
+            ),
+            "secret": _d(
+                "A PIN or the like: masked in transcripts, call records and the console, never read back.",
+                {"type": "boolean"},
             ),
         },
         ASK_KEYS,
@@ -310,7 +344,7 @@ def flow_schema() -> dict[str, Any]:
     }
 
 
-STEP_KEYS = ("caller", "action_result", "llm", "expect")
+STEP_KEYS = ("caller", "keys", "action_result", "llm", "expect")
 EXPECT_KEYS = (
     "say",
     "say_contains",
@@ -351,6 +385,10 @@ def flow_test_schema() -> dict[str, Any]:
     step = _object(
         {
             "caller": _d("What the caller says.", {"type": ["string", "number", "boolean"]}),
+            "keys": _d(
+                'Keys the caller presses, as one entry: "1" at a menu, "48291#" for a number.',
+                {"type": ["string", "integer"]},
+            ),
             "action_result": _d(
                 "The business system's answer: ok and data.",
                 {

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from agent.dialogue.effects import Action, LlmRequest
 from agent.dialogue.model import Intent
 
-__all__ = ["Check", "ClassificationRequest", "Expectation", "Turn"]
+__all__ = ["Check", "ClassificationRequest", "Expectation", "KeyEntry", "Turn"]
 
 
 @dataclass
@@ -73,3 +73,26 @@ class ClassificationRequest:
     text: str
     names: list[str]
     descriptions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """What the current question does with keypad presses, for the layer that collects them
+    (the engine has no clock, so the terminator, the count and the pause between keys are
+    applied there, and the finished entry handed to ``FlowEngine.handle_keys``)."""
+
+    #: The entry is complete after this many keys (1 at a menu: one key is one choice).
+    max_digits: int
+    #: The key that completes the entry early (not part of it); ``None``: none.
+    terminator: str | None
+    #: Seconds without a key after which the keys so far are the entry.
+    timeout_s: float
+    #: The answer is a PIN or the like: show it masked wherever the call is recorded.
+    secret: bool = False
+    #: Keys that are a whole entry when pressed first (an intent's ``*`` while a number is typed).
+    instant: frozenset[str] = frozenset()
+    #: Whether keys type an answer (``digits``/``number``) rather than pick a menu choice.
+    typing: bool = False
+    #: Whether the flow waits for the caller at all; when not (a lookup, an LLM turn), only the
+    #: ``instant`` keys (global intents) mean anything, and other keys must not cut the bot short.
+    waiting: bool = True

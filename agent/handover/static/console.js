@@ -231,11 +231,17 @@
     }
   }
 
+  const KEYS_PREFIX = "[keys] ";
+
   function renderTranscript(list, lines) {
     list.replaceChildren();
     for (const line of lines || []) {
-      const item = make("li", line.who);
-      item.append(make("span", "who", line.who), make("span", "said", line.text));
+      // Keypad entries come as caller lines "[keys] 1" ("[keys] ••••" for a PIN): shown as keys, not words.
+      const keys = typeof line.text === "string" && line.text.startsWith(KEYS_PREFIX);
+      const item = make("li", keys ? line.who + " keys" : line.who);
+      const said = keys ? "⌨ " + line.text.slice(KEYS_PREFIX.length) : line.text;
+      item.append(make("span", "who", line.who), make("span", "said", said));
+      if (keys) item.title = "pressed on the keypad";
       list.append(item);
     }
     list.scrollTop = list.scrollHeight;
