@@ -20,13 +20,10 @@ if TYPE_CHECKING:
     from agent.simulator.session import Line
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aioice", "aiortc", "httpx", "faster_whisper"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(verbose: bool, fmt: str) -> None:
+    from agent.logs import setup_logging
+
+    setup_logging(verbose=verbose, fmt=fmt)
 
 
 def _offline_models() -> None:
@@ -250,6 +247,12 @@ def _config_option() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wacall", description="AI voice agent for WhatsApp Business Calling")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("WACALL_LOG_FORMAT") or "text",
+        help="log lines as text or one JSON object per line (default: $WACALL_LOG_FORMAT, else text)",
+    )
     parser.add_argument("--config", help="YAML config file (default: $WACALL_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
     config = [_config_option()]
@@ -316,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _offline_models()
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     if args.command == "simulate" and not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
     try:

@@ -27,6 +27,7 @@ from agent.dialogue.effects import HttpRequest
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
+from agent.logs import call_id_var
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
 from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
@@ -348,6 +349,7 @@ class Runtime:
         try:
             for event in fresh.calls:
                 done.append(event)
+                call_id_var.set(event.call.id)  # the tasks this call starts from here log under its id
                 if event.phone_number_id != self.settings.phone_number_id:
                     log.warning("ignoring call event for another number %s", event.phone_number_id)
                     continue
@@ -363,11 +365,13 @@ class Runtime:
                 await asyncio.sleep(0)  # a 1,000-event delivery must not hold the loop (and calls' audio) at once
             for status in fresh.statuses:
                 done.append(status)
+                call_id_var.set(status.status.id)
                 try:
                     await self._on_status(status)
                 except Exception:
                     log.exception("call %s: failed handling status %s", status.status.id, status.status.status)
                 await asyncio.sleep(0)
+            call_id_var.set(None)
             for message in fresh.messages:
                 done.append(message)
                 self._on_message(message)
@@ -532,6 +536,7 @@ class Runtime:
         )
         self._by_ref[ref] = call
         self._dialing[ref] = call
+        token = call_id_var.set(ref)  # the call's own tasks keep it; this request's context gets it back
         try:
             await call.dial(to)
             await self._register(call)
@@ -547,6 +552,7 @@ class Runtime:
             raise
         finally:
             self._dialing.pop(ref, None)
+            call_id_var.reset(token)
         log.info("call %s: placed", call.id)
         log.debug("call %s: placed to %s", call.id, to)
         return call
