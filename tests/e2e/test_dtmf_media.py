@@ -8,6 +8,7 @@ shaped as RFC 4733 says, and that the caller's audio around them still decodes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ async def test_keys_pressed_on_the_phone_reach_the_bot_on_the_audio_stream(line:
     packets = seen.packets
     assert {p.ssrc for p in packets} == {packets[0].ssrc}, "events must use the audio stream's SSRC"
     seqs = [p.sequence_number for p in packets]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "sequence numbers must be shared"
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs)), "sequence numbers must be shared"
     audio_pt = packets[0].payload_type
     events = [p for p in packets if p.payload_type == 126]
     assert audio_pt == 111 and len(events) == 3 * (5 + 2)  # 5 updates (the last with E) + 2 more ends, per key
