@@ -17,11 +17,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent.dialogue.flow import load_flow
 from agent.media.dtmf import KeyPress, parse_event
 from agent.media.peer import MediaPeer
 from agent.media.tracks import IN_RATE, OUT_RATE, InboundAudio
+from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
 from agent.simulator.natural_caller import QuietTranscriber
+from agent.simulator.session import DEFAULT_LINES, Simulation
+from tests.wer import wer
 
 LOOPBACK = ["127.0.0.1"]
 TONE_HZ = 1000.0
@@ -164,3 +168,37 @@ async def test_a_long_press(line: Line) -> None:
     while not line.seen.keys and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert [(k.digit, k.duration_ms) for k in line.seen.keys] == [("0", 1500)]
+
+
+# ---- through the whole stack: signed webhooks, Graph API, the Call, the default flow --------------------
+
+
+@pytest.mark.e2e
+async def test_keys_reach_the_call_and_speech_after_them_is_still_understood(models: Models) -> None:
+    async with Simulation.start(models) as sim:
+        user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
+        try:
+            sim_call, _ = await sim.place_call(user)
+            await user.listen(timeout=20)  # the greeting
+            call = sim.runtime.calls[sim_call.id]
+            taps: list[KeyPress] = []
+            call.add_key_tap(taps.append)
+            await user.press_keys("12#")
+            await user.say(DEFAULT_LINES[0])
+            reply = await user.listen(timeout=30)
+
+            assert [k.digit for k in call.key_presses] == ["1", "2", "#"]
+            assert all(80 <= k.duration_ms <= 120 for k in call.key_presses), call.key_presses
+            assert taps == call.key_presses
+            # The caller's words after the keys went through Opus, VAD and Whisper as usual.
+            assert call.conversation is not None
+            caller_heard = [e.text for e in call.conversation.transcript if e.who == "caller"]
+            assert caller_heard and wer(DEFAULT_LINES[0], caller_heard[0]) <= 0.2, caller_heard
+            flow = load_flow("prompts/demo.yaml")
+            expected = " ".join(flow.nodes["order_status"].say + flow.nodes["anything_else"].say)
+            assert wer(expected, reply) <= 0.2, (expected, reply)
+            await sim.meta.user_hangup(sim_call.id)
+            await asyncio.wait_for(call.ended.wait(), 10)
+            await call.wait_closed()
+        finally:
+            await user.close()
