@@ -20,6 +20,7 @@ import pytest
 from agent.dialogue.flow import load_flow
 from agent.media.dtmf import KeyPress, parse_event
 from agent.media.peer import MediaPeer
+from agent.media.sdp import normalise_bic_answer, shape_offer
 from agent.media.tracks import IN_RATE, OUT_RATE, InboundAudio
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
@@ -202,3 +203,28 @@ async def test_keys_reach_the_call_and_speech_after_them_is_still_understood(mod
             await call.wait_closed()
         finally:
             await user.close()
+
+
+async def test_keys_on_a_call_the_business_placed() -> None:
+    """BIC: our offer carries 126/8000, the phone answers like Meta, and its keys arrive just the same."""
+    user = SimulatedUser(transcriber=QuietTranscriber(), hosts=LOOPBACK)
+    bot = MediaPeer(hosts=LOOPBACK, label="bot")
+    keys: list[KeyPress] = []
+    bot.keys.listeners.append(keys.append)
+    try:
+        offer = shape_offer(await bot.offer())
+        assert "a=rtpmap:126 telephone-event/8000" in offer
+        answer = await user.answer_business_call(offer)
+        assert "a=rtpmap:126 telephone-event/8000" in answer
+        await bot.apply_answer(normalise_bic_answer(answer))
+        await asyncio.gather(bot.wait_connected(10), user.peer.wait_connected(10))
+        assert bot.key_payload_type == 126
+        bot.outbound.open()
+        await user.press_keys("9*")
+        deadline = time.monotonic() + 3
+        while len(keys) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert [(k.digit, k.duration_ms) for k in keys] == [("9", 100), ("*", 100)]
+    finally:
+        await user.close()
+        await bot.close()
