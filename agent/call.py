@@ -23,6 +23,7 @@ from agent.conversation import Conversation, ConversationConfig, ConversationHoo
 from agent.dialogue.effects import Handover, HttpRequest, Reply
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow
+from agent.media.dtmf import KeyPress
 from agent.media.peer import MediaError, MediaPeer
 from agent.media.sdp import SdpError, normalise_bic_answer, shape_offer
 from agent.media.tracks import InboundAudio
@@ -112,6 +113,8 @@ class Call:
         self._terminate_sent = False
         self.statuses: list[str] = []
         self._taps: list[Callable[[np.ndarray, float], None]] = []
+        self.key_presses: list[KeyPress] = []  # the caller's keypad, in order (RFC 4733 events on the stream)
+        self._key_taps: list[Callable[[KeyPress], None]] = []
         self.handover: Handover | None = None
         self.handled_by: str | None = None
         self.wall_accepted_at: datetime | None = None
@@ -152,6 +155,7 @@ class Call:
             ice_servers=self.services.ice_servers,
             label=f"call {self.id[:16]}",
         )
+        self.peer.keys.listeners.append(self._on_key)
         try:
             answer_sdp = await self.peer.answer(offer_sdp)
         except SdpError as exc:
@@ -195,6 +199,7 @@ class Call:
         self.peer = MediaPeer(
             hosts=self.services.media_hosts, ice_servers=self.services.ice_servers, label=f"call to {to}"
         )
+        self.peer.keys.listeners.append(self._on_key)
         offer = shape_offer(await self.peer.offer())
         # The opening line is synthesised while the phone rings and waits in the closed outbound track.
         self._create_conversation()
@@ -292,6 +297,30 @@ class Call:
     def remove_audio_tap(self, tap: Callable[[np.ndarray, float], None]) -> None:
         if tap in self._taps:
             self._taps.remove(tap)
+
+    def _on_key(self, press: KeyPress) -> None:
+        """A key the caller pressed: recorded, then the flow's turn (an IVR menu), then any taps."""
+        if self.state is CallState.ENDED:
+            return
+        self.key_presses.append(press)
+        log.debug("call %s: key %s (%d ms)", self.id, press.digit, press.duration_ms)
+        # Conversation.on_key comes with the flow side of keypad input; until then presses are only recorded.
+        on_key = getattr(self.conversation, "on_key", None)
+        if on_key is not None:
+            try:
+                on_key(press)
+            except Exception:
+                log.exception("call %s: the conversation failed on key %s", self.id, press.digit)
+        for tap in list(self._key_taps):
+            tap(press)
+
+    def add_key_tap(self, tap: Callable[[KeyPress], None]) -> None:
+        """See the caller's key presses as they happen (e.g. a console or a bridged agent)."""
+        self._key_taps.append(tap)
+
+    def remove_key_tap(self, tap: Callable[[KeyPress], None]) -> None:
+        if tap in self._key_taps:
+            self._key_taps.remove(tap)
 
     def play(self, pcm48k: np.ndarray) -> None:
         """Queue audio (48 kHz mono int16) to the caller: the agent's voice while bridged."""

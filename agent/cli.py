@@ -98,12 +98,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """A call through the whole stack with the deployment's settings (config file and environment, read as
     `serve` reads them); only Meta, the caller and the URLs between them are simulated."""
+    from agent.media.dtmf import check_keys
     from agent.runtime import Models
     from agent.simulator.http_answers import HttpAnswersError
     from agent.simulator.session import format_result, run_call
 
     lines = caller_lines(args)
     for line in lines:
+        if line.keys is not None:
+            try:
+                check_keys(line.keys)
+            except ValueError as exc:
+                print(f"wacall simulate: --keys {line.keys}: {exc}", file=sys.stderr)
+                return 2
         if line.audio is not None and not line.audio.is_file():
             print(f"wacall simulate: audio file not found: {line.audio}", file=sys.stderr)
             return 2
@@ -129,10 +136,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def caller_lines(args: argparse.Namespace) -> list[Line]:
-    """The caller's lines in the order given on the command line (`--say` and `--audio` mixed)."""
+    """The caller's lines in the order given on the command line (`--say`, `--audio` and `--keys` mixed)."""
     from agent.simulator.session import DEFAULT_LINES, Line
 
-    lines = [Line(text=value) if kind == "text" else Line(audio=Path(value)) for kind, value in args.lines or []]
+    kinds = {"text": lambda v: Line(text=v), "audio": lambda v: Line(audio=Path(v)), "keys": lambda v: Line(keys=v)}
+    lines = [kinds[kind](value) for kind, value in args.lines or []]
     return lines or [Line(text=t) for t in DEFAULT_LINES]
 
 
@@ -222,7 +230,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 
 class _CallerLine(argparse.Action):
-    """`--say` and `--audio` append to one list, so the caller's lines play in the order they were given."""
+    """`--say`, `--audio` and `--keys` append to one list, so the caller's steps run in the order given."""
 
     def __call__(
         self,
@@ -279,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
         const="audio",
         metavar="FILE",
         help="a caller line as WAV/FLAC (repeatable; lines play in the order given)",
+    )
+    simulate.add_argument(
+        "--keys",
+        dest="lines",
+        action=_CallerLine,
+        const="keys",
+        metavar="KEYS",
+        help="press keys on the call's keypad (DTMF, e.g. --keys 1 or --keys 12#: 100 ms each, 100 ms apart), "
+        "then hear the bot's reply (repeatable; in order with --say/--audio)",
     )
     simulate.add_argument(
         "--http-answers",

@@ -94,7 +94,14 @@ class InlineDecodeQueue:
         codec, encoded = item
         decoder = self._decoders.get(codec.name)
         if decoder is None:
-            decoder = self._decoders[codec.name] = audio_decoder(codec)
+            try:
+                decoder = self._decoders[codec.name] = audio_decoder(codec)
+            except ValueError:
+                # A negotiated payload that is not audio (telephone-event, should its hook ever be missing):
+                # raising here would end the receive path and with it the caller's audio.
+                self.errors += 1
+                log.debug("no decoder for %s; dropping its packets", codec.name)
+                return
         try:
             frames = decoder.decode(encoded)
         except av.FFmpegError as exc:

@@ -91,6 +91,20 @@ class LowLatencyAudioJitterBuffer:
         data: bytes = getattr(out, "_data", out.payload)
         return False, JitterFrame(data=data, timestamp=out.timestamp)
 
+    def skip(self, seq: int) -> None:
+        """Another packet of the stream used `seq` (a telephone-event): not a gap to wait for."""
+        if self._next is None:
+            self._next = (seq + 1) % SEQ_MOD
+            return
+        ahead = _ahead(seq, self._next)
+        if ahead == 0:
+            self._next = (seq + 1) % SEQ_MOD
+            while self._pending.get(self._next, 0) is None:  # slots already given up
+                del self._pending[self._next]
+                self._next = (self._next + 1) % SEQ_MOD
+        elif 0 < ahead <= MAX_MISORDER and seq not in self._pending:
+            self._pending[seq] = None
+
     def _head_seq(self) -> int:
         assert self._next is not None
         return self._next
@@ -107,10 +121,11 @@ def _is_silent(packet: RtpPacket) -> bool:
     return len(packet.payload) <= SILENT_OPUS_BYTES
 
 
-def use_low_latency_audio_buffer(receiver: Any, *, max_wait: int = 2) -> bool:
-    """Swap the audio receiver's buffer before media flows; False if this aiortc has no such attribute."""
+def use_low_latency_audio_buffer(receiver: Any, *, max_wait: int = 2) -> LowLatencyAudioJitterBuffer | None:
+    """Swap the audio receiver's buffer before media flows; None if this aiortc has no such attribute."""
     attr = "_RTCRtpReceiver__jitter_buffer"
     if getattr(receiver, "track", None) is None or receiver.track.kind != "audio" or not hasattr(receiver, attr):
-        return False
-    setattr(receiver, attr, LowLatencyAudioJitterBuffer(max_wait=max_wait))
-    return True
+        return None
+    buffer = LowLatencyAudioJitterBuffer(max_wait=max_wait)
+    setattr(receiver, attr, buffer)
+    return buffer

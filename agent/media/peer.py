@@ -9,6 +9,8 @@
   caller's audio rather than playing it, so every packet goes to the decoder as soon as it is in order.
 - Audio is encoded and decoded on the event loop (`agent.media.inline_codecs`): per-frame thread hops
   cost more than the codec work and, with many calls, queue up on the GIL.
+- Keypad presses (RFC 4733 telephone-event/8000 on the audio stream) are negotiated, taken out of the
+  stream before the Opus decoder and reported as `KeyPress`es to `keys.listeners` (`agent.media.dtmf`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from collections.abc import Sequence
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
+from agent.media.aiortc_dtmf import register_telephone_event, take_event_packets
+from agent.media.dtmf import KeyReceiver, TelephoneEvent
 from agent.media.inline_codecs import decode_audio_inline, encode_audio_inline
-from agent.media.jitter import use_low_latency_audio_buffer
+from agent.media.jitter import LowLatencyAudioJitterBuffer, use_low_latency_audio_buffer
 from agent.media.opus_out import OpusFrameEncoder
 from agent.media.sdp import (
     OfferSummary,
@@ -92,6 +97,7 @@ class MediaPeer:
         self._hosts = list(hosts) if hosts else None
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
         encode_audio_inline()
+        register_telephone_event()
         self.pc = RTCPeerConnection(config)
         self.outbound = OutboundAudioTrack(encoder=OpusFrameEncoder())
         self.connected = asyncio.Event()
@@ -99,6 +105,10 @@ class MediaPeer:
         self._remote_track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
         self.offer_summary: OfferSummary | None = None
         self._closed = False
+        # The caller's keypad: the negotiated telephone-event payload type, known once the remote SDP is in.
+        self.keys = KeyReceiver()
+        self.key_payload_type: int | None = None
+        self._audio_buffer: LowLatencyAudioJitterBuffer | None = None
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -108,10 +118,14 @@ class MediaPeer:
                 receiver = transceiver.receiver
                 if receiver.track is not track:
                     continue
-                if low_latency_receive and not use_low_latency_audio_buffer(receiver):
-                    log.warning("%s: this aiortc has no swappable jitter buffer; receiving with its own", label)
+                if low_latency_receive:
+                    self._audio_buffer = use_low_latency_audio_buffer(receiver)
+                    if self._audio_buffer is None:
+                        log.warning("%s: this aiortc has no swappable jitter buffer; receiving with its own", label)
                 if not decode_audio_inline(receiver):
                     log.warning("%s: this aiortc's decoder queue differs; decoding on its thread", label)
+                if not take_event_packets(receiver, lambda: self.key_payload_type, self._on_key_event):
+                    log.warning("%s: this aiortc's receiver differs; keypad presses are not received", label)
             self._remote_track.set_result(track)
 
         @self.pc.on("connectionstatechange")
@@ -122,6 +136,11 @@ class MediaPeer:
                 self.connected.set()
             elif state in ("failed", "closed"):
                 self.failed.set()
+
+    def _on_key_event(self, event: TelephoneEvent, packet: RtpPacket) -> None:
+        if self._audio_buffer is not None:
+            self._audio_buffer.skip(packet.sequence_number)  # the audio has no gap there to wait for
+        self.keys.on_event(event, packet.timestamp)
 
     def _prepare_gathering(self) -> None:
         if self._hosts:
@@ -137,6 +156,7 @@ class MediaPeer:
         """Apply Meta's offer and return our answer SDP, ready for pre_accept/accept."""
         offer_sdp = usable_candidates(offer_sdp, families=self._remote_families())
         self.offer_summary = validate_offer(offer_sdp)
+        self.key_payload_type = self.offer_summary.telephone_event_payload_type
         try:
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=normalise_line_endings(offer_sdp), type="offer")
@@ -159,7 +179,8 @@ class MediaPeer:
 
     async def apply_answer(self, answer_sdp: str) -> None:
         answer_sdp = usable_candidates(answer_sdp, families=self._remote_families())
-        validate_offer(answer_sdp, expected_type="answer")
+        summary = validate_offer(answer_sdp, expected_type="answer")
+        self.key_payload_type = summary.telephone_event_payload_type
         try:
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=normalise_line_endings(answer_sdp), type="answer")
@@ -184,6 +205,7 @@ class MediaPeer:
         if self._closed:
             return
         self._closed = True
+        self.keys.close()
         self.outbound.stop()
         if not self._remote_track.done():
             self._remote_track.cancel()

@@ -20,6 +20,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from agent.media.aiortc_dtmf import EventFrame
+from agent.media.dtmf import KeyTones
 from agent.media.opus_out import OpusFrameEncoder
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._consumed = 0  # samples ever taken from the queue (played or flushed)
         self._watchers: list[tuple[int, Callable[[float], None]]] = []
         self.last_recv_at: float | None = None  # when the sender last took a frame
+        # Keys pressed on this phone (the simulated caller's): their tones take the place of audio frames.
+        self.keypad: KeyTones | None = None
 
     def open(self) -> None:
         self._open.set()
@@ -139,7 +143,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             _, callback = self._watchers.pop(0)
             callback(now)
 
-    async def recv(self) -> av.AudioFrame | av.Packet:
+    async def recv(self) -> av.AudioFrame | av.Packet | EventFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if not self._open.is_set():
@@ -156,6 +160,12 @@ class OutboundAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = self.last_recv_at = self._clock()
+        tone = self.keypad.tick(self._pts) if self.keypad is not None else None
+        if tone is not None:
+            # A key is down: this frame slot carries its event packet, and queued speech waits, as on a phone.
+            assert self.keypad is not None
+            self._pts += FRAME_SAMPLES
+            return EventFrame(tone, self.keypad.payload_type)
         samples = None if self._paused else self._next_samples()
         if samples is not None and not self._was_playing:
             self._was_playing = True
@@ -193,6 +203,8 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
+        if self.keypad is not None:
+            self.keypad.cancel()
         self._open.set()
         self._idle.set()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from agent.media.aiortc_dtmf import send_events_via
+from agent.media.dtmf import PAYLOAD_TYPE, KeyTones, check_keys
 from agent.media.peer import MediaPeer
 from agent.media.tracks import OUT_RATE, InboundAudio, OutboundAudioTrack
 from agent.simulator.phone_sdp import local_mid_answer, meta_shaped_answer, meta_shaped_offer
@@ -105,6 +108,9 @@ class SimulatedUser:
         if background_noise is not None:
             # The room is heard through the phone's microphone: under speech, in pauses, between lines.
             self.peer.outbound = OutboundAudioTrack(encoder=NoisyMicrophone(background_noise))
+        self.peer.outbound.keypad = KeyTones()
+        self._keypad_ready = False
+        self.keys_pressed: list[tuple[str, float]] = []  # (keys, when the last one was sent)
         self.conversation = Conversation()
         self._endpointer = Endpointer(VadConfig(aggressiveness=3, end_silence_ms=listen_silence_ms))
         self._inbound: InboundAudio | None = None
@@ -128,6 +134,7 @@ class SimulatedUser:
     async def make_offer(self) -> str:
         pc = self.peer.pc
         transceiver = pc.addTransceiver(self.peer.outbound, direction="sendrecv")
+        self._keypad_ready = send_events_via(transceiver.sender)
         ice = transceiver.sender.transport.transport
         # Meta's relay is ICE-lite and so always controlled; aiortc would make the offerer controlling.
         ice._role_set = True
@@ -143,7 +150,7 @@ class SimulatedUser:
 
         pc = self.peer.pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=normalise_line_endings(offer_sdp), type="offer"))
-        pc.addTrack(self.peer.outbound)
+        self._keypad_ready = send_events_via(pc.addTrack(self.peer.outbound))
         limit_host_addresses(pc, self.peer_hosts)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = meta_shaped_answer(pc.localDescription.sdp)
@@ -265,6 +272,34 @@ class SimulatedUser:
             raise RuntimeError("no synthesizer: give the simulated user one to speak text")
         pcm = await self.synthesizer.synthesize(text)
         return await self.play(pcm, label=text)
+
+    async def press_keys(self, keys: str, *, tone_ms: int = 100, gap_ms: int = 100) -> None:
+        """Press keys on the call's keypad, as WhatsApp's app sends them: RFC 4733 events on the audio stream
+        (its SSRC, sequence numbers and timestamps), each tone in place of the audio, `gap_ms` between keys.
+        Returns once the last key's end packets are out (or the call ended)."""
+        keys = check_keys(keys)
+        if not self._keypad_ready:
+            raise RuntimeError("the keypad works once the call is set up (and with the pinned aiortc only)")
+        track = self.peer.outbound
+        keypad = track.keypad
+        assert keypad is not None
+        keypad.payload_type = self._key_payload_type()
+        done = keypad.press(keys, tone_ms=tone_ms, gap_ms=gap_ms)
+        while not done.done() and track.readyState == "live":
+            await asyncio.wait({done}, timeout=0.1)
+        if done.done() and not done.cancelled():
+            now = time.monotonic()
+            self.keys_pressed.append((keys, now))
+            self.conversation.entries.append(("caller", f"[keys {keys}]", now))
+
+    def _key_payload_type(self) -> int:
+        """The telephone-event/8000 payload type the business agreed to; Meta uses 126 even without (§7.5)."""
+        remote = self.peer.pc.remoteDescription
+        match = re.search(r"^a=rtpmap:(\d+) telephone-event/8000\s*$", remote.sdp if remote else "", re.MULTILINE)
+        if match is None:
+            log.info("the business did not negotiate telephone-event/8000; sending keys on %d anyway", PAYLOAD_TYPE)
+            return PAYLOAD_TYPE
+        return int(match.group(1))
 
     async def play_file(self, path: str | Path) -> TurnTiming:
         return await self.play(load_audio_file(path), label=str(path))

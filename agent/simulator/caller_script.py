@@ -27,6 +27,8 @@ replayed, deterministically (one `seed`), through the whole stack by `agent.simu
           - {say: "for Tuesday", rate: 1.3}
       - say: "Ten in the morning."
         answers: "what time"       # the question this line answers (a regex over the bot's last words)
+      - keys: "2#"                 # press keys on the call's keypad (RFC 4733 DTMF), e.g. in an IVR menu
+        tone_ms: 100               # how long each key is held (default 100), gap_ms between keys (100)
     replies:                       # answers to questions the script did not plan for
       - {when_bot_says: "is that right|shall i book", say: "Yes, that's right."}
     expect: {slots: {date: tomorrow}, node: booked}   # what "task completed" means (see caller_outcome)
@@ -52,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from agent.media.dtmf import check_keys
 
 DEFAULT_PAUSE_S = 0.6
 MIN_PAUSE_S = 0.05
@@ -138,7 +142,17 @@ class Silence:
     seconds: float
 
 
-Step = Say | Silence
+@dataclass(frozen=True)
+class Keys:
+    """The caller presses keys on the call's keypad, each held `tone_ms`, `gap_ms` apart (an IVR menu)."""
+
+    keys: str
+    when: When = AfterBot()
+    tone_ms: int = 100
+    gap_ms: int = 100
+
+
+Step = Say | Silence | Keys
 
 
 @dataclass(frozen=True)
@@ -298,12 +312,14 @@ def _parse_step(item: Any, where: str) -> Step:
     if isinstance(item, str):
         item = {"say": item}
     if not isinstance(item, Mapping):
-        raise ScriptError(f"{where}: a line is text or a mapping with `say`, `segments` or `silence`")
+        raise ScriptError(f"{where}: a line is text or a mapping with `say`, `segments`, `silence` or `keys`")
     keys = set(item)
     if "silence" in keys:
         if keys != {"silence"}:
             raise ScriptError(f"{where}: `silence` stands alone")
         return Silence(_number(item["silence"], f"{where}.silence", low=0, high=120))
+    if "keys" in keys:
+        return _parse_keys(item, where)
     unknown = keys - {"say", "segments", "when", "think", "answers"}
     if unknown:
         raise ScriptError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -321,6 +337,22 @@ def _parse_step(item: Any, where: str) -> Step:
         raise ScriptError(f"{where}: nothing to say")
     answers = None if item.get("answers") is None else _regex(item["answers"], f"{where}.answers")
     return Say(tuple(segments), _parse_when(item.get("when"), item.get("think"), where), answers)
+
+
+def _parse_keys(item: Mapping[str, Any], where: str) -> Keys:
+    unknown = set(item) - {"keys", "when", "think", "tone_ms", "gap_ms"}
+    if unknown:
+        raise ScriptError(f"{where}: unknown key(s) {sorted(unknown)} next to `keys`")
+    raw = item["keys"]
+    if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw):
+        raise ScriptError(f"{where}.keys: the keys to press, e.g. \"12#\"")
+    try:
+        pressed = check_keys(str(raw))
+    except ValueError as exc:
+        raise ScriptError(f"{where}.keys: {exc}") from None
+    tone = int(_number(item.get("tone_ms", 100), f"{where}.tone_ms", low=40, high=8000))
+    gap = int(_number(item.get("gap_ms", 100), f"{where}.gap_ms", low=0, high=10000))
+    return Keys(pressed, _parse_when(item.get("when"), item.get("think"), where), tone, gap)
 
 
 def _regex(value: Any, where: str) -> str:

@@ -31,7 +31,7 @@ from agent.config import Settings
 from agent.runtime import Models
 from agent.shipped import shipped_dir
 from agent.simulator.caller import SimulatedUser
-from agent.simulator.caller_script import AfterBot, BargeIn, CallerScript, Say, Silence, Wait
+from agent.simulator.caller_script import AfterBot, BargeIn, CallerScript, Keys, Say, Silence, Wait
 from agent.simulator.caller_voice import (
     CallerVoice,
     PiperCallerVoice,
@@ -134,6 +134,7 @@ class CallerRun:
     ended_by: str | None = None  # "bot" | "caller"
     unanswered_lines: int = 0  # lines after which the bot said nothing within the reply timeout
     skipped: list[int] = field(default_factory=list)  # script steps left out: the bot did not need them
+    keys: list[tuple[str, float]] = field(default_factory=list)  # keys pressed, and when the first went down
     call_id: str = ""
 
     @property
@@ -308,6 +309,22 @@ class NaturalCaller:
                     previous_end = time.monotonic()
                     index += 1
                     continue
+                if isinstance(step, Keys):
+                    await self._until_turn(step, index, user, sim_call, previous_end)
+                    if sim_call.ended.is_set():
+                        break
+                    self._tell(f"caller: (presses {step.keys})")
+                    pressed_at = time.monotonic()
+                    await user.press_keys(step.keys, tone_ms=step.tone_ms, gap_ms=step.gap_ms)
+                    run.keys.append((step.keys, pressed_at))
+                    heard_from = previous_end = time.monotonic()
+                    index += 1
+                    upcoming = steps[index] if index < len(steps) else None
+                    if upcoming is None or (isinstance(upcoming, Say | Keys) and isinstance(upcoming.when, AfterBot)):
+                        answered = await self._await_bot(user, since=pressed_at)
+                        run.unanswered_lines += not answered and not sim_call.ended.is_set()
+                        previous_end = time.monotonic()
+                    continue
                 timing_step = step if step is not None else Say((), AfterBot())
                 await self._until_turn(timing_step, index, user, sim_call, previous_end)
                 if sim_call.ended.is_set():
@@ -329,7 +346,7 @@ class NaturalCaller:
                 heard_from = record.started or time.monotonic()
                 previous_end = time.monotonic()
                 upcoming = steps[index] if index < len(steps) else None
-                if upcoming is None or (isinstance(upcoming, Say) and isinstance(upcoming.when, AfterBot)):
+                if upcoming is None or (isinstance(upcoming, Say | Keys) and isinstance(upcoming.when, AfterBot)):
                     answered = await self._await_bot(user, since=record.ended or previous_end)
                     run.unanswered_lines += not answered and not sim_call.ended.is_set()
                     previous_end = time.monotonic()
@@ -344,7 +361,7 @@ class NaturalCaller:
         return run
 
     async def _until_turn(
-        self, step: Say, index: int, user: SimulatedUser, sim_call: SimCall, previous_end: float
+        self, step: Say | Keys, index: int, user: SimulatedUser, sim_call: SimCall, previous_end: float
     ) -> None:
         when = step.when
         if isinstance(when, AfterBot):

@@ -78,13 +78,16 @@ async def serve(app: Any, sock: socket.socket) -> AsyncIterator[uvicorn.Server]:
 
 @dataclass
 class Line:
-    """One thing the caller says: text to synthesise, or an audio file."""
+    """One thing the caller does: say text (synthesised), play an audio file, or press keys (DTMF)."""
 
     text: str | None = None
     audio: Path | None = None
+    keys: str | None = None  # pressed on the call's keypad, 100 ms each, 100 ms apart
 
     @property
     def label(self) -> str:
+        if self.keys is not None:
+            return f"[keys {self.keys}]"
         return self.text if self.text is not None else str(self.audio)
 
 
@@ -304,7 +307,9 @@ async def run_call(
                 if sim_call.ended.is_set():
                     break
                 progress(f"caller: {line.label}")
-                if line.audio is not None:
+                if line.keys is not None:
+                    await user.press_keys(line.keys)
+                elif line.audio is not None:
                     await user.play_file(line.audio)
                 else:
                     await user.say(line.label)

@@ -62,3 +62,16 @@ async def test_decode_queue_hands_frames_straight_to_the_track() -> None:
     q.put(None)  # what aiortc's receiver sends its decoder thread on stop
     stop.join(timeout=2)
     assert not stop.is_alive()
+
+
+def test_a_payload_without_a_decoder_is_dropped_not_raised() -> None:
+    """telephone-event is negotiated; if its packets ever reached the decoder, audio must go on."""
+    import asyncio as _asyncio
+
+    from agent.media.aiortc_dtmf import TELEPHONE_EVENT
+    from agent.media.inline_codecs import InlineDecodeQueue
+
+    frames: _asyncio.Queue[object] = _asyncio.Queue()
+    decode = InlineDecodeQueue(frames)
+    decode.put((TELEPHONE_EVENT, object()))
+    assert decode.errors == 1 and frames.empty()
