@@ -71,6 +71,8 @@ class CallServices:
     # Set by the runtime when handover / permission requests are available.
     on_handover: Callable[[Call, Handover], None] | None = None
     on_permission_request: Callable[[Call, str], None] | None = None
+    # Keys the caller presses while a person has the call: to that person's console.
+    on_handover_keys: Callable[[Call, str], None] | None = None
     # Carries out a flow's `http` steps: the real business systems, or canned answers (`wacall simulate`).
     http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
 
@@ -260,6 +262,7 @@ class Call:
                 endpoint_check=self.services.endpoint_check,
                 on_handover=self._handover_requested if self.services.on_handover else None,
                 on_permission_request=self._permission_requested if self.services.on_permission_request else None,
+                on_keys=self._keys_for_agent if self.services.on_handover_keys else None,
                 http=self.services.http,
             ),
         )
@@ -364,6 +367,10 @@ class Call:
         self.handover = handover
         if self.services.on_handover is not None:
             self.services.on_handover(self, handover)
+
+    def _keys_for_agent(self, digit: str) -> None:
+        if self.services.on_handover_keys is not None:
+            self.services.on_handover_keys(self, digit)
 
     def _permission_requested(self, reason: str) -> None:
         if self.services.on_permission_request is not None:

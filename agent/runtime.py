@@ -240,6 +240,7 @@ class Runtime:
             request_permission=self.request_permission,
         )
         self.services.on_handover = service.on_handover
+        self.services.on_handover_keys = service.keys_pressed
         return service
 
     @property

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.conversation import TranscriptEntry
+from agent.conversation import KEYS_PREFIX, TranscriptEntry
 from agent.dialogue.effects import Handover
 from agent.handover.bridge import Bridge
 from agent.handover.config import HandoverSettings
@@ -508,6 +508,17 @@ class HandoverService:
         if bridge is not None:
             bridge.stop_relay()  # at once: not one more frame of the agent once they are gone
             self._spawn(bridge.close(), "close-agent-leg")
+
+    def keys_pressed(self, call: HandoverCall, digit: str) -> None:
+        """A key the caller pressed while with a person: shown live on their console (the call's own transcript
+        already has it, written by the conversation)."""
+        handed = self._calls.get(call.id)
+        if handed is None:
+            return
+        text = KEYS_PREFIX + digit
+        handed.live.append({"who": "caller", "text": text})
+        if handed.agent_id is not None:
+            self._push(handed.agent_id, {"type": "transcript", "call_id": call.id, "who": "caller", "text": text})
 
     def _live_line(self, call_id: str, who: str, text: str) -> None:
         handed = self._calls.get(call_id)

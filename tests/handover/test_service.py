@@ -526,3 +526,17 @@ def test_a_flow_that_ended_at_a_handover_resumes_at_the_chosen_node() -> None:
     assert reply.lines == ["Is there anything else I can help with?"]
     assert not engine.ended and engine.node == "anything_else"
     assert engine.handle("no thanks").end_call
+
+
+async def test_keys_the_caller_presses_with_a_person_show_on_their_console(clock: Clock) -> None:
+    service, _ = make_service(clock)
+    ana = console(service, "ana")
+    call = FakeCall()
+    call.conversation = SimpleNamespace(transcript=[])
+    service.on_handover(call, ASKED)
+    await connected(service, clock, call)
+    service.keys_pressed(call, "4")
+    service.keys_pressed(call, "#")
+    assert [m["text"] for m in ana if m["type"] == "transcript"] == ["[keys] 4", "[keys] #"]
+    assert service.view("ana")["call"]["live"][-1] == {"who": "caller", "text": "[keys] #"}
+    assert call.conversation.transcript == []  # the conversation writes the call's own transcript

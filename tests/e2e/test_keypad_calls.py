@@ -114,7 +114,7 @@ async def test_a_caller_navigates_two_menus_by_keypad_and_types_an_order_number(
     assert record["slots"]["order"] == "48213", record["slots"]
     assert record["end_reason"] == "bot_ended"
     keys = [e["text"] for e in record["transcript"] if e["who"] == "caller"]
-    assert keys == ["[keys] 1", "[keys] 1", "[keys] 48213"], keys
+    assert keys == ["[keys] 1", "[keys] 1", "[keys] 48213#"], keys  # what was pressed, terminator too
 
 
 async def test_the_same_menu_answered_by_voice(models: Models, flow_file: str) -> None:
@@ -136,25 +136,24 @@ async def test_the_same_menu_answered_by_voice(models: Models, flow_file: str) -
 
 
 async def test_a_key_press_stops_a_long_prompt_at_once(models: Models, flow_file: str) -> None:
+    """The key is pressed 1.5 s into a ~9 s welcome: the rest of the welcome is never heard and the billing
+    line follows at once (had the welcome played out, it alone would take another 7 s)."""
     async with Simulation.start(models, flow=flow_file) as sim:
         user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
         try:
             sim_call, _ = await sim.place_call(user)
             while user.last_bot_audio_at is None:
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(1.5)  # well inside the ~9 s welcome
+            await asyncio.sleep(1.5)
             pressed = time.monotonic()
             await user.press_keys("2")
-            stopped = user.bot_stopped_after(pressed, gap_s=0.3)
-            for _ in range(60):
-                stopped = user.bot_stopped_after(pressed, gap_s=0.3)
-                if stopped is not None:
-                    break
-                await asyncio.sleep(0.05)
-            billing = await user.listen(timeout=15, quiet_s=1.0)
+            heard = await user.listen(timeout=15, quiet_s=1.0)
+            done = time.monotonic() - pressed
             record = await _record(sim, sim_call.id)
         finally:
             await user.close()
-    assert stopped is not None and stopped <= 0.5, f"the welcome went on {stopped} s after the key"
-    assert wer(BILLING, billing) <= 0.3, billing
+    assert "say what you need" not in heard.lower() and "press 1" not in heard.lower(), heard
+    start = heard.lower().find("our billing")
+    assert start >= 0 and wer(BILLING, heard[start:]) <= 0.3, heard
+    assert done <= 6.0, f"{done:.1f} s from the key to the end of the billing line: the welcome was not stopped"
     assert [e["text"] for e in record["transcript"] if e["who"] == "caller"] == ["[keys] 2"]
