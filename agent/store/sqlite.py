@@ -736,34 +736,25 @@ class SqliteStore:
             raise ValueError(f"unknown call field(s): {', '.join(unknown)}")
         return self._write(lambda tx: tx.update_call(call_id, **changes))
 
-    def get_call(self, call_id: str) -> CallRecord | None:
-        self._settle()
+    def _rows(self, query: str, params: Sequence[Any] = (), *, settle: bool = True) -> list[sqlite3.Row]:
+        """Every read: after the writes queued before it (unless `settle=False`), on the read connection."""
+        if settle:
+            self._settle()
         with self._rlock:
-            row = self._read_db().execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
-        return None if row is None else _call_from_row(row)
+            return self._read_db().execute(query, params).fetchall()
+
+    def get_call(self, call_id: str) -> CallRecord | None:
+        rows = self._rows("SELECT * FROM calls WHERE id = ?", (call_id,))
+        return _call_from_row(rows[0]) if rows else None
 
     def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         """Newest first, for `wacall calls`."""
-        self._settle()
-        with self._rlock:
-            rows = (
-                self._read_db()
-                .execute("SELECT * FROM calls ORDER BY created_at DESC, rowid DESC LIMIT ?", (max(0, int(limit)),))
-                .fetchall()
-            )
-        return [_call_from_row(r) for r in rows]
+        query = "SELECT * FROM calls ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        return [_call_from_row(r) for r in self._rows(query, (max(0, int(limit)),))]
 
     def live_calls(self) -> list[CallRecord]:
-        self._settle()
-        with self._rlock:
-            rows = (
-                self._read_db()
-                .execute(
-                    "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at", (ENDED_STATE,)
-                )
-                .fetchall()
-            )
-        return [_call_from_row(r) for r in rows]
+        query = "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at"
+        return [_call_from_row(r) for r in self._rows(query, (ENDED_STATE,))]
 
     def mark_live_calls_ended(
         self, *, now: datetime, reason: str = ENDED_BY_RESTART, simulated: bool | None = None
@@ -799,26 +790,13 @@ class SqliteStore:
         `settle=False` skips waiting for queued writes, for a caller that knows what it needs is committed
         (webhook events are, before they are handled) and must not wait behind a locked database.
         """
-        if settle:
-            self._settle()
-        with self._rlock:
-            rows = (
-                self._read_db()
-                .execute("SELECT * FROM call_events WHERE call_id = ? ORDER BY seq", (call_id,))
-                .fetchall()
-            )
+        rows = self._rows("SELECT * FROM call_events WHERE call_id = ? ORDER BY seq", (call_id,), settle=settle)
         return [_event_from_row(r) for r in rows]
 
     def unhandled_events(self, limit: int = 10_000) -> list[CallEventRecord]:
         """Webhook events stored but never marked handled, oldest first: what start-up must still act on."""
-        self._settle()
-        with self._rlock:
-            rows = (
-                self._read_db()
-                .execute("SELECT * FROM call_events WHERE handled = 0 ORDER BY seq LIMIT ?", (max(0, int(limit)),))
-                .fetchall()
-            )
-        return [_event_from_row(r) for r in rows]
+        query = "SELECT * FROM call_events WHERE handled = 0 ORDER BY seq LIMIT ?"
+        return [_event_from_row(r) for r in self._rows(query, (max(0, int(limit)),))]
 
     def mark_handled(self, dedupe_keys: Sequence[str]) -> int:
         """Synchronous `StoreTx.mark_handled`; the runtime queues it with `submit` instead."""
@@ -827,14 +805,9 @@ class SqliteStore:
 
     # per-user calling state ----------------------------------------------------------------------------
     def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None:
-        self._settle()
-        with self._rlock:
-            row = (
-                self._read_db()
-                .execute("SELECT * FROM user_states WHERE phone_number_id = ? AND user_id = ?", (phone_number_id, user))
-                .fetchone()
-            )
-        return None if row is None else _user_state_from_row(row)
+        query = "SELECT * FROM user_states WHERE phone_number_id = ? AND user_id = ?"
+        rows = self._rows(query, (phone_number_id, user))
+        return _user_state_from_row(rows[0]) if rows else None
 
     def put_user_state(self, state: UserStateRecord) -> None:
         """Replace the whole state: the rules compute a complete new state, so partial writes never mix."""
@@ -853,9 +826,7 @@ class SqliteStore:
             params.append(user)
         query += " ORDER BY at DESC, id DESC LIMIT ?"
         params.append(max(0, int(limit)))
-        self._settle()
-        with self._rlock:
-            rows = self._read_db().execute(query, params).fetchall()
+        rows = self._rows(query, params)
         return [
             ContactEvent(
                 id=r["id"],

@@ -9,13 +9,14 @@ Meta's simulator with a simulated caller over real WebRTC, and is signalled like
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,26 +148,34 @@ async def _on_a_call(meta: MetaSimulator, user: SimulatedUser) -> SimCall:
     return sim_call
 
 
-async def test_sigterm_ends_a_live_call_with_a_goodbye_a_terminate_and_its_record(
+@contextlib.asynccontextmanager
+async def _caller_on_the_server(
     models: Models, server: Server, meta_sock: Any
-) -> None:
+) -> AsyncIterator[tuple[SimulatedUser, SimCall]]:
+    """The server started, Meta's simulator serving, and a caller who has heard the greeting."""
     server.start()
     await server.wait_healthy()
     meta = server.meta()
     user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
     try:
         async with serve(meta.app, meta_sock):
-            sim_call = await _on_a_call(meta, user)
-            assert server.proc is not None
-            signalled = time.monotonic()
-            server.proc.send_signal(signal.SIGTERM)
-            heard = await user.listen(timeout=12, quiet_s=1.0)
-            code = await server.wait_exit(timeout=15)
-            took = time.monotonic() - signalled
-            await asyncio.wait_for(sim_call.ended.wait(), timeout=5)
+            yield user, await _on_a_call(meta, user)
     finally:
         await user.close()
         await meta.aclose()
+
+
+async def test_sigterm_ends_a_live_call_with_a_goodbye_a_terminate_and_its_record(
+    models: Models, server: Server, meta_sock: Any
+) -> None:
+    async with _caller_on_the_server(models, server, meta_sock) as (user, sim_call):
+        assert server.proc is not None
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        heard = await user.listen(timeout=12, quiet_s=1.0)
+        code = await server.wait_exit(timeout=15)
+        took = time.monotonic() - signalled
+        await asyncio.wait_for(sim_call.ended.wait(), timeout=5)
     assert code == 0, server.tail()
     assert took <= 10.5, f"drain took {took:.1f} s, over the 10 s deadline:\n{server.tail()}"
     assert wer(GOODBYE, heard) <= 0.35, (heard, server.tail())
@@ -181,25 +190,16 @@ async def test_sigterm_ends_a_live_call_with_a_goodbye_a_terminate_and_its_recor
 async def test_a_restart_after_sigkill_sends_meta_the_terminate_it_owes(
     models: Models, server: Server, meta_sock: Any
 ) -> None:
-    server.start()
-    await server.wait_healthy()
-    meta = server.meta()
-    user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
-    try:
-        async with serve(meta.app, meta_sock):
-            sim_call = await _on_a_call(meta, user)
-            await asyncio.sleep(1.5)  # a checkpoint of the transcript (every 1 s here)
-            assert server.proc is not None
-            server.proc.kill()  # SIGKILL: nothing of wacall runs, Meta still has the call up
-            server.proc.wait()
-            await asyncio.sleep(0.3)
-            assert "terminate" not in sim_call.actions and not sim_call.ended.is_set()
-            server.start()
-            await server.wait_healthy()
-            await asyncio.wait_for(sim_call.ended.wait(), timeout=10)
-    finally:
-        await user.close()
-        await meta.aclose()
+    async with _caller_on_the_server(models, server, meta_sock) as (_, sim_call):
+        await asyncio.sleep(1.5)  # a checkpoint of the transcript (every 1 s here)
+        assert server.proc is not None
+        server.proc.kill()  # SIGKILL: nothing of wacall runs, Meta still has the call up
+        server.proc.wait()
+        await asyncio.sleep(0.3)
+        assert "terminate" not in sim_call.actions and not sim_call.ended.is_set()
+        server.start()
+        await server.wait_healthy()
+        await asyncio.wait_for(sim_call.ended.wait(), timeout=10)
     assert sim_call.actions[-1] == "terminate", (sim_call.actions, server.tail())
     record = server.record(sim_call.id)
     assert record is not None and record.state == "ended" and record.end_reason == "ended_by_restart", record
