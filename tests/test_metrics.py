@@ -333,3 +333,23 @@ async def test_an_app_for_a_runtime_without_metrics_has_no_metrics_route() -> No
         body = meta_bytes(connect_payload())
         ok = await client.post("/webhook", content=body, headers={"X-Hub-Signature-256": signature(body)})
         assert ok.status_code == 200
+
+
+async def test_queue_depth_comes_from_the_handover_desk_at_scrape_time() -> None:
+    from tests.handover.test_service import ASKED, Clock, FakeCall, make_service
+
+    clock = Clock()
+    service, _ = make_service(clock)
+    metrics = Metrics(queue_depths=service.queue_depths)
+    assert metrics.registry.get_sample_value("wacall_queue_depth", {"queue": "support"}) == 0
+    call = FakeCall()
+    service.on_handover(call, ASKED)
+    assert value(metrics, "wacall_queue_depth", queue="support") == 1
+    clock.now += 42
+    call.ended.set()
+    service.call_ended(call)
+    assert metrics.registry.get_sample_value("wacall_queue_depth", {"queue": "support"}) == 0  # 0, not gone
+    record = service.records[call.id]  # what the runtime reads when the call ends
+    metrics.queue_waited(record.queue, record.waited_s)
+    assert value(metrics, "wacall_queue_wait_seconds_sum", queue="support") == 42
+    await service.aclose()
