@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
+from agent.simulator.meta import Decision, ScriptedPhone
 from agent.simulator.session import Simulation
 
 pytestmark = pytest.mark.e2e
@@ -70,3 +71,28 @@ async def test_metrics_move_during_and_after_a_simulated_call(models: Models) ->
     assert sample(after, "wacall_webhook_ack_seconds_count") > sample(during, "wacall_webhook_ack_seconds_count")
     assert sample(after, "wacall_inference_queue_length") >= 0
     assert sample(after, "wacall_graph_errors_total") == 0
+
+
+async def test_an_outbound_call_counts_its_pickup_time_and_outcome(models: Models) -> None:
+    from tests.e2e.test_outbound_call import BUSINESS, USER, _until
+
+    async with Simulation.start(models, business_number=BUSINESS, metrics_token=TOKEN) as sim:
+        user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
+        sim.meta.add_user(USER, phone=ScriptedPhone(Decision.ACCEPT, user.answer_business_call, think_s=0.3))
+        try:
+            await sim.meta.user_sets_profile_permission(USER, grant=True, permanent=True)
+            await _until(lambda: str(sim.runtime.ledger.user_state(USER).permission) == "permanent")
+            call = await sim.runtime.place_call(USER)
+            await user.listen(timeout=20)
+            during = await scrape(sim.app_url)
+            await sim.meta.user_hangup(call.id)
+            await _until(lambda: call.id in sim.runtime.finished)
+        finally:
+            await user.close()
+        after = await scrape(sim.app_url)
+    assert sample(during, "wacall_live_calls") == 1
+    # From dialling to the user picking up: at least the phone's think time.
+    assert sample(during, "wacall_answer_seconds_count", direction="outbound") == 1
+    assert sample(during, "wacall_answer_seconds_sum", direction="outbound") >= 0.3
+    assert sample(after, "wacall_calls_total", direction="outbound", outcome="answered") == 1
+    assert sample(after, "wacall_live_calls") == 0
