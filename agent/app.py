@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,13 @@ async def _console_off(request: Request) -> Response:
     return HTMLResponse(CONSOLE_OFF_PAGE, status_code=404, headers=_CONSOLE_OFF_HEADERS)
 
 
+def _bearer_matches(request: Request, expected: str) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time."""
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else ""
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
 def _record_json(record: Any) -> dict[str, Any]:
     return {
         "id": record.id,
@@ -208,8 +216,13 @@ def _record_json(record: Any) -> dict[str, Any]:
     }
 
 
+METRICS_OFF = "metrics (/metrics) are off: set WACALL_METRICS_TOKEN and scrape with it as a bearer token"
+
+
 def create_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
+    # A stand-in runtime (tests) may have none: then there is no /metrics and webhooks are not timed.
+    metrics = getattr(runtime, "metrics", None)
 
     async def verify(request: Request) -> Response:
         challenge = verify_subscription(request.query_params, settings.verify_token)
@@ -219,6 +232,14 @@ def create_app(runtime: Runtime) -> Starlette:
         return PlainTextResponse(challenge)
 
     async def receive(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await _receive(request)
+        finally:
+            if metrics is not None:
+                metrics.webhook_acknowledged(time.perf_counter() - started)
+
+    async def _receive(request: Request) -> Response:
         try:
             body = await read_body(request, MAX_BODY_BYTES)
         except BodyError as exc:
@@ -247,12 +268,26 @@ def create_app(runtime: Runtime) -> Starlette:
         health = runtime.health()
         return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus text format behind its own bearer token: numbers of calls and queues are business data,
+        and the token differs from the calls API's so a scraper's credential cannot place calls."""
+        token = getattr(settings, "metrics_token", "")
+        if not token:
+            return PlainTextResponse(METRICS_OFF + "\n", status_code=404)
+        if not _bearer_matches(request, token):
+            return PlainTextResponse(
+                "missing or wrong bearer token (WACALL_METRICS_TOKEN)\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="wacall metrics"'},
+            )
+        assert metrics is not None
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
     def authorised(request: Request) -> Response | None:
         if not settings.api_token:
             return JSONResponse({"error": "the calls API is off: set WACALL_API_TOKEN"}, status_code=403)
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), settings.api_token.encode()):
+        if not _bearer_matches(request, settings.api_token):
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         return None
 
@@ -341,6 +376,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/v1/calls", list_calls, methods=["GET"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_page, methods=["GET"]))
     handover = getattr(runtime, "handover", None)
     if handover is not None:
         # The agent console (agent/handover/console.py): only when the config has handover queues.

@@ -27,6 +27,7 @@ SECRET_ENV = {
     "app_secret": "WHATSAPP_APP_SECRET",
     "verify_token": "WHATSAPP_VERIFY_TOKEN",
     "api_token": "WACALL_API_TOKEN",
+    "metrics_token": "WACALL_METRICS_TOKEN",
     "llm_api_key": "WACALL_LLM_API_KEY",
 }
 
@@ -146,6 +147,7 @@ class Settings(BaseModel):
     stale_event_s: float = Field(120.0, gt=0)  # a connect older than this is not answered (spec §1.2)
     business_number: str = ""  # display number (digits); decides which countries allow outbound calls
     api_token: str = Field("", repr=False)  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
+    metrics_token: str = Field("", repr=False)  # bearer token for GET /metrics (WACALL_METRICS_TOKEN); none: off
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str = Field("", repr=False)

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
 from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
-from agent.dialogue.effects import HttpRequest
+from agent.dialogue.effects import Handover, HttpRequest
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
 from agent.logs import call_id_var
+from agent.metrics import Metrics
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
 from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
@@ -120,11 +121,18 @@ class Runtime:
         # broken edit is refused with its file:line:col while calls go on with the last good version.
         self._reloader = None if flow is not None else FlowReloader(settings.flow)
         self._fixed_flow = flow
+        # Built first: the Graph client, the store's health and the handover desk report into it.
+        self.metrics = Metrics(
+            live_calls=lambda: self.live_count,
+            queue_depths=lambda: self.handover.queue_depths() if self.handover is not None else {},
+            inference_queue=lambda: _queued_jobs(self.models.executor),
+        )
         self.graph = GraphClient(
             base_url=settings.graph_base_url,
             version=settings.graph_version,
             phone_number_id=settings.phone_number_id,
             token=settings.whatsapp_token,
+            on_error=self.metrics.graph_error,
         )
         self.store = store or open_store(settings)
         ledger_kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
@@ -145,7 +153,7 @@ class Runtime:
         restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
         if restarted:
             log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
-        self.store_health = StoreHealth()
+        self.store_health = StoreHealth(on_failure=self.metrics.store_write_failed)
         self.ledger.on_background_write = self.store_health.note
         self.draining = False
         vad = VadConfig(
@@ -239,7 +247,12 @@ class Runtime:
             ice_servers=settings.ice_servers,
             request_permission=self.request_permission,
         )
-        self.services.on_handover = service.on_handover
+
+        def on_handover(call: Call, handover: Handover) -> None:
+            self.metrics.handover_started(handover.queue)
+            service.on_handover(call, handover)
+
+        self.services.on_handover = on_handover
         self.services.on_handover_keys = service.keys_pressed
         return service
 
@@ -268,7 +281,11 @@ class Runtime:
         )
 
     async def warm_up(self) -> None:
-        """Synthesise the fallback line now, so a TTS failure mid-call still has something to say."""
+        """Synthesise the fallback line now, so a TTS failure mid-call still has something to say.
+
+        Also starts the event-loop lag measurement: every server (and simulation) warms up in the loop it
+        then serves from, right before serving; `aclose` stops it."""
+        self.metrics.start_loop_lag()
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
             extra = [q.hold_message for q in self.settings.handover.queues] if self.handover is not None else []
@@ -438,6 +455,7 @@ class Runtime:
         try:
             await call.answer(call_event.session.sdp)
             if call.accepted_at is not None:
+                self.metrics.call_answered(call.direction, call.accepted_at - call.created_at)
                 self.ledger.user_call_connected(user)
                 self.ledger.call_updated(call.id, state="active", answered_at=call.wall_accepted_at)
         except Exception as exc:
@@ -460,6 +478,7 @@ class Runtime:
         )
         self.ledger.call_updated(call_id, end_reason=reason, ended_at=self.ledger.now())
         self.ledger.missed_call(user, reason, call_id, refusal)
+        self.metrics.call_ended("USER_INITIATED", reason)
 
     @property
     def live_count(self) -> int:
@@ -503,9 +522,12 @@ class Runtime:
         if call is None:
             log.info("status %s for unknown call %s", st.status, st.id)
             return
+        was_answered = call.accepted_at is not None
         if st.status == "ACCEPTED" and call.accepted_at is None and call.user_number:
             self.ledger.business_call_answered(call.user_number)
         await call.on_status(st.status)
+        if not was_answered and call.accepted_at is not None:
+            self.metrics.call_answered(call.direction, call.accepted_at - call.created_at)
         if call.accepted_at is not None:
             self.ledger.call_updated(call.id, state="active", answered_at=call.wall_accepted_at)
 
@@ -589,6 +611,7 @@ class Runtime:
         if self.handover is not None:
             # First, so a caller who hangs up in the queue is recorded as abandoned and `handled_by` is final.
             self.handover.call_ended(call)
+        self._count_ended(call)
         summary = call.summary()
         self.finished[call.id] = summary
         while len(self.finished) > 500:
@@ -618,6 +641,23 @@ class Runtime:
         except Exception as exc:
             self.store_health.failed(exc)
             log.exception("call %s: could not write the call record", call.id)
+
+    def _count_ended(self, call: Call) -> None:
+        """The call's figures into the metrics; a failure here must never cost the call its record."""
+        try:
+            handed = self.handover.records.get(call.id) if self.handover is not None else None
+            if handed is not None and handed.outcome is not None:
+                self.metrics.queue_waited(handed.queue, handed.waited_s)
+            conversation = call.conversation
+            self.metrics.call_ended(
+                call.direction,
+                call.outcome,
+                turns=conversation.turns if conversation is not None else (),
+                barge_ins=conversation.barge_ins if conversation is not None else 0,
+                false_starts=conversation.false_starts if conversation is not None else 0,
+            )
+        except Exception:
+            log.exception("call %s: could not count the call in the metrics", call.id)
 
     # start-up and health -----------------------------------------------------
     async def settle_restart(self) -> int:
@@ -737,6 +777,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.hang_up_all()
+        await self.metrics.aclose()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
@@ -755,6 +796,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _queued_jobs(executor: ThreadPoolExecutor | None) -> int | None:
+    """Jobs waiting for an inference thread: the pool has no public count, so its queue is read if it has one."""
+    queue = getattr(executor, "_work_queue", None)
+    if queue is None:
+        return None
+    try:
+        return int(queue.qsize())
+    except Exception:
+        return None
+
+
 def _reached_meta(record: CallRecord) -> bool:
     """Meta gave the call an id: a call we placed but never got an answer for is only our reference."""
     return record.direction == "USER_INITIATED" or record.id != record.biz_opaque_callback_data
@@ -767,9 +819,15 @@ class StoreHealth:
     go on working (a small status row) differ, and an operator must see the failure, not a flicker.
     """
 
-    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.window_s = window_s
         self._clock = clock
+        self._on_failure = on_failure  # the metrics' failure counter (thread-safe: writes fail off the loop)
         self.failures = 0
         self.last_error: str | None = None
         self._failed_at: float | None = None
@@ -782,9 +840,13 @@ class StoreHealth:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:200]
         self._failed_at = self._clock()
+        if self._on_failure is not None:
+            with contextlib.suppress(Exception):
+                self._on_failure()
 
     def note(self, error: BaseException | None) -> None:
-        """A queued write's outcome (called on the store's writer thread; plain assignments only)."""
+        """A queued write's outcome (called on the store's writer thread: plain assignments and a counter that
+        takes its own thread lock, nothing of the event loop's)."""
         if error is not None:
             self.failed(error)
 

@@ -245,6 +245,14 @@ class HandoverService:
         if not events and self._calls:
             self._broadcast()  # wait and talk counters still move
 
+    def queue_depths(self) -> dict[str, int]:
+        """Callers waiting (not yet talking to a person) per configured queue, zeros included: the metrics read
+        it at scrape time, and a queue that empties must show 0 rather than vanish."""
+        depths = {queue.name: 0 for queue in self.settings.queues}
+        for waiting in self.desk.snapshot(self._clock())["waiting"]:
+            depths[waiting["queue"]] = depths.get(waiting["queue"], 0) + 1
+        return depths
+
     async def aclose(self) -> None:
         self.closed = True
         if self._ticker is not None:

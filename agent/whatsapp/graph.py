@@ -11,6 +11,7 @@ import email.utils
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -206,10 +207,14 @@ class GraphClient:
         transport: httpx.AsyncBaseTransport | None = None,
         ending_retry: RetryPolicy = ENDING_RETRY,
         answer_retry: RetryPolicy = ANSWER_RETRY,
+        on_error: Callable[[str, GraphError], None] | None = None,
     ) -> None:
         # Public so a deployment (or a test against a misbehaving simulator) can tune them.
         self.ending_retry = ending_retry
         self.answer_retry = answer_retry
+        # Told of every failed request (each attempt, retries included) with its action: the runtime's
+        # metrics count Graph errors by code here without this module knowing about metrics.
+        self.on_error = on_error
         self._url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/calls"
         self._messages_url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/messages"
         # The token lives only in the client's default headers so no log line can pick it up by accident.
@@ -265,7 +270,10 @@ class GraphClient:
         first = calls[0] if isinstance(calls, list) and calls else None
         call_id = first.get("id") if isinstance(first, dict) else None
         if not isinstance(call_id, str) or not call_id:
-            raise GraphError(status=status, message="connect response has no call id", details=_snippet(str(data)))
+            raise self._failed(
+                "connect",
+                GraphError(status=status, message="connect response has no call id", details=_snippet(str(data))),
+            )
         return call_id
 
     async def send_call_permission_request(self, to: str, body_text: str | None = None) -> str:
@@ -292,7 +300,10 @@ class GraphClient:
         first = messages[0] if isinstance(messages, list) and messages else None
         message_id = first.get("id") if isinstance(first, dict) else None
         if not isinstance(message_id, str) or not message_id:
-            raise GraphError(status=status, message="message response has no id", details=_snippet(str(data)))
+            raise self._failed(
+                "call_permission_request",
+                GraphError(status=status, message="message response has no id", details=_snippet(str(data))),
+            )
         return message_id
 
     async def aclose(self) -> None:
@@ -319,12 +330,24 @@ class GraphClient:
         else:
             status, data = await self._post_retrying(body, action, target, retry)
         if action != "connect" and data.get("success") is not True:
-            raise GraphError(
-                status=status,
-                message=f'{action} was not confirmed (no "success": true)',
-                details=_snippet(json.dumps(data)),
+            raise self._failed(
+                action,
+                GraphError(
+                    status=status,
+                    message=f'{action} was not confirmed (no "success": true)',
+                    details=_snippet(json.dumps(data)),
+                ),
             )
         return status, data
+
+    def _failed(self, action: str, error: GraphError) -> GraphError:
+        """Tell `on_error` (whose own failure must never replace Meta's error) and hand the error back."""
+        if self.on_error is not None:
+            try:
+                self.on_error(action, error)
+            except Exception:
+                logger.exception("Graph error callback failed")
+        return error
 
     async def _post_retrying(
         self, body: dict[str, Any], action: Action, target: Any, retry: RetryPolicy
@@ -371,23 +394,31 @@ class GraphClient:
                 response = await self._client.post(url, json=body, timeout=timeout)
         except httpx.HTTPError as exc:
             logger.debug("Graph POST action=%s failed: %r", action, exc)
-            raise GraphTransportError(f"{action} request failed: {type(exc).__name__}: {exc}") from exc
+            raise self._failed(
+                action, GraphTransportError(f"{action} request failed: {type(exc).__name__}: {exc}")
+            ) from exc
         logger.debug("Graph POST action=%s -> %d", action, response.status_code)
         if not response.is_success:
-            raise _error_from_response(response)
+            raise self._failed(action, _error_from_response(response))
         try:
             data = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GraphError(
-                status=response.status_code,
-                message=f"{action} response is not JSON",
-                details=_snippet(response.text) or None,
+            raise self._failed(
+                action,
+                GraphError(
+                    status=response.status_code,
+                    message=f"{action} response is not JSON",
+                    details=_snippet(response.text) or None,
+                ),
             ) from exc
         if not isinstance(data, dict):
-            raise GraphError(
-                status=response.status_code,
-                message=f"{action} response is not a JSON object",
-                details=_snippet(str(data)),
+            raise self._failed(
+                action,
+                GraphError(
+                    status=response.status_code,
+                    message=f"{action} response is not a JSON object",
+                    details=_snippet(str(data)),
+                ),
             )
         return response.status_code, data
 
