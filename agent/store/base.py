@@ -145,6 +145,19 @@ class Store(Protocol):
     def update_call(self, call_id: str, **changes: Any) -> CallRecord | None: ...
     def get_call(self, call_id: str) -> CallRecord | None: ...
     def recent_calls(self, limit: int = 20) -> list[CallRecord]: ...
+    def find_calls(
+        self,
+        *,
+        direction: str | None = None,
+        number: str | None = None,
+        outcome: str | None = None,
+        flow: str | None = None,
+        handled_by: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[CallRecord]: ...
     def live_calls(self) -> list[CallRecord]: ...
     def mark_live_calls_ended(
         self, *, now: datetime, reason: str = ENDED_BY_RESTART, simulated: bool | None = None

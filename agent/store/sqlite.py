@@ -752,6 +752,49 @@ class SqliteStore:
         query = "SELECT * FROM calls ORDER BY created_at DESC, rowid DESC LIMIT ?"
         return [_call_from_row(r) for r in self._rows(query, (max(0, int(limit)),))]
 
+    def find_calls(
+        self,
+        *,
+        direction: str | None = None,
+        number: str | None = None,
+        outcome: str | None = None,
+        flow: str | None = None,
+        handled_by: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[CallRecord]:
+        """Newest first, filtered in SQL so the calls API never loads the whole table to pick a page.
+
+        Every value is a bound parameter; only the fixed clauses below are ever joined into the text.
+        `since` is inclusive and `until` exclusive, compared on the fixed-width UTC text `_ts` writes.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("direction", direction),
+            ("outcome", outcome),
+            ("flow", flow),
+            ("handled_by", handled_by),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if number is not None:
+            where.append("(from_number = ? OR to_number = ?)")
+            params += [number, number]
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(_ts(since, "since"))
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(_ts(until, "until"))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        query = f"SELECT * FROM calls {clause}ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        params += [max(0, int(limit)), max(0, int(offset))]
+        return [_call_from_row(r) for r in self._rows(query, params)]
+
     def live_calls(self) -> list[CallRecord]:
         query = "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at"
         return [_call_from_row(r) for r in self._rows(query, (ENDED_STATE,))]
