@@ -10,6 +10,8 @@ import os
 import re
 import stat
 import time
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from agent.call import CallEnded
 from agent.dialogue.flow import Flow, FlowError, parse_flow
+from agent.openapi import openapi_document
 from agent.runtime import Runtime
 from agent.whatsapp.graph import GraphError
 from agent.whatsapp.rules import Refused
@@ -100,6 +103,77 @@ def _parse_limit(value: str | None) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > 9 or int(text) < 1:
         raise BodyError(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
     return min(int(text), MAX_LIST_LIMIT)
+
+
+MAX_OFFSET = 1_000_000_000
+MAX_FILTER_CHARS = 200
+MAX_DETAIL_EVENTS = 2000
+DIRECTIONS = ("USER_INITIATED", "BUSINESS_INITIATED")
+#: Filters matched exactly against a column; values are bound parameters, so only their length is limited.
+_TEXT_FILTERS = ("outcome", "flow", "handled_by")
+
+
+def _parse_offset(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_OFFSET:
+        raise BodyError(400, f"offset must be a whole number from 0 to {MAX_OFFSET}")
+    return int(text)
+
+
+def _parse_when(name: str, value: str) -> datetime:
+    """An ISO 8601 date or datetime as an aware UTC datetime; naive means UTC.
+
+    A bare date for `until` means the end of that day, so `since=D&until=D` is the whole of day D. Converting to
+    UTC here (not in the store) turns an out-of-range offset at year 1 or 9999 into a 400 rather than a 500.
+    """
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            when = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return when + timedelta(days=1) if name == "until" else when
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise BodyError(
+            400, f"{name} must be an ISO 8601 date (2026-01-31) or datetime (2026-01-31T09:00:00Z)"
+        ) from None
+
+
+def parse_call_filters(query: Mapping[str, str]) -> dict[str, Any]:
+    """`GET /v1/calls` query parameters as `Store.find_calls` keywords; any bad value is a 400 `BodyError`."""
+    filters: dict[str, Any] = {
+        "limit": _parse_limit(query.get("limit")),
+        "offset": _parse_offset(query.get("offset")),
+    }
+    direction = query.get("direction")
+    if direction is not None:
+        if direction not in DIRECTIONS:
+            raise BodyError(400, f"direction must be one of {', '.join(DIRECTIONS)}")
+        filters["direction"] = direction
+    number = query.get("number")
+    if number is not None:
+        digits = number.strip().lstrip("+").replace(" ", "")
+        if not digits.isascii() or not digits.isdigit() or not 1 <= len(digits) <= 15:
+            raise BodyError(400, "number must be a phone number in international format (digits, optional +)")
+        filters["number"] = digits
+    for name in _TEXT_FILTERS:
+        value = query.get(name)
+        if value is not None:
+            if not value or len(value) > MAX_FILTER_CHARS:
+                raise BodyError(400, f"{name} must be 1 to {MAX_FILTER_CHARS} characters")
+            filters[name] = value
+    for name in ("since", "until"):
+        value = query.get(name)
+        if value is not None:
+            filters[name] = _parse_when(name, value)
+    if "since" in filters and "until" in filters and filters["since"] > filters["until"]:
+        raise BodyError(400, "since must not be after until")
+    return filters
 
 
 def flows_dir(settings_flow: str) -> Path:
@@ -213,6 +287,56 @@ def _record_json(record: Any) -> dict[str, Any]:
             "talk_s": record.talk_s,
             "outcome": record.handover_outcome,
         },
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _without_sdp(value: Any) -> Any:
+    """A stored payload with SDP bodies replaced by their size: SDP holds ICE credentials and network addresses
+    that an API reader has no use for, and it is most of the bytes of a connect webhook."""
+    if isinstance(value, Mapping):
+        return {
+            k: f"[sdp omitted, {len(v)} characters]" if k == "sdp" and isinstance(v, str) else _without_sdp(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_sdp(v) for v in value]
+    return value
+
+
+def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
+    """One call's record with its events, transcript, slots and per-turn latency.
+
+    Turn timings are stored as events of kind "turn" (`Ledger.record_turn`), so they are lifted out of the event
+    list into `turns` rather than shown twice. Transcript entries are returned as stored: today `who` and `text`.
+    """
+    shown = [e for e in events if e.event != "turn"]
+    turns = [
+        {"n": n, "at": _iso(e.at), **(dict(e.payload) if isinstance(e.payload, Mapping) else {})}
+        for n, e in enumerate((e for e in events if e.event == "turn"), 1)
+    ]
+    return {
+        **_record_json(record),
+        "flow": record.flow,
+        "answered_at": _iso(record.answered_at),
+        "ended_at": _iso(record.ended_at),
+        "slots": record.slots if isinstance(record.slots, dict) else {},
+        "transcript": [t for t in record.transcript if isinstance(t, dict)],
+        "turns": turns,
+        "events": [
+            {
+                "seq": e.seq,
+                "event": e.event,
+                "at": _iso(e.at),
+                "received_at": _iso(e.received_at),
+                "payload": _without_sdp(e.payload) if isinstance(e.payload, Mapping) else None,
+            }
+            for e in shown[:MAX_DETAIL_EVENTS]
+        ],
+        "events_truncated": len(shown) > MAX_DETAIL_EVENTS,
     }
 
 
@@ -347,13 +471,45 @@ def create_app(runtime: Runtime) -> Starlette:
         if denied:
             return denied
         try:
-            limit = _parse_limit(request.query_params.get("limit"))
+            filters = parse_call_filters(request.query_params)
         except BodyError as exc:
             log.warning("calls API: GET /v1/calls refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         # Off the loop: a read first waits (briefly) for queued writes, and calls' audio must not wait with it.
-        records = await asyncio.to_thread(runtime.store.recent_calls, limit)
-        return JSONResponse({"calls": [_record_json(r) for r in records]})
+        store = runtime.store
+        if filters.keys() == {"limit", "offset"} and filters["offset"] == 0:
+            # The same query as `wacall calls`; a store without `find_calls` still serves the plain listing.
+            records = await asyncio.to_thread(store.recent_calls, filters["limit"])
+        else:
+            records = await asyncio.to_thread(lambda: store.find_calls(**filters))
+        full_page = len(records) == filters["limit"] and filters["offset"] + filters["limit"] <= MAX_OFFSET
+        return JSONResponse(
+            {
+                "calls": [_record_json(r) for r in records],
+                "next_offset": filters["offset"] + filters["limit"] if full_page else None,
+            }
+        )
+
+    async def call_detail(request: Request) -> Response:
+        denied = authorised(request)
+        if denied:
+            return denied
+        call_id = request.path_params["call_id"]
+        not_found = JSONResponse({"error": "no such call"}, status_code=404)
+        if not 1 <= len(call_id) <= MAX_FILTER_CHARS:
+            return not_found
+
+        def read() -> tuple[Any, list[Any]]:
+            record = runtime.store.get_call(call_id)
+            return record, runtime.store.list_events(call_id) if record is not None else []
+
+        record, events = await asyncio.to_thread(read)
+        if record is None:
+            return not_found
+        return JSONResponse(_detail_json(record, events))
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
 
     async def request_permission(request: Request) -> Response:
         parsed = await _api_request(request)
@@ -374,10 +530,14 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/calls", place_call, methods=["POST"]),
         Route("/v1/calls", list_calls, methods=["GET"]),
+        Route("/v1/calls/{call_id}", call_detail, methods=["GET"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     if metrics is not None:
         routes.append(Route("/metrics", metrics_page, methods=["GET"]))
+    # Built once from the same condition as the routes, so the document never lists a route this app lacks.
+    document = openapi_document(metrics=metrics is not None)
     handover = getattr(runtime, "handover", None)
     if handover is not None:
         # The agent console (agent/handover/console.py): only when the config has handover queues.

@@ -1,0 +1,369 @@
+"""The OpenAPI document served at `/openapi.json`, written by hand as data.
+
+Hand-written rather than generated from the handlers because the handlers parse their own input (bounded
+bodies, strict query values) and no framework sees their shapes. tests/test_openapi.py holds the document to
+the app's routes in both directions, and tests/test_openapi_schemathesis.py holds the responses to these
+schemas, so a route or field added without its entry here fails a test.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+_NULLABLE_STRING: dict[str, Any] = {"type": "string", "nullable": True}
+_NULLABLE_NUMBER: dict[str, Any] = {"type": "number", "nullable": True}
+
+_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+    "additionalProperties": True,
+}
+
+_HANDOVER: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "required": ["queue", "queue_wait_s", "talk_s", "outcome"],
+    "properties": {
+        "queue": {"type": "string"},
+        "queue_wait_s": _NULLABLE_NUMBER,
+        "talk_s": _NULLABLE_NUMBER,
+        "outcome": _NULLABLE_STRING,
+    },
+}
+
+_CALL_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string"},
+    "direction": {"type": "string"},
+    "from": _NULLABLE_STRING,
+    "to": _NULLABLE_STRING,
+    "state": {"type": "string"},
+    "outcome": _NULLABLE_STRING,
+    "end_reason": _NULLABLE_STRING,
+    "created_at": {**_NULLABLE_STRING, "format": "date-time"},
+    "duration_s": _NULLABLE_NUMBER,
+    "cost": {**_NULLABLE_STRING, "description": "decimal amount as text, so no precision is lost"},
+    "currency": {"type": "string"},
+    "handled_by": {**_NULLABLE_STRING, "description": "the human agent who last talked to the caller"},
+    "simulated": {"type": "boolean", "description": "placed by `wacall simulate`"},
+    "handover": _HANDOVER,
+}
+
+_CALL: dict[str, Any] = {
+    "type": "object",
+    "required": list(_CALL_PROPERTIES),
+    "properties": _CALL_PROPERTIES,
+}
+
+_TURN: dict[str, Any] = {
+    "type": "object",
+    "description": "one exchange's stage timings, in ms from the end of the caller's speech",
+    "required": ["n", "at"],
+    "properties": {
+        "n": {"type": "integer", "minimum": 1},
+        "at": {"type": "string", "format": "date-time"},
+        "transcript": {"type": "string"},
+        "reply": {"type": "string"},
+        "interrupted": {"type": "boolean"},
+        "speculative_stt": {"type": "boolean"},
+        "continued": {"type": "boolean"},
+        "transcript_ready_ms": _NULLABLE_NUMBER,
+        "reply_text_ready_ms": _NULLABLE_NUMBER,
+        "first_audio_synthesized_ms": _NULLABLE_NUMBER,
+        "first_audio_sent_ms": _NULLABLE_NUMBER,
+    },
+}
+
+_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["seq", "event", "at", "received_at", "payload"],
+    "properties": {
+        "seq": {"type": "integer", "nullable": True},
+        "event": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        "received_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "payload": {
+            "type": "object",
+            "nullable": True,
+            "description": "the stored webhook payload, with SDP bodies replaced by their size",
+        },
+    },
+}
+
+_CALL_DETAIL: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        *_CALL_PROPERTIES,
+        "flow",
+        "answered_at",
+        "ended_at",
+        "slots",
+        "transcript",
+        "turns",
+        "events",
+        "events_truncated",
+    ],
+    "properties": {
+        **_CALL_PROPERTIES,
+        "flow": _NULLABLE_STRING,
+        "answered_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "ended_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "slots": {"type": "object", "additionalProperties": True},
+        "transcript": {
+            "type": "array",
+            "description": "both sides in order; `who` is caller, bot or the human agent",
+            "items": {
+                "type": "object",
+                "properties": {"who": {"type": "string"}, "text": {"type": "string"}},
+            },
+        },
+        "turns": {"type": "array", "items": _TURN},
+        "events": {"type": "array", "items": _EVENT},
+        "events_truncated": {"type": "boolean"},
+    },
+}
+
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    meaning = {
+        400: "bad input (the message names the parameter)",
+        401: "missing or wrong bearer token",
+        403: "the calls API is off (WACALL_API_TOKEN unset)",
+        404: "not found",
+        409: "refused by WhatsApp's calling rules, or shutting down",
+        413: "request body too large",
+        502: "Meta's Graph API refused the request",
+    }
+    return {str(code): _json(_ERROR, meaning[code]) for code in codes}
+
+
+def _string_query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+_LIST_PARAMETERS: list[dict[str, Any]] = [
+    _string_query("direction", "who placed the call", enum=["USER_INITIATED", "BUSINESS_INITIATED"]),
+    _string_query("number", "a phone number matching either side (digits, optional +)", pattern=r"^\+?[0-9]{1,15}$"),
+    _string_query("outcome", "the call's outcome, exactly", minLength=1, maxLength=200),
+    _string_query("flow", "the flow's name, exactly", minLength=1, maxLength=200),
+    _string_query("handled_by", "the human agent's id, exactly", minLength=1, maxLength=200),
+    _string_query("since", "created at or after: ISO 8601 date or datetime (naive means UTC)", format="date-time"),
+    _string_query("until", "created before; a bare date means the end of that day", format="date-time"),
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "page size (larger values are served as 500)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 20},
+    },
+    {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "description": "calls to skip: the previous page's `next_offset`",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000, "default": 0},
+    },
+]
+
+_PLACE_CALL_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["to"],
+                "properties": {
+                    "to": {"type": "string", "description": "international format, e.g. +34600111222"},
+                    "flow": {"type": "string", "description": "a flow's name from the configured flow's folder"},
+                },
+            }
+        }
+    },
+}
+
+_PERMISSION_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["to"],
+                "properties": {"to": {"type": "string"}, "text": {"type": "string"}},
+            }
+        }
+    },
+}
+
+_API = [{"apiToken": []}]
+
+_PATHS: dict[str, Any] = {
+    "/webhook": {
+        "get": {
+            "summary": "Meta's webhook subscription check",
+            "operationId": "verifyWebhook",
+            "parameters": [
+                {"name": "hub.mode", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "hub.verify_token", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "hub.challenge", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "the challenge, echoed", "content": _TEXT},
+                "403": {"description": "wrong mode or verify token", "content": _TEXT},
+            },
+        },
+        "post": {
+            "summary": "Meta's webhook deliveries (signed with the app secret)",
+            "operationId": "receiveWebhook",
+            "parameters": [
+                {"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": {"description": "stored", "content": _TEXT},
+                "400": {"description": "malformed payload", "content": _TEXT},
+                "401": {"description": "invalid signature", "content": _TEXT},
+                "413": {"description": "payload too large", "content": _TEXT},
+                "500": {"description": "not stored; Meta retries", "content": _TEXT},
+            },
+        },
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness and store health",
+            "operationId": "health",
+            "responses": {
+                "200": _json({"type": "object", "required": ["status"]}, "healthy"),
+                "503": _json({"type": "object", "required": ["status"]}, "degraded"),
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+        }
+    },
+    "/v1/calls": {
+        "get": {
+            "summary": "List calls, newest first, filtered",
+            "operationId": "listCalls",
+            "security": _API,
+            "parameters": _LIST_PARAMETERS,
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["calls", "next_offset"],
+                        "properties": {
+                            "calls": {"type": "array", "items": _CALL},
+                            "next_offset": {"type": "integer", "nullable": True},
+                        },
+                    },
+                    "a page of calls; `next_offset` is null on the last page",
+                ),
+                **_errors(400, 401, 403),
+            },
+        },
+        "post": {
+            "summary": "Place a call",
+            "operationId": "placeCall",
+            "security": _API,
+            "requestBody": _PLACE_CALL_BODY,
+            "responses": {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "required": ["id", "ref", "to", "state"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "ref": {"type": "string"},
+                            "to": {"type": "string"},
+                            "state": {"type": "string"},
+                        },
+                    },
+                    "dialling",
+                ),
+                **_errors(400, 401, 403, 409, 413, 502),
+            },
+        },
+    },
+    "/v1/calls/{call_id}": {
+        "get": {
+            "summary": "One call: record, events, transcript, slots, per-turn latency, cost",
+            "operationId": "getCall",
+            "security": _API,
+            "parameters": [{"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json(_CALL_DETAIL, "the call"), **_errors(401, 403, 404)},
+        }
+    },
+    "/v1/call-permissions": {
+        "post": {
+            "summary": "Ask a user for permission to call them",
+            "operationId": "requestCallPermission",
+            "security": _API,
+            "requestBody": _PERMISSION_BODY,
+            "responses": {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "required": ["message_id", "to"],
+                        "properties": {"message_id": {"type": "string"}, "to": {"type": "string"}},
+                    },
+                    "the permission request was sent",
+                ),
+                **_errors(400, 401, 403, 409, 413, 502),
+            },
+        }
+    },
+}
+
+_METRICS_PATH: dict[str, Any] = {
+    "get": {
+        "summary": "Prometheus metrics (text exposition format)",
+        "operationId": "metrics",
+        "security": [{"metricsToken": []}],
+        "responses": {
+            "200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": {"description": "missing or wrong bearer token", "content": _TEXT},
+            "404": {"description": "metrics are off (WACALL_METRICS_TOKEN unset)", "content": _TEXT},
+        },
+    }
+}
+
+
+def openapi_document(*, metrics: bool) -> dict[str, Any]:
+    """The document for an app with (or without) `/metrics`; a fresh copy, so no caller can alter another's."""
+    paths = copy.deepcopy(_PATHS)
+    if metrics:
+        paths["/metrics"] = copy.deepcopy(_METRICS_PATH)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "wacall",
+            "version": "1",
+            "description": "Meta's webhook, the calls API (bearer WACALL_API_TOKEN), health and metrics.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "apiToken": {"type": "http", "scheme": "bearer", "description": "WACALL_API_TOKEN"},
+                "metricsToken": {"type": "http", "scheme": "bearer", "description": "WACALL_METRICS_TOKEN"},
+            }
+        },
+    }
