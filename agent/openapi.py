@@ -308,7 +308,15 @@ _PATHS: dict[str, Any] = {
             "summary": "One call: record, events, transcript, slots, per-turn latency, cost",
             "operationId": "getCall",
             "security": _API,
-            "parameters": [{"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [
+                {
+                    "name": "call_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "example": "wacid.ABC",
+                }
+            ],
             "responses": {"200": _json(_CALL_DETAIL, "the call"), **_errors(401, 403, 404)},
         }
     },
