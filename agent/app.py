@@ -311,7 +311,8 @@ def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
     """One call's record with its events, transcript, slots and per-turn latency.
 
     Turn timings are stored as events of kind "turn" (`Ledger.record_turn`), so they are lifted out of the event
-    list into `turns` rather than shown twice. Transcript entries are returned as stored: today `who` and `text`.
+    list into `turns` rather than shown twice. Transcript entries are returned as stored: `who`, `text` and `at_s`
+    (seconds from the call's start; records written before `at_s` existed lack it).
     """
     shown = [e for e in events if e.event != "turn"]
     turns = [

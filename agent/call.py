@@ -501,6 +501,10 @@ class Call:
             else round((self.ended_at or self._clock()) - self.accepted_at, 2),
             "outcome": self.outcome,
             "slots": self.slots,
-            "transcript": [{"who": e.who, "text": e.text} for e in transcript],
+            # `at_s`: seconds from the call's start, so a record shows when each side spoke (entries share the
+            # call's monotonic clock; clamped so a stray earlier stamp never reads as before the call).
+            "transcript": [
+                {"who": e.who, "text": e.text, "at_s": round(max(0.0, e.t - self.created_at), 2)} for e in transcript
+            ],
             "turns": [t.as_dict() for t in turns],
         }

@@ -114,10 +114,14 @@ _CALL_DETAIL: dict[str, Any] = {
         "slots": {"type": "object", "additionalProperties": True},
         "transcript": {
             "type": "array",
-            "description": "both sides in order; `who` is caller, bot or the human agent",
+            "description": "both sides in order; `who` is caller, bot or the human agent; older records lack `at_s`",
             "items": {
                 "type": "object",
-                "properties": {"who": {"type": "string"}, "text": {"type": "string"}},
+                "properties": {
+                    "who": {"type": "string"},
+                    "text": {"type": "string"},
+                    "at_s": {"type": "number", "description": "seconds from the call's start"},
+                },
             },
         },
         "turns": {"type": "array", "items": _TURN},

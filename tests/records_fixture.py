@@ -44,7 +44,10 @@ def seed(store: SqliteStore) -> None:
             cost=Decimal("0.0123"),
             flow="demo",
             slots={"order": "A-17"},
-            transcript=[{"who": "bot", "text": "Hola"}, {"who": "caller", "text": "Quiero hablar con alguien"}],
+            transcript=[
+                {"who": "bot", "text": "Hola", "at_s": 2.1},
+                {"who": "caller", "text": "Quiero hablar con alguien", "at_s": 5.75},
+            ],
             handled_by="ana",
             handover_queue="support",
             queue_wait_s=12.5,

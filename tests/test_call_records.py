@@ -95,9 +95,9 @@ async def test_detail_has_record_events_transcript_slots_turns_and_cost(client: 
     call = response.json()
     assert (call["cost"], call["currency"], call["flow"], call["handled_by"]) == ("0.0123", "USD", "demo", "ana")
     assert call["slots"] == {"order": "A-17"}
-    assert [(t["who"], t["text"]) for t in call["transcript"]] == [
-        ("bot", "Hola"),
-        ("caller", "Quiero hablar con alguien"),
+    assert [(t["who"], t["text"], t["at_s"]) for t in call["transcript"]] == [
+        ("bot", "Hola", 2.1),
+        ("caller", "Quiero hablar con alguien", 5.75),
     ]
     assert call["answered_at"] == "2026-03-01T09:00:02+00:00"
     [turn] = call["turns"]
@@ -163,3 +163,26 @@ async def test_openapi_lists_exactly_the_apps_routes(tmp_path: Path, with_metric
         "scheme": "bearer",
         "description": "WACALL_API_TOKEN",
     }
+
+
+def test_a_finished_calls_transcript_has_seconds_from_the_calls_start() -> None:
+    """What `_forget` and the checkpoint store: each line with `at_s`, on the call's own clock."""
+    from agent.call import Call, CallServices
+    from agent.dialogue.flow import load_flow
+    from agent.turn_record import TranscriptEntry
+
+    now = [100.0]
+    services = CallServices(graph=Any, transcriber=Any, synthesizer=Any)  # type: ignore[arg-type]
+    call = Call(call_id="wacid.T", services=services, flow=load_flow("prompts/demo.yaml"), clock=lambda: now[0])
+    call.conversation = cast(
+        Any,
+        SimpleNamespace(
+            transcript=[TranscriptEntry("bot", "Hola", 101.234), TranscriptEntry("caller", "Hi", 104.5)],
+            turns=[],
+            policy=None,
+        ),
+    )
+    assert call.summary()["transcript"] == [
+        {"who": "bot", "text": "Hola", "at_s": 1.23},
+        {"who": "caller", "text": "Hi", "at_s": 4.5},
+    ]
