@@ -257,7 +257,7 @@ async def _console_off(request: Request) -> Response:
     return HTMLResponse(CONSOLE_OFF_PAGE, status_code=404, headers=_CONSOLE_OFF_HEADERS)
 
 
-def _bearer_matches(request: Request, expected: str) -> bool:
+def bearer_matches(request: Request, expected: str) -> bool:
     """`Authorization: Bearer <expected>`, compared in constant time."""
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else ""
@@ -341,7 +341,10 @@ def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
     }
 
 
-METRICS_OFF = "metrics (/metrics) are off: set WACALL_METRICS_TOKEN and scrape with it as a bearer token"
+METRICS_OFF = (
+    "metrics (/metrics) are off: set WACALL_METRICS_TOKEN and scrape with it as a bearer token, "
+    "or WACALL_METRICS_LISTEN for a listener of their own on an internal address"
+)
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -399,7 +402,7 @@ def create_app(runtime: Runtime) -> Starlette:
         token = getattr(settings, "metrics_token", "")
         if not token:
             return PlainTextResponse(METRICS_OFF + "\n", status_code=404)
-        if not _bearer_matches(request, token):
+        if not bearer_matches(request, token):
             return PlainTextResponse(
                 "missing or wrong bearer token (WACALL_METRICS_TOKEN)\n",
                 status_code=401,
@@ -412,7 +415,7 @@ def create_app(runtime: Runtime) -> Starlette:
     def authorised(request: Request) -> Response | None:
         if not settings.api_token:
             return JSONResponse({"error": "the calls API is off: set WACALL_API_TOKEN"}, status_code=403)
-        if not _bearer_matches(request, settings.api_token):
+        if not bearer_matches(request, settings.api_token):
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         return None
 
@@ -535,10 +538,12 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    if metrics is not None:
+    # With a listener of its own (`metrics_listen`, agent/metrics_server.py) the public app has no /metrics.
+    public_metrics = metrics is not None and not getattr(settings, "metrics_listen", None)
+    if public_metrics:
         routes.append(Route("/metrics", metrics_page, methods=["GET"]))
     # Built once from the same condition as the routes, so the document never lists a route this app lacks.
-    document = openapi_document(metrics=metrics is not None)
+    document = openapi_document(metrics=public_metrics)
     handover = getattr(runtime, "handover", None)
     if handover is not None:
         # The agent console (agent/handover/console.py): only when the config has handover queues.

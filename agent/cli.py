@@ -79,7 +79,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=HTTP_CLOSE_S,  # open console event streams must not hold up a restart
         )
         server = DrainingServer(config)
+        listener = None
         try:
+            if settings.metrics_listen:
+                from agent.metrics_server import MetricsListener
+
+                listener = MetricsListener(runtime.metrics, settings.metrics_listen, settings.metrics_token)
+                await listener.start()
             # Our own socket: uvicorn's would make every response wait for the peer's delayed ACK.
             await server.serve_until_drained(
                 runtime,
@@ -88,6 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 deadline_s=settings.shutdown.deadline_s,
             )
         finally:
+            if listener is not None:
+                await listener.aclose()
             await runtime.aclose()
             models.close()
 

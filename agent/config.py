@@ -148,6 +148,10 @@ class Settings(BaseModel):
     business_number: str = ""  # display number (digits); decides which countries allow outbound calls
     api_token: str = Field("", repr=False)  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
     metrics_token: str = Field("", repr=False)  # bearer token for GET /metrics (WACALL_METRICS_TOKEN); none: off
+    # "HOST:PORT" of a listener of its own for /metrics (an internal interface); the public app then has none.
+    metrics_listen: str | None = None
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector for per-call traces (needs the `otel` extra); none: off
+    otel_service_name: str = "wacall"
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str = Field("", repr=False)
@@ -186,6 +190,20 @@ class Settings(BaseModel):
             raise ValueError(f"must be IP addresses, got {', '.join(map(repr, bad))}")
         return v
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v:
+            split_host_port(v)  # raises ValueError with the problem
+        return v or None
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL of an OTLP/HTTP collector, e.g. http://127.0.0.1:4318")
+        return v or None
+
     @field_validator("graph_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -218,7 +236,21 @@ ENV_FIELDS: dict[str, str] = {
     "WACALL_LLM_BASE_URL": "llm_base_url",
     "WACALL_LLM_MODEL": "llm_model",
     "WACALL_LLM_TIMEOUT_S": "llm_timeout_s",
+    "WACALL_METRICS_LISTEN": "metrics_listen",
+    "WACALL_OTLP_ENDPOINT": "otlp_endpoint",
+    "WACALL_OTEL_SERVICE_NAME": "otel_service_name",
 }
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9464` for IPv6) with an IP literal: a name could resolve to a public interface."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must look like 127.0.0.1:9464, got {value!r}")
+    if not _is_ip_address(host):
+        raise ValueError(f"the host must be an IP address, got {host!r}")
+    return host, int(port)
 
 
 def _is_ip_address(value: str) -> bool:

@@ -35,6 +35,7 @@ from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
 from agent.speech.vad import VadConfig
 from agent.store.base import CallRecord, Store
 from agent.store.sqlite import SqliteStore
+from agent.tracing import CallTrace, make_tracer
 from agent.whatsapp.graph import GraphClient, GraphError
 from agent.whatsapp.pricing import RateCard
 from agent.whatsapp.rules import (
@@ -127,6 +128,8 @@ class Runtime:
             queue_depths=lambda: self.handover.queue_depths() if self.handover is not None else {},
             inference_queue=lambda: _queued_jobs(self.models.executor),
         )
+        # Per-call traces (off by default); a missing SDK stops start-up here rather than losing traces quietly.
+        self.tracer = make_tracer(settings.otlp_endpoint, settings.otel_service_name)
         self.graph = GraphClient(
             base_url=settings.graph_base_url,
             version=settings.graph_version,
@@ -658,6 +661,21 @@ class Runtime:
             )
         except Exception:
             log.exception("call %s: could not count the call in the metrics", call.id)
+        if self.tracer is not None:
+            self.tracer.call_ended(
+                CallTrace(
+                    call_id=call.id,
+                    direction=call.direction,
+                    flow=call.flow.name,
+                    outcome=call.outcome,
+                    end_reason=call.end_reason or "ended",
+                    created_at=call.created_at,
+                    accepted_at=call.accepted_at,
+                    ended_at=call.ended_at if call.ended_at is not None else time.monotonic(),
+                    turns=tuple(conversation.turns) if (conversation := call.conversation) is not None else (),
+                    handled_by=call.handled_by,
+                )
+            )
 
     # start-up and health -----------------------------------------------------
     async def settle_restart(self) -> int:
@@ -778,6 +796,8 @@ class Runtime:
     async def aclose(self) -> None:
         await self.hang_up_all()
         await self.metrics.aclose()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)  # flushes the last calls' spans: blocking network I/O
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from agent.app import create_app
-from agent.config import Settings, load_settings
+from agent.config import ConfigError, Settings, load_settings
 from agent.metrics import Metrics, graph_error_code, outcome_label
 from agent.runtime import Runtime, StoreHealth, _queued_jobs
 from agent.turn_record import TurnMetrics
@@ -353,3 +353,63 @@ async def test_queue_depth_comes_from_the_handover_desk_at_scrape_time() -> None
     metrics.queue_waited(record.queue, record.waited_s)
     assert value(metrics, "wacall_queue_wait_seconds_sum", queue="support") == 42
     await service.aclose()
+
+
+# ---- a listener of their own (`metrics_listen`) ---------------------------------------------------------------
+
+
+async def test_a_metrics_listener_serves_them_on_its_own_address_and_the_public_app_has_none() -> None:
+    from agent.metrics_server import MetricsListener
+
+    settings = Settings(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN, metrics_listen="127.0.0.1:0")
+    runtime = RuntimeWithMetrics(settings)
+    listener = MetricsListener(runtime.metrics, "127.0.0.1:0")
+    await listener.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            internal = await client.get(f"http://127.0.0.1:{listener.port}/metrics")
+            elsewhere = await client.get(f"http://127.0.0.1:{listener.port}/healthz")
+        async with _client(runtime) as client:
+            public = await client.get("/metrics")
+            document = (await client.get("/openapi.json")).json()
+    finally:
+        await listener.aclose()
+    assert internal.status_code == 200 and "wacall_live_calls 1.0" in internal.text
+    assert elsewhere.status_code == 404, "the internal listener serves metrics and nothing else"
+    assert public.status_code == 404
+    assert "/metrics" not in document["paths"]
+
+
+async def test_a_metrics_listener_still_asks_for_the_token_when_one_is_set() -> None:
+    from agent.metrics_server import MetricsListener
+
+    listener = MetricsListener(Metrics(), "127.0.0.1:0", token=TOKEN)
+    await listener.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            refused = await client.get(f"http://127.0.0.1:{listener.port}/metrics")
+            allowed = await client.get(
+                f"http://127.0.0.1:{listener.port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+    finally:
+        await listener.aclose()
+    assert (refused.status_code, allowed.status_code) == (401, 200)
+
+
+async def test_a_taken_metrics_port_fails_start_up() -> None:
+    from agent.metrics_server import MetricsListener
+
+    first = MetricsListener(Metrics(), "127.0.0.1:0")
+    await first.start()
+    try:
+        with pytest.raises(OSError):
+            await MetricsListener(Metrics(), f"127.0.0.1:{first.port}").start()
+    finally:
+        await first.aclose()
+
+
+@pytest.mark.parametrize("bad", ["9464", "metrics.internal:9464", "127.0.0.1:", "127.0.0.1:99999", ":9464"])
+def test_the_metrics_listen_address_is_an_ip_and_a_port(bad: str) -> None:
+    with pytest.raises(ConfigError, match="WACALL_METRICS_LISTEN"):
+        load_settings(env={"WACALL_METRICS_LISTEN": bad})
+    assert load_settings(env={"WACALL_METRICS_LISTEN": "[::1]:9464"}).metrics_listen == "[::1]:9464"

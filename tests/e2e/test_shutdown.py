@@ -35,6 +35,29 @@ pytestmark = pytest.mark.e2e
 GOODBYE = "We are closing for maintenance now. Please call back later. Goodbye."
 
 
+class OtlpCollector:
+    """An OTLP/HTTP trace receiver (protobuf), standing in for the operator's collector on loopback."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        self.spans: list[Any] = []
+
+        async def traces(request: Request) -> Response:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+            export = ExportTraceServiceRequest.FromString(await request.body())
+            for resource in export.resource_spans:
+                for scope in resource.scope_spans:
+                    self.spans.extend(scope.spans)
+            return Response(b"", media_type="application/x-protobuf")
+
+        self.app = Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])
+
+
 def _free_port() -> int:
     sock = bound_socket()
     try:
@@ -49,6 +72,7 @@ class Server:
     def __init__(self, tmp_path: Path, meta_port: int) -> None:
         self.tmp_path = tmp_path
         self.port = _free_port()
+        self.metrics_port = _free_port()
         self.secrets = {
             "WHATSAPP_TOKEN": secrets.token_urlsafe(24),
             "WHATSAPP_APP_SECRET": secrets.token_urlsafe(24),
@@ -65,6 +89,8 @@ class Server:
             "WACALL_MEDIA_HOSTS": "127.0.0.1",
             "WACALL_DATA_DIR": str(tmp_path / "data"),
             "WACALL_BUSINESS_NUMBER": "15550001111",
+            # The operator's observability: /metrics on an internal listener of its own, traces to a collector.
+            "WACALL_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
             "HF_HUB_OFFLINE": "1",
         }
         self.env.pop("WACALL_LLM_BASE_URL", None)
@@ -168,7 +194,19 @@ async def _caller_on_the_server(
 async def test_sigterm_ends_a_live_call_with_a_goodbye_a_terminate_and_its_record(
     models: Models, server: Server, meta_sock: Any
 ) -> None:
-    async with _caller_on_the_server(models, server, meta_sock) as (user, sim_call):
+    """Also the real process's observability wiring: the metrics listener and the trace flushed at exit."""
+    collector = OtlpCollector()
+    collector_sock = bound_socket()
+    server.env["WACALL_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector_sock.getsockname()[1]}"
+    async with serve(collector.app, collector_sock), _caller_on_the_server(models, server, meta_sock) as (
+        user,
+        sim_call,
+    ):
+        async with httpx.AsyncClient() as client:
+            public = await client.get(f"http://127.0.0.1:{server.port}/metrics")
+            internal = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+        assert public.status_code == 404 and internal.status_code == 200, (public.text, internal.text)
+        assert "wacall_live_calls 1.0" in internal.text
         assert server.proc is not None
         signalled = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
@@ -185,6 +223,13 @@ async def test_sigterm_ends_a_live_call_with_a_goodbye_a_terminate_and_its_recor
     assert record.outcome == "answered" and record.duration_s is not None and record.cost is not None
     bot_lines = [e["text"] for e in record.transcript if e["who"] == "bot"]
     assert bot_lines and wer(GOODBYE, bot_lines[-1]) <= 0.1, record.transcript
+    collector_sock.close()
+    # The call's trace reached the collector before the process exited.
+    calls = [span for span in collector.spans if span.name == "call"]
+    assert len(calls) == 1, [span.name for span in collector.spans]
+    attributes = {a.key: a.value.string_value for a in calls[0].attributes}
+    assert attributes["wacall.call.id"] == sim_call.id and attributes["wacall.call.end_reason"] == "shutdown"
+    assert "answer" in {span.name for span in collector.spans}
 
 
 async def test_a_restart_after_sigkill_sends_meta_the_terminate_it_owes(
