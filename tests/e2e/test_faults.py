@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import re
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,34 @@ pytestmark = pytest.mark.e2e
 ORDER_LINE = "I want to check the status of my order."
 GOODBYE_LINE = DEFAULT_LINES[1]
 FALLBACK_WITHIN_S = 2.0
+# The demo flow's two-sentence greeting cost every test here about 4 s of listening; the faults need only a
+# question, an answer and a goodbye.
+SHORT_FLOW = """
+name: faults
+start: welcome
+global_intents:
+  - name: goodbye
+    examples: ["goodbye", "no that's all goodbye"]
+    keywords: [goodbye, bye]
+    goto: goodbye
+nodes:
+  welcome:
+    say: "Hello, how can I help?"
+    intents:
+      - name: order
+        examples: ["I want to check the status of my order", "where is my order"]
+        keywords: [order]
+        goto: order_status
+  order_status:
+    say: "It ships tomorrow. Anything else?"
+    intents:
+      - name: no
+        examples: ["no", "no thanks"]
+        goto: goodbye
+  goodbye:
+    say: "Thanks for calling. Goodbye!"
+    end: true
+"""
 
 
 class FaultyTranscriber:
@@ -108,7 +137,13 @@ async def live_call(
     """A call answered by the bot (with `bot_models`, default the real ones), greeting heard; afterwards, a
     check that nothing was left running. The caller always listens with the real models."""
     threads_before = {t.ident for t in threading.enumerate()}
-    async with Simulation.start(bot_models or models, **start) as sim:
+    scratch = tempfile.TemporaryDirectory(prefix="wacall-faults-")
+    if "flow" not in start:
+        start["flow"] = str(Path(scratch.name) / "faults.yaml")
+        Path(start["flow"]).write_text(SHORT_FLOW, encoding="utf-8")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(scratch.cleanup)
+        sim = await stack.enter_async_context(Simulation.start(bot_models or models, **start))
         tune(sim)
         user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
         try:
@@ -172,7 +207,7 @@ async def test_peer_that_keeps_ice_alive_but_sends_no_rtp_is_hung_up(models: Mod
 
 async def test_a_call_at_its_maximum_length_hears_a_goodbye_and_ends(models: Models) -> None:
     def tune(sim: Simulation) -> None:
-        sim.runtime.services.max_call_s = 9.0
+        sim.runtime.services.max_call_s = 5.0  # the short greeting is heard well before it
 
     async with live_call(models, tune=tune) as live:
         heard = await live.user.listen(timeout=15, quiet_s=1.0)
