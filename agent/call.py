@@ -116,6 +116,7 @@ class Call:
         self.statuses: list[str] = []
         self._taps: list[Callable[[np.ndarray, float], None]] = []
         self.key_presses: list[KeyPress] = []  # the caller's keypad, in order (RFC 4733 events on the stream)
+        self._last_key_at: float | None = None
         self._key_taps: list[Callable[[KeyPress], None]] = []
         self.handover: Handover | None = None
         self.handled_by: str | None = None
@@ -306,6 +307,7 @@ class Call:
         if self.state is CallState.ENDED:
             return
         self.key_presses.append(press)
+        self._last_key_at = self._clock()  # telephone-event packets are media too (the no-RTP watchdog)
         log.debug("call %s: key %s (%d ms)", self.id, press.digit, press.duration_ms)
         # Conversation.on_key comes with the flow side of keypad input; until then presses are only recorded.
         on_key = getattr(self.conversation, "on_key", None)
@@ -393,6 +395,8 @@ class Call:
             await asyncio.sleep(step)
             inbound = self._inbound
             last = inbound.last_frame_at if inbound is not None and inbound.last_frame_at is not None else started
+            # A phone sends telephone-event packets instead of audio while a key is held.
+            last = max(last, self._last_key_at or started)
             if self._clock() - last >= timeout_s:
                 log.warning("call %s: no audio packets from the caller for %.0f s; hanging up", self.id, timeout_s)
                 await self.hangup("no_media")

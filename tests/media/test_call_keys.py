@@ -59,3 +59,31 @@ def test_a_failing_conversation_does_not_stop_the_taps_and_an_ended_call_takes_n
     call.state = CallState.ENDED
     call._on_key(KeyPress("3", 100, 2.0))
     assert [k.digit for k in call.key_presses] == ["2"]
+
+
+async def test_key_presses_count_as_media_for_the_no_rtp_watchdog() -> None:
+    """While a key is held the phone sends telephone-event packets instead of audio: a caller keying in a long
+    number must not be hung up as a peer that stopped sending media."""
+    import asyncio
+
+    class Graph:
+        def __init__(self) -> None:
+            self.terminated: list[str] = []
+
+        async def terminate(self, call_id: str) -> None:
+            self.terminated.append(call_id)
+
+    graph = Graph()
+    call = Call(
+        call_id="wacid.keys",
+        services=CallServices(graph=graph, transcriber=Any, synthesizer=Any),  # type: ignore[arg-type]
+        flow=load_flow("prompts/demo.yaml"),
+    )
+    call.state = CallState.ACTIVE
+    watchdog = asyncio.create_task(call._watch_rtp(0.4))
+    for n in range(6):  # 1.2 s of keys, three times the timeout
+        await asyncio.sleep(0.2)
+        call._on_key(KeyPress(str(n), 180, float(n)))
+    assert not watchdog.done() and graph.terminated == []
+    await asyncio.wait_for(watchdog, timeout=2)  # the keys stop: the watchdog hangs up
+    assert graph.terminated == ["wacid.keys"] and call.end_reason == "no_media"
