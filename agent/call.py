@@ -29,7 +29,7 @@ from agent.media.sdp import SdpError, normalise_bic_answer, shape_offer
 from agent.media.tracks import InboundAudio
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
-from agent.whatsapp.graph import GraphClient, GraphError
+from agent.whatsapp.graph import GraphClient, GraphError, retryable
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ class Call:
         self._key_taps: list[Callable[[KeyPress], None]] = []
         self.handover: Handover | None = None
         self.handled_by: str | None = None
+        # Why Meta never acknowledged our terminate (every retry failed); None when it did or was not asked.
+        self.ending_owed: str | None = None
         self.wall_accepted_at: datetime | None = None
 
     @property
@@ -444,6 +446,8 @@ class Call:
                 await self.services.graph.reject(self.id)
         except GraphError as exc:
             log.warning("call %s: terminate failed: %s", self.id, exc)
+            if retryable(exc):  # Meta may never have heard: it bills the call until it does
+                self.ending_owed = str(exc) or type(exc).__name__
         await self.end(reason)
 
     def request_hangup(self, reason: str) -> None:

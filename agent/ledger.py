@@ -18,7 +18,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agent.store.base import CallEventRecord, CallRecord, ContactEvent, Store, StoreError
+from agent.store.base import (
+    ENDING_OWED,
+    ENDING_SETTLED,
+    CallEventRecord,
+    CallRecord,
+    ContactEvent,
+    Store,
+    StoreError,
+)
 from agent.store.sqlite import EventWrite, StoreTx
 from agent.whatsapp.pricing import RateCard, price_call
 from agent.whatsapp.rules import (
@@ -443,6 +451,26 @@ class CallLedger:
         )
         self._background(f"call {call_id}'s record", lambda tx: tx.update_call(call_id, **changes))
         return cost
+
+    def ending_owed(self, call_id: str, error: str) -> None:
+        """Meta never acknowledged this call's terminate: until it does, it is sent again (now and then, and
+        at the next start)."""
+        at = self.now()
+        self._background(
+            f"call {call_id}'s owed ending",
+            lambda tx: tx.record_event(
+                call_id, ENDING_OWED, at, {"error": error[:300]}, dedupe_key=f"{call_id}:{ENDING_OWED}"
+            ),
+        )
+
+    def ending_settled(self, call_id: str, how: str) -> None:
+        at = self.now()
+        self._background(
+            f"call {call_id}'s settled ending",
+            lambda tx: tx.record_event(
+                call_id, ENDING_SETTLED, at, {"how": how}, dedupe_key=f"{call_id}:{ENDING_SETTLED}"
+            ),
+        )
 
     def record_turn(self, call_id: str, n: int, turn: dict[str, Any]) -> None:
         """One turn's stage timings as an event of the call, queued like every other runtime write."""

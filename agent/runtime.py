@@ -36,7 +36,7 @@ from agent.speech.vad import VadConfig
 from agent.store.base import CallRecord, Store
 from agent.store.sqlite import SqliteStore
 from agent.tracing import CallTrace, make_tracer
-from agent.whatsapp.graph import GraphClient, GraphError
+from agent.whatsapp.graph import GraphClient, GraphError, retryable
 from agent.whatsapp.pricing import RateCard
 from agent.whatsapp.rules import (
     DEFAULT_LIMITS,
@@ -151,6 +151,10 @@ class Runtime:
         # Only calls of our own kind: a simulation sharing the data dir must not end a live server's calls.
         # Those that reached Meta are owed a terminate (or reject): Meta bills a call until it hears of its end.
         self.owed_endings = [r for r in self.store.live_calls() if r.simulated == simulated and _reached_meta(r)]
+        # And calls that ended while Meta could not be told (every retry of the terminate failed).
+        unsettled = [r for r in self.store.unsettled_endings() if r.simulated == simulated]
+        self._unsettled = {r.id for r in unsettled}
+        self.owed_endings += unsettled
         # Their connects may still be stored unhandled: never answer those again after the restart.
         self._ended_by_restart = {r.id for r in self.owed_endings}
         restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
@@ -637,6 +641,10 @@ class Runtime:
                 handled_by=call.handled_by,
             )
             summary["cost"] = str(cost)
+            if call.ending_owed is not None:
+                self.ledger.ending_owed(call.id, call.ending_owed)
+                self._unsettled.add(call.id)
+                self._spawn(self._settle_ending_later(call.id), f"settle-ending-{call.id}")
             # Each turn's stage timings stay with the call (as its events), for finding slow turns later.
             for n, turn in enumerate(summary.get("turns", []), 1):
                 log.debug("call %s turn %d: %s", call.id, n, turn)
@@ -677,6 +685,25 @@ class Runtime:
                 )
             )
 
+    async def _settle_ending_later(self, call_id: str) -> None:
+        """Keep telling Meta a call is over while this process runs; a stop leaves it owed to the next start."""
+        for wait_s in ENDING_RETRY_WAITS_S:
+            await asyncio.sleep(wait_s)
+            try:
+                await self.graph.terminate(call_id)
+            except GraphError as exc:
+                if retryable(exc):
+                    log.info("call %s: Meta still cannot be told of its end (%s)", call_id, exc)
+                    continue
+                how = "refused"  # Meta no longer knows the call: it has ended it itself
+            else:
+                how = "terminated"
+            self._unsettled.discard(call_id)
+            self.ledger.ending_settled(call_id, how)
+            log.info("call %s: Meta has the end of the call now (%s)", call_id, how)
+            return
+        log.warning("call %s: Meta could not be told of its end; the next start tries again", call_id)
+
     # start-up and health -----------------------------------------------------
     async def settle_restart(self) -> int:
         """Tell Meta about calls the previous process never ended (killed, power loss): until it hears,
@@ -700,14 +727,28 @@ class Runtime:
                     except GraphError:
                         await self.graph.terminate(record.id)
                 settled += 1
+                if record.id in self._unsettled:
+                    self._unsettled.discard(record.id)
+                    self.ledger.ending_settled(record.id, "terminated")
                 log.info(
                     "call %s: sent Meta the %s owed since the last stop",
                     record.id,
                     "terminate" if answered else "reject",
                 )
             except GraphError as exc:
+                if retryable(exc):
+                    # Meta's side is down, not done with the call: keep it owed, and keep trying while we run.
+                    log.warning("call %s: the owed ending could not reach Meta (%s); trying again", record.id, exc)
+                    if record.id not in self._unsettled:
+                        self._unsettled.add(record.id)
+                        self.ledger.ending_owed(record.id, str(exc) or type(exc).__name__)
+                    self._spawn(self._settle_ending_later(record.id), f"settle-ending-{record.id}")
+                    continue
                 # Usually Meta ended it already (the caller hung up on the silence): nothing is owed then.
                 log.info("call %s: Meta refused the owed ending (%s); it has ended the call itself", record.id, exc)
+                if record.id in self._unsettled:
+                    self._unsettled.discard(record.id)
+                    self.ledger.ending_settled(record.id, "refused")
         return settled
 
     def health(self) -> dict[str, Any]:
@@ -830,6 +871,10 @@ def _queued_jobs(executor: ThreadPoolExecutor | None) -> int | None:
 def _reached_meta(record: CallRecord) -> bool:
     """Meta gave the call an id: a call we placed but never got an answer for is only our reference."""
     return record.direction == "USER_INITIATED" or record.id != record.biz_opaque_callback_data
+
+
+#: Seconds between the attempts to tell Meta of a call's end after the call's own retries all failed.
+ENDING_RETRY_WAITS_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 
 
 class StoreHealth:

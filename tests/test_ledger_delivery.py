@@ -529,3 +529,88 @@ async def test_a_restart_terminates_answered_calls_and_rejects_only_unanswered_o
             ("terminate", "wacid.PICKED-UP"),
         ]
     )
+
+
+async def test_an_ending_meta_never_acknowledged_is_sent_again_until_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminate whose every retry failed (Meta's side down during a drain) left a clean-looking record,
+    and Meta billed the call on: the ending stays owed, is retried while the process runs, and at the next
+    start until Meta takes it or says the call is gone."""
+    import agent.runtime as runtime_module
+    from agent.store.base import ENDING_SETTLED, CallRecord
+    from agent.whatsapp.graph import GraphError, GraphTransportError
+
+    store = SqliteStore.in_data_dir(tmp_path)
+    for call_id in ("wacid.DOWN-TWICE", "wacid.GONE"):
+        answered = datetime.now(UTC)
+        store.save_call(CallRecord(id=call_id, direction="USER_INITIATED", state="ended", answered_at=answered))
+    store.close()
+    first = make_runtime(tmp_path)
+    try:
+        first.ledger.ending_owed("wacid.DOWN-TWICE", "no answer from Meta")
+        first.ledger.ending_owed("wacid.GONE", "HTTP 503")
+        first.store.flush()
+    finally:
+        await first.aclose()
+
+    sent: list[str] = []
+    meta_down = True
+
+    class Graph:
+        async def terminate(self, call_id: str) -> None:
+            sent.append(call_id)
+            if call_id == "wacid.GONE":
+                raise GraphError(status=400, message="call not found")
+            if meta_down:
+                raise GraphTransportError("connection refused")
+
+        async def aclose(self) -> None:
+            pass
+
+    monkeypatch.setattr(runtime_module, "ENDING_RETRY_WAITS_S", (0.05, 0.05))
+    second = make_runtime(tmp_path)
+    second.graph = Graph()  # type: ignore[assignment]
+    try:
+        assert {r.id for r in second.owed_endings} == {"wacid.DOWN-TWICE", "wacid.GONE"}
+        assert await second.settle_restart() == 0
+        await asyncio.sleep(0.3)  # both later attempts fail too: still owed
+        assert sent.count("wacid.DOWN-TWICE") == 3 and sent.count("wacid.GONE") == 1
+    finally:
+        await second.aclose()
+
+    meta_down = False
+    third = make_runtime(tmp_path)
+    third.graph = Graph()  # type: ignore[assignment]
+    try:
+        assert [r.id for r in third.owed_endings] == ["wacid.DOWN-TWICE"], "GONE was settled by Meta's refusal"
+        assert await third.settle_restart() == 1
+        third.store.flush()
+        assert third.store.unsettled_endings() == []
+        assert [e.event for e in third.store.list_events("wacid.DOWN-TWICE")][-1] == ENDING_SETTLED
+    finally:
+        await third.aclose()
+
+
+async def test_a_call_marks_its_ending_owed_only_when_meta_may_not_have_heard() -> None:
+    from agent.call import Call, CallServices, CallState
+    from agent.dialogue.flow import load_flow
+    from agent.whatsapp.graph import GraphError, GraphTransportError
+
+    outcomes = {}
+    for name, error in [
+        ("down", GraphTransportError("timed out")),
+        ("busy", GraphError(status=503, message="try later")),
+        ("gone", GraphError(status=400, message="call not found")),
+    ]:
+
+        class Graph:
+            async def terminate(self, call_id: str, error: GraphError = error) -> None:
+                raise error
+
+        services = CallServices(graph=Graph(), transcriber=NoTranscriber(), synthesizer=NoSynthesizer())  # type: ignore[arg-type]
+        call = Call(call_id=f"wacid.{name}", services=services, flow=load_flow("prompts/demo.yaml"))
+        call.state = CallState.ACTIVE
+        await call.hangup("shutdown")
+        outcomes[name] = call.ending_owed is not None
+    assert outcomes == {"down": True, "busy": True, "gone": False}

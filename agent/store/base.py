@@ -42,6 +42,10 @@ ENDED_BY_RESTART = "ended_by_restart"
 #: The one terminal call state. Any other state (ringing, dialing, connecting, active, handover, or one added
 #: later) counts as live, so a restart can never leave a new kind of call looking alive forever.
 ENDED_STATE = "ended"
+#: Call events of a terminate Meta never acknowledged (its network or servers failed every retry), and of
+#: the terminate that finally got through: Meta bills a call until it hears of its end.
+ENDING_OWED = "ending_owed"
+ENDING_SETTLED = "ending_settled"
 #: Reasons a contact event records for a call nobody took.
 MISSED_REASONS = ("rejected", "unanswered", "after_hours", "over_capacity")
 
@@ -159,6 +163,7 @@ class Store(Protocol):
         offset: int = 0,
     ) -> list[CallRecord]: ...
     def live_calls(self) -> list[CallRecord]: ...
+    def unsettled_endings(self) -> list[CallRecord]: ...
     def mark_live_calls_ended(
         self, *, now: datetime, reason: str = ENDED_BY_RESTART, simulated: bool | None = None
     ) -> list[str]: ...

@@ -46,6 +46,8 @@ from typing import Any, TypeVar
 from agent.store.base import (
     ENDED_BY_RESTART,
     ENDED_STATE,
+    ENDING_OWED,
+    ENDING_SETTLED,
     CallEventRecord,
     CallRecord,
     ContactEvent,
@@ -798,6 +800,15 @@ class SqliteStore:
     def live_calls(self) -> list[CallRecord]:
         query = "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at"
         return [_call_from_row(r) for r in self._rows(query, (ENDED_STATE,))]
+
+    def unsettled_endings(self) -> list[CallRecord]:
+        """Ended calls whose terminate Meta never acknowledged (`ending_owed` without `ending_settled`): Meta
+        bills them until it hears, so the next start sends it again."""
+        query = (
+            "SELECT * FROM calls WHERE id IN (SELECT call_id FROM call_events WHERE event = ?) "
+            "AND id NOT IN (SELECT call_id FROM call_events WHERE event = ?) ORDER BY created_at"
+        )
+        return [_call_from_row(r) for r in self._rows(query, (ENDING_OWED, ENDING_SETTLED))]
 
     def mark_live_calls_ended(
         self, *, now: datetime, reason: str = ENDED_BY_RESTART, simulated: bool | None = None
