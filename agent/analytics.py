@@ -31,7 +31,7 @@ never hold up a call's audio. Every figure has one definition, here, and the REA
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -43,10 +43,12 @@ from agent.whatsapp.pricing import RateCard, default_rate_card
 __all__ = [
     "DEFAULT_DAYS",
     "MAX_DAYS",
+    "FactsSource",
     "Figures",
     "Period",
     "Report",
     "compute_report",
+    "parse_period",
     "percentile",
     "report_period",
 ]
@@ -96,15 +98,41 @@ def report_period(
         raise ValueError("give at most two of since, until and days")
     if days is not None and not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be from 1 to {MAX_DAYS}")
-    if since is not None and until is None and days is not None:
-        until = since + timedelta(days=days - 1)
-    last = until or today
-    first = since or last - timedelta(days=(days or DEFAULT_DAYS) - 1)
+    try:
+        if since is not None and until is None and days is not None:
+            until = since + timedelta(days=days - 1)
+        last = until or today
+        first = since or last - timedelta(days=(days or DEFAULT_DAYS) - 1)
+        if last >= date.max:  # the period ends at the midnight after `last`, which must exist
+            raise OverflowError
+    except OverflowError:
+        raise ValueError("the range goes past the dates a calendar can hold") from None
     if first > last:
         raise ValueError("since must not be after until")
     if (last - first).days + 1 > MAX_DAYS:
         raise ValueError(f"a report covers at most {MAX_DAYS} days")
     return Period(first, last)
+
+
+def parse_period(query: Mapping[str, str], *, today: date) -> Period:
+    """`since` and `until` (YYYY-MM-DD) and `days` from a URL query, as the page and the API take them; an empty
+    value counts as not given (the page's date form sends empty fields). ValueError names the bad one."""
+
+    def day(name: str) -> date | None:
+        text = (query.get(name) or "").strip()
+        if not text:
+            return None
+        try:
+            if len(text) != 10:
+                raise ValueError
+            return date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a date, YYYY-MM-DD") from None
+
+    text = (query.get("days") or "").strip()
+    if text and not (text.isascii() and text.isdigit() and len(text) <= 4):
+        raise ValueError(f"days must be a whole number from 1 to {MAX_DAYS}")
+    return report_period(since=day("since"), until=day("until"), days=int(text) if text else None, today=today)
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
