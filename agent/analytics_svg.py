@@ -17,7 +17,7 @@ __all__ = ["bar_chart", "line_chart", "nice_ceiling"]
 
 WIDTH = 640
 HEIGHT = 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 32, 40
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 44, 40  # room above the axis for the title and the tallest bar's value
 BAR = "#2f6f9f"
 SERIES_COLOURS = ("#2f6f9f", "#c8553d", "#4f9d69", "#8a5a9e")
 AXIS = "#8a8f98"

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from agent.analytics_svg import bar_chart, line_chart, nice_ceiling
+from agent.analytics_svg import BOTTOM, HEIGHT, TOP, bar_chart, line_chart, nice_ceiling
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 
@@ -29,7 +29,7 @@ def test_bars_are_proportional_to_their_values() -> None:
     # All bars stand on the same baseline and the tallest fills the axis (4 is a round top).
     bottoms = {round(float(b.get("y", "nan")) + float(b.get("height", "nan")), 1) for b in bars}
     assert len(bottoms) == 1
-    assert heights[0] == pytest.approx(240 - 32 - 40)
+    assert heights[0] == pytest.approx(HEIGHT - TOP - BOTTOM)
     assert bars[0].findtext("svg:title", namespaces=NS) == "03-01: 4"
 
 
@@ -58,7 +58,8 @@ def test_lines_break_where_nothing_was_measured() -> None:
     # Higher values are drawn higher (smaller y), on one shared axis (top 1000).
     ys = [float(c.get("cy", "nan")) for c in points]
     assert ys[0] > ys[1] > ys[2]
-    assert float(points[0].get("cy", "nan")) == pytest.approx(32 + 168 - 168 * 0.9)
+    plot_h = HEIGHT - TOP - BOTTOM
+    assert float(points[0].get("cy", "nan")) == pytest.approx(TOP + plot_h - plot_h * 0.9)
 
 
 def test_the_axis_top_is_a_round_number_at_or_above_the_largest_value() -> None:

@@ -51,8 +51,8 @@ def _headline(t: Figures, currency: str) -> list[tuple[str, str, str, str]]:
     f = t.as_dict()
     return [
         ("calls", "Calls", str(t.calls), f"{t.inbound} in, {t.outbound} out"),
-        ("pickup-inbound", "Pickup, inbound", *_share(t.inbound_answered, t.inbound)),
-        ("pickup-outbound", "Pickup, outbound", *_share(t.outbound_answered, t.outbound)),
+        ("pickup-inbound", "Pickup, inbound", *_share(t.inbound_answered, t.inbound, "offered")),
+        ("pickup-outbound", "Pickup, outbound", *_share(t.outbound_answered, t.outbound, "placed")),
         ("containment", "Containment", *_share(t.contained, t.answered, "answered")),
         ("handover", "Handover rate", *_share(t.handed_over, t.answered, "answered")),
         ("abandon", "Queue abandon", *_share(t.abandoned, t.handed_over, "queued")),
