@@ -527,7 +527,7 @@ def create_app(runtime: Runtime) -> Starlette:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         card = getattr(getattr(runtime, "ledger", None), "rate_card", None)
-        report = await asyncio.to_thread(compute_report, store, period, card=card)  # type: ignore[arg-type]
+        report = await asyncio.to_thread(compute_report, store, period, card=card)
         return JSONResponse(report.as_dict())
 
     async def request_permission(request: Request) -> Response:

@@ -5,7 +5,7 @@ analytics page and JSON (the console's session), against a real SqliteStore of k
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -38,9 +38,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(data_dir: Path) -> AsyncIterator[SqliteStore]:
+def store(data_dir: Path) -> Iterator[SqliteStore]:
     store = SqliteStore.in_data_dir(data_dir)
-    yield store  # type: ignore[misc]
+    yield store
     store.close()
 
 
