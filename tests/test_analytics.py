@@ -157,3 +157,37 @@ def test_report_with_no_calls_and_a_bad_range(tmp_path: Path, capsys: pytest.Cap
     assert "no calls in this range" in capsys.readouterr().out
     assert main(["report", "--data-dir", str(tmp_path), "--since", "2026-03-05", "--until", "2026-03-01"]) == 2
     assert "since must not be after until" in capsys.readouterr().err
+
+
+def test_turns_without_a_measured_latency_are_left_out(tmp_path: Path) -> None:
+    """Older or odd turn events (no number, a payload that is not an object, none at all) never break a report."""
+    from datetime import UTC, datetime
+
+    from agent.store.base import CallRecord
+
+    store = SqliteStore.in_data_dir(tmp_path)
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    store.save_call(CallRecord(id="X", direction="USER_INITIATED", from_number="34600111222", created_at=at))
+    for n, payload in enumerate(
+        [
+            {"first_audio_sent_ms": "fast"},
+            {"first_audio_sent_ms": None},
+            None,
+            {"other": 1},
+            {"first_audio_sent_ms": 450},
+        ]
+    ):
+        store.record_event("X", "turn", at, payload, dedupe_key=f"X:turn:{n}")  # type: ignore[arg-type]
+    store.record_event("X", "connect", at, {"first_audio_sent_ms": 9999})  # not a turn
+    try:
+        [facts] = store.call_facts(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    finally:
+        store.close()
+    assert facts.v2v_ms == (450.0,)
+    assert facts.user_number == "34600111222" and facts.answered_at is None
+
+
+def test_report_counts_simulated_calls_when_asked(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["report", "--data-dir", str(data_dir), "--since", "2026-03-01", "--days", "3", "--simulated"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(": 8 calls, simulated ones included")
