@@ -515,6 +515,24 @@ def create_app(runtime: Runtime) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
+    async def analytics(request: Request) -> Response:
+        """The figures of `wacall report` (agent/analytics.py), computed off the loop like every records read."""
+        denied = authorised(request)
+        if denied:
+            return denied
+        from agent.analytics import compute_report, parse_period
+
+        store = getattr(runtime, "store", None)
+        if not hasattr(store, "call_facts"):
+            return JSONResponse({"error": "no call records to report on"}, status_code=404)
+        try:
+            period = parse_period(request.query_params, today=datetime.now(UTC).date())
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        card = getattr(getattr(runtime, "ledger", None), "rate_card", None)
+        report = await asyncio.to_thread(compute_report, store, period, card=card)
+        return JSONResponse(report.as_dict())
+
     async def request_permission(request: Request) -> Response:
         parsed = await _api_request(request)
         if isinstance(parsed, Response):
@@ -536,6 +554,7 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/v1/calls", list_calls, methods=["GET"]),
         Route("/v1/calls/{call_id}", call_detail, methods=["GET"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
+        Route("/v1/analytics", analytics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     # With a listener of its own (`metrics_listen`, agent/metrics_server.py) the public app has no /metrics.
@@ -549,7 +568,12 @@ def create_app(runtime: Runtime) -> Starlette:
         # The agent console (agent/handover/console.py): only when the config has handover queues.
         from agent.handover.console import Console
 
-        routes.append(Mount("/console", routes=Console(handover, settings.handover).routes))
+        # Its analytics page reads the call records (a stand-in runtime in tests may have none to read).
+        store = getattr(runtime, "store", None)
+        facts = store if hasattr(store, "call_facts") else None
+        rate_card = getattr(getattr(runtime, "ledger", None), "rate_card", None)
+        console = Console(handover, settings.handover, store=facts, rate_card=rate_card)
+        routes.append(Mount("/console", routes=console.routes))
     else:
         log.info(CONSOLE_OFF)
         routes += [Route("/console", _console_off), Route("/console/{rest:path}", _console_off)]

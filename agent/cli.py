@@ -338,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.flows_cli import add_flows_parser
 
     add_flows_parser(sub)
+    from agent.report_cli import add_report_parser
+
+    add_report_parser(sub, config)
     return parser
 
 

@@ -215,6 +215,91 @@ _PERMISSION_BODY: dict[str, Any] = {
 
 _API = [{"apiToken": []}]
 
+_RATE = {
+    "type": "number",
+    "nullable": True,
+    "minimum": 0,
+    "maximum": 1,
+    "description": "a fraction; null: none to count",
+}
+_COUNT = {"type": "integer", "minimum": 0}
+_FIGURE_PROPERTIES: dict[str, Any] = {
+    **{
+        name: _COUNT
+        for name in (
+            "calls",
+            "inbound",
+            "inbound_answered",
+            "outbound",
+            "outbound_answered",
+            "answered",
+            "contained",
+            "handed_over",
+            "abandoned",
+            "turns",
+        )
+    },
+    **{
+        name: _RATE
+        for name in (
+            "pickup_rate_inbound",
+            "pickup_rate_outbound",
+            "containment_rate",
+            "handover_rate",
+            "queue_abandon_rate",
+        )
+    },
+    "avg_handle_s": _NULLABLE_NUMBER,
+    "avg_queue_wait_s": _NULLABLE_NUMBER,
+    "cost": {"type": "string", "description": "decimal amount as text"},
+    "v2v_p50_ms": _NULLABLE_NUMBER,
+    "v2v_p95_ms": _NULLABLE_NUMBER,
+}
+_FIGURES: dict[str, Any] = {"type": "object", "required": list(_FIGURE_PROPERTIES), "properties": _FIGURE_PROPERTIES}
+_COST_ROW: dict[str, Any] = {
+    "type": "object",
+    "required": ["country", "cost"],
+    "properties": {
+        "country": {"type": "string", "description": "ISO 3166 alpha-2 of the user's number, ?? if unknown"},
+        "day": {"type": "string", "format": "date"},
+        "cost": {"type": "string"},
+    },
+}
+_ANALYTICS: dict[str, Any] = {
+    "type": "object",
+    "description": "definitions in the README's Analytics section and agent/analytics.py",
+    "required": ["since", "until", "currency", "simulated_included", "total", "days", "cost_by_country"],
+    "properties": {
+        "since": {"type": "string", "format": "date"},
+        "until": {"type": "string", "format": "date", "description": "the last day, included"},
+        "currency": {"type": "string"},
+        "simulated_included": {"type": "boolean"},
+        "total": _FIGURES,
+        "days": {
+            "type": "array",
+            "description": "every day of the range, in order, days without calls included",
+            "items": {
+                "type": "object",
+                "required": ["day", *_FIGURE_PROPERTIES],
+                "properties": {"day": {"type": "string", "format": "date"}, **_FIGURE_PROPERTIES},
+            },
+        },
+        "cost_by_country": {"type": "array", "items": _COST_ROW},
+        "cost_by_country_day": {"type": "array", "items": _COST_ROW},
+    },
+}
+_ANALYTICS_PARAMETERS: list[dict[str, Any]] = [
+    _string_query("since", "first day (UTC), YYYY-MM-DD", format="date"),
+    _string_query("until", "last day, included (default: today)", format="date"),
+    {
+        "name": "days",
+        "in": "query",
+        "required": False,
+        "description": "number of days (default 7); at most two of since, until and days",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 366},
+    },
+]
+
 _PATHS: dict[str, Any] = {
     "/webhook": {
         "get": {
@@ -322,6 +407,16 @@ _PATHS: dict[str, Any] = {
                 }
             ],
             "responses": {"200": _json(_CALL_DETAIL, "the call"), **_errors(401, 403, 404)},
+        }
+    },
+    "/v1/analytics": {
+        "get": {
+            "summary": "Call figures over a date range: pickup, containment, handover, queue abandon, handle time, "
+            "cost by country and day, voice-to-voice p50/p95",
+            "operationId": "getAnalytics",
+            "security": _API,
+            "parameters": _ANALYTICS_PARAMETERS,
+            "responses": {"200": _json(_ANALYTICS, "the report"), **_errors(400, 401, 403, 404)},
         }
     },
     "/v1/call-permissions": {

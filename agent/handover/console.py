@@ -34,9 +34,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from agent.analytics import FactsSource
 from agent.app import BodyError, read_json_object
+from agent.handover.analytics_page import AnalyticsPage
 from agent.handover.config import AgentSettings, HandoverSettings
 from agent.handover.service import ActionError, HandoverService
+from agent.whatsapp.pricing import RateCard
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "analytics.css": "text/css; charset=utf-8",
 }
 COOKIE = "wacall_console"
 # A Secure cookie carries the prefix, so a browser refuses one set over plain http or by a sibling subdomain.
@@ -155,8 +159,16 @@ class Console:
         disconnect_grace_s: float = 5.0,
         stream_max_s: float = 25.0,
         heartbeat_s: float = 10.0,
+        store: FactsSource | None = None,
+        rate_card: RateCard | None = None,
     ) -> None:
         self.service = service
+        # The analytics page (agent/handover/analytics_page.py), when there are call records to read.
+        self._analytics = (
+            None
+            if store is None
+            else AnalyticsPage(store, self._signed_in_agent, headers=SECURITY_HEADERS, card=rate_card)
+        )
         self._agents: dict[str, AgentSettings] = {a.id: a for a in settings.agents}
         self._env = env
         self._clock = clock
@@ -185,6 +197,7 @@ class Console:
             Route("/api/state", self.state, methods=["GET"]),
             Route("/api/events", self.events, methods=["GET"]),
             Route("/api/calls/{call_id}/{action}", self.call_action, methods=["POST"]),
+            *(self._analytics.routes if self._analytics is not None else []),
         ]
 
     # --- pages ----------------------------------------------------------------------------------------------
@@ -415,6 +428,10 @@ class Console:
             self._end_session(session, "Your session expired; please sign in again.")
             return None
         return session
+
+    def _signed_in_agent(self, request: Request) -> str | None:
+        session = self._session(request)
+        return None if session is None else self._agent_json(session.agent_id)["name"]
 
     def _guard(self, request: Request) -> _Session | Response:
         """Every state-changing request: same site, signed in, and the session's CSRF token."""

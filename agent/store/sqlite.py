@@ -55,6 +55,7 @@ from agent.store.base import (
     UserStateRecord,
     default_db_path,
 )
+from agent.store.facts import CALL_FACTS_QUERY, CallFacts, facts_from_row
 
 __all__ = ["SCHEMA_VERSION", "EventWrite", "SqliteStore", "StoreBusyError", "StoreTx", "default_db_path"]
 
@@ -796,6 +797,14 @@ class SqliteStore:
         query = f"SELECT * FROM calls {clause}ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
         params += [max(0, int(limit)), max(0, int(offset))]
         return [_call_from_row(r) for r in self._rows(query, params)]
+
+    def call_facts(self, since: datetime, until: datetime, *, simulated: bool = False) -> list[CallFacts]:
+        """Oldest first, what reports add up (agent/analytics.py): one query, no transcripts or payloads.
+
+        `since` is inclusive and `until` exclusive, as in `find_calls`; simulated calls only when asked for.
+        """
+        params = (_ts(since, "since"), _ts(until, "until"), int(simulated))
+        return [facts_from_row(r) for r in self._rows(CALL_FACTS_QUERY, params)]
 
     def live_calls(self) -> list[CallRecord]:
         query = "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at"

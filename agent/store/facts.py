@@ -1,0 +1,72 @@
+"""The few facts of each call that reports add up, read in one query.
+
+Reports over weeks of calls must not load every transcript, slot and webhook payload to count them, nor ask
+for each call's turn events one by one: `CALL_FACTS_QUERY` reads only the columns a report needs and gathers
+each call's per-turn voice-to-voice latency (the `first_audio_sent_ms` of its "turn" events, see
+`Ledger.record_turn`) with a correlated subquery on the `(call_id, seq)` index, in the same pass.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+__all__ = ["CALL_FACTS_QUERY", "CallFacts", "facts_from_row"]
+
+#: `?` 1 and 2: since (inclusive) and until (exclusive), as the store's fixed-width UTC text; `?` 3: 1 to
+#: include simulated calls, 0 to leave them out.
+CALL_FACTS_QUERY = """
+SELECT c.id, c.direction, c.from_number, c.to_number, c.outcome, c.end_reason, c.created_at, c.answered_at,
+       c.duration_s, c.cost, c.currency, c.handover_queue, c.queue_wait_s, c.handover_outcome,
+       (SELECT json_group_array(json_extract(e.payload, '$.first_audio_sent_ms'))
+          FROM call_events e
+         WHERE e.call_id = c.id AND e.event = 'turn'
+           AND json_valid(e.payload)
+           AND json_type(e.payload, '$.first_audio_sent_ms') IN ('integer', 'real')) AS v2v_ms
+  FROM calls c
+ WHERE c.created_at >= ? AND c.created_at < ? AND (? = 1 OR c.simulated = 0)
+ ORDER BY c.created_at, c.rowid
+"""
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """One call as a report sees it: who placed it, whether it was answered, how it ended, what it cost."""
+
+    id: str
+    direction: str
+    user_number: str | None  # the caller of an inbound call, the callee of an outbound one
+    outcome: str | None
+    end_reason: str | None
+    created_at: datetime
+    answered_at: datetime | None
+    duration_s: float | None
+    cost: Decimal | None
+    currency: str
+    handover_queue: str | None
+    queue_wait_s: float | None
+    handover_outcome: str | None
+    v2v_ms: tuple[float, ...]  # one per turn that got a spoken reply, in the order they were stored
+
+
+def facts_from_row(row: sqlite3.Row) -> CallFacts:
+    inbound = row["direction"] == "USER_INITIATED"
+    return CallFacts(
+        id=row["id"],
+        direction=row["direction"],
+        user_number=row["from_number"] if inbound else row["to_number"],
+        outcome=row["outcome"],
+        end_reason=row["end_reason"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        answered_at=None if row["answered_at"] is None else datetime.fromisoformat(row["answered_at"]),
+        duration_s=row["duration_s"],
+        cost=None if row["cost"] is None else Decimal(row["cost"]),
+        currency=row["currency"],
+        handover_queue=row["handover_queue"],
+        queue_wait_s=row["queue_wait_s"],
+        handover_outcome=row["handover_outcome"],
+        v2v_ms=tuple(float(v) for v in json.loads(row["v2v_ms"] or "[]")),
+    )
