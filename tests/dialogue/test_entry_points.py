@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from agent.cli import main
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, flow_errors, parse_flow
 from agent.dialogue.schema import flow_schema
@@ -118,3 +121,14 @@ def test_schema_describes_entry_points() -> None:
     entry = flow_schema()["properties"]["entry_points"]
     assert entry["type"] == "object"
     assert "summer-*" in entry["description"]
+
+
+def test_flows_chat_tries_an_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "campaigns.yaml"
+    path.write_text(textwrap.dedent(FLOW), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["flows", "chat", str(path), "--payload", "summer-sale", "--via", "link"]) == 0
+    out = capsys.readouterr().out
+    assert "bot: Summer sale, from a link." in out and "[node summer" in out
