@@ -137,6 +137,7 @@ class FlowEngine(Asking):
         self._caller: dict[str, Any] = dict(caller or {})
         # What started the call ({{call.payload}}, {{call.payload_source}}); the payload picks the entry point.
         self._call: dict[str, Any] = dict(call or {})
+        self.node = self.entry_node
         self._today = today
         self._llm_available = llm_available
         self._classifier = classifier
