@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -25,6 +26,7 @@ from agent.dialogue.flow import Flow, FlowError, parse_flow
 from agent.openapi import openapi_document
 from agent.runtime import Runtime
 from agent.whatsapp.graph import GraphError
+from agent.whatsapp.payloads import MAX_PAYLOAD_CHARS
 from agent.whatsapp.rules import Refused
 from agent.whatsapp.webhooks import (
     PayloadError,
@@ -167,13 +169,25 @@ def parse_call_filters(query: Mapping[str, str]) -> dict[str, Any]:
             if not value or len(value) > MAX_FILTER_CHARS:
                 raise BodyError(400, f"{name} must be 1 to {MAX_FILTER_CHARS} characters")
             filters[name] = value
+    payload = query.get("payload")
+    if payload is not None:
+        if not 1 <= len(payload) <= MAX_PAYLOAD_CHARS:
+            raise BodyError(400, f"payload must be 1 to {MAX_PAYLOAD_CHARS} characters")
+        filters["payload"] = payload
+    filters.update(parse_period(query))
+    return filters
+
+
+def parse_period(query: Mapping[str, str]) -> dict[str, datetime]:
+    """`since`/`until` query parameters, shared by the calls listing and the campaign counts."""
+    period: dict[str, datetime] = {}
     for name in ("since", "until"):
         value = query.get(name)
         if value is not None:
-            filters[name] = _parse_when(name, value)
-    if "since" in filters and "until" in filters and filters["since"] > filters["until"]:
+            period[name] = _parse_when(name, value)
+    if "since" in period and "until" in period and period["since"] > period["until"]:
         raise BodyError(400, "since must not be after until")
-    return filters
+    return period
 
 
 def flows_dir(settings_flow: str) -> Path:
@@ -279,6 +293,8 @@ def _record_json(record: Any) -> dict[str, Any]:
         "currency": record.currency,
         "handled_by": record.handled_by,
         "simulated": record.simulated,  # placed by `wacall simulate`, which may share the data dir
+        "payload": record.payload,  # the call button's or deep link's payload (a campaign), if any
+        "payload_source": record.payload_source,
         "handover": None
         if record.handover_queue is None
         else {
@@ -494,6 +510,19 @@ def create_app(runtime: Runtime) -> Starlette:
             }
         )
 
+    async def campaigns(request: Request) -> Response:
+        """Calls per payload: how many each call button or deep link brought, answered and handed over."""
+        denied = authorised(request)
+        if denied:
+            return denied
+        try:
+            period = parse_period(request.query_params)
+        except BodyError as exc:
+            log.warning("calls API: GET /v1/calls/campaigns refused: %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        counts = await asyncio.to_thread(lambda: runtime.store.campaign_counts(**period))
+        return JSONResponse({"campaigns": [dataclasses.asdict(c) for c in counts]})
+
     async def call_detail(request: Request) -> Response:
         denied = authorised(request)
         if denied:
@@ -552,6 +581,7 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/calls", place_call, methods=["POST"]),
         Route("/v1/calls", list_calls, methods=["GET"]),
+        Route("/v1/calls/campaigns", campaigns, methods=["GET"]),  # before {call_id}, which would match it
         Route("/v1/calls/{call_id}", call_detail, methods=["GET"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
         Route("/v1/analytics", analytics, methods=["GET"]),

@@ -30,6 +30,7 @@ from agent.media.tracks import InboundAudio
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
 from agent.whatsapp.graph import GraphClient, GraphError, retryable
+from agent.whatsapp.payloads import CallContext
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Call:
         on_ended: Callable[[Call], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         ref: str | None = None,
+        context: CallContext | None = None,
     ) -> None:
         self.id = call_id
         self.ref = ref or call_id  # our reference, sent as biz_opaque_callback_data on calls we place
@@ -99,6 +101,7 @@ class Call:
         self.flow = flow
         self.caller_number = caller_number
         self.caller_name = caller_name
+        self.context = context  # the call button's or deep link's payload the caller came from
         self.direction = direction
         self.state = CallState.RINGING
         self.end_reason: str | None = None
@@ -252,7 +255,12 @@ class Call:
         assert self.peer is not None
         caller = {"name": self.caller_name or "", "number": self.caller_number or ""}
         self.conversation = Conversation(
-            policy=FlowEngine(self.flow, caller=caller, llm_available=self.services.llm is not None),
+            policy=FlowEngine(
+                self.flow,
+                caller=caller,
+                call=self.context.as_template_data() if self.context else None,
+                llm_available=self.services.llm is not None,
+            ),
             transcriber=self.services.transcriber,
             synthesizer=self.services.synthesizer,
             output=self.peer.outbound,

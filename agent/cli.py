@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, load_settings
+from agent.link_cli import add_link_parser, payload_arg
 
 if TYPE_CHECKING:
     from agent.simulator.http_answers import CannedAnswer, HttpAnswers
@@ -136,7 +137,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     models = Models.load(settings)
     _progress(f"models loaded ({time.monotonic() - started:.1f} s)")
     try:
-        result = asyncio.run(run_call(models, lines, settings=settings, http=http, progress=_progress))
+        result = asyncio.run(
+            run_call(
+                models, lines, settings=settings, http=http, progress=_progress, payload=args.payload, via=args.via
+            )
+        )
     finally:
         models.close()
     print(format_result(result))
@@ -316,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not take answers from the flow's test file: http steps reach the real business systems",
     )
+    simulate.add_argument(
+        "--payload",
+        type=payload_arg,
+        help="the caller comes from a call button or deep link carrying this payload (see --via)",
+    )
+    simulate.add_argument(
+        "--via",
+        choices=["button", "link"],
+        default="button",
+        help="with --payload: a call button (cta_payload, the default) or a wa.me/call deep link (deeplink_payload)",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     call = sub.add_parser("call", help="place a business-initiated call through the running server")
@@ -341,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.report_cli import add_report_parser
 
     add_report_parser(sub, config)
+    add_link_parser(sub, parents=config)
     return parser
 
 

@@ -311,7 +311,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 2
     if args.name:
         caller["name"] = args.name
-    engine = FlowEngine(flow, caller=caller, slots=slots or None, today=today, llm_available=not args.offline)
+    call = {"payload": args.payload, "payload_source": args.via} if args.payload else None
+    engine = FlowEngine(
+        flow, caller=caller, call=call, slots=slots or None, today=today, llm_available=not args.offline
+    )
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {args.file} (/help for commands, /quit to stop)", file=sys.stdout)
@@ -347,6 +350,10 @@ def add_flows_parser(subparsers: Any) -> argparse.ArgumentParser:
     chat_cmd.add_argument("--caller", action="append", metavar="KEY=VALUE", help="another caller detail (repeatable)")
     chat_cmd.add_argument("--slot", action="append", metavar="KEY=VALUE", help="a starting slot value (repeatable)")
     chat_cmd.add_argument("--today", metavar="YYYY-MM-DD", help="pretend it is this date")
+    chat_cmd.add_argument(
+        "--payload", help="the call button's or deep link's payload ({{call.payload}}; picks the entry point)"
+    )
+    chat_cmd.add_argument("--via", choices=["button", "link"], default="button", help="where --payload came from")
     chat_cmd.add_argument("--offline", action="store_true", help="behave as if no LLM were configured")
     chat_cmd.set_defaults(func=cmd_chat)
 

@@ -50,12 +50,26 @@ _CALL_PROPERTIES: dict[str, Any] = {
     "handled_by": {**_NULLABLE_STRING, "description": "the human agent who last talked to the caller"},
     "simulated": {"type": "boolean", "description": "placed by `wacall simulate`"},
     "handover": _HANDOVER,
+    "payload": {**_NULLABLE_STRING, "description": "the call button's or deep link's payload the caller came from"},
+    "payload_source": {**_NULLABLE_STRING, "description": "where the payload came from: button or link"},
 }
 
 _CALL: dict[str, Any] = {
     "type": "object",
     "required": list(_CALL_PROPERTIES),
     "properties": _CALL_PROPERTIES,
+}
+
+_CAMPAIGN: dict[str, Any] = {
+    "type": "object",
+    "required": ["payload", "source", "calls", "answered", "handed_over"],
+    "properties": {
+        "payload": {"type": "string"},
+        "source": {**_NULLABLE_STRING, "description": "button or link (the most common, if both)"},
+        "calls": {"type": "integer", "minimum": 1},
+        "answered": {"type": "integer", "minimum": 0},
+        "handed_over": {"type": "integer", "minimum": 0},
+    },
 }
 
 _TURN: dict[str, Any] = {
@@ -166,6 +180,7 @@ _LIST_PARAMETERS: list[dict[str, Any]] = [
     _string_query("outcome", "the call's outcome, exactly", minLength=1, maxLength=200),
     _string_query("flow", "the flow's name, exactly", minLength=1, maxLength=200),
     _string_query("handled_by", "the human agent's id, exactly", minLength=1, maxLength=200),
+    _string_query("payload", "the call button's or deep link's payload, exactly", minLength=1, maxLength=512),
     _string_query("since", "created at or after: ISO 8601 date or datetime (naive means UTC)", format="date-time"),
     _string_query("until", "created before; a bare date means the end of that day", format="date-time"),
     {
@@ -391,6 +406,25 @@ _PATHS: dict[str, Any] = {
                 **_errors(400, 401, 403, 409, 413, 502),
             },
         },
+    },
+    "/v1/calls/campaigns": {
+        "get": {
+            "summary": "Calls per payload (campaign): how many came, were answered, were handed over",
+            "operationId": "campaignCounts",
+            "security": _API,
+            "parameters": [p for p in _LIST_PARAMETERS if p["name"] in ("since", "until")],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["campaigns"],
+                        "properties": {"campaigns": {"type": "array", "items": _CAMPAIGN}},
+                    },
+                    "one entry per payload, most calls first; calls without a payload are left out",
+                ),
+                **_errors(400, 401, 403),
+            },
+        }
     },
     "/v1/calls/{call_id}": {
         "get": {

@@ -37,6 +37,7 @@ from agent.store.base import CallRecord, Store
 from agent.store.sqlite import SqliteStore
 from agent.tracing import CallTrace, make_tracer
 from agent.whatsapp.graph import GraphClient, GraphError, retryable
+from agent.whatsapp.payloads import CallContext
 from agent.whatsapp.pricing import RateCard
 from agent.whatsapp.rules import (
     DEFAULT_LIMITS,
@@ -430,14 +431,16 @@ class Runtime:
             return
         if call_event.session is None:
             log.warning("call %s: connect without an SDP offer; rejecting", call_event.id)
-            await self._reject_missed(call_event.id, user, "rejected", None)
+            await self._reject_missed(call_event.id, user, "rejected", None, call_event.context)
             return
         refusal = check_not_draining(self.draining) or self.ledger.check_inbound(
             self.live_count, self.settings.max_concurrent_calls
         )
         if refusal is not None:
             log.warning("call %s: rejecting: %s", call_event.id, refusal.reason)
-            await self._reject_missed(call_event.id, user, self.ledger.missed_reason(refusal), refusal)
+            await self._reject_missed(
+                call_event.id, user, self.ledger.missed_reason(refusal), refusal, call_event.context
+            )
             return
         contact = event.contact
         call = Call(
@@ -447,6 +450,7 @@ class Runtime:
             caller_number=user,
             caller_name=contact.name if contact else None,
             on_ended=self._forget,
+            context=call_event.context,
         )
         try:
             await self._register(call)
@@ -459,6 +463,8 @@ class Runtime:
             return
         log.info("call %s: incoming", call.id)
         log.debug("call %s: caller %s", call.id, call.caller_number)
+        if call.context is not None:
+            log.debug("call %s: came from a %s with payload %r", call.id, call.context.source, call.context.payload)
         try:
             await call.answer(call_event.session.sdp)
             if call.accepted_at is not None:
@@ -470,7 +476,9 @@ class Runtime:
             log.exception("call %s: failed while answering; ending it", call.id)
             await call.hangup("answer_failed")  # ends it and, through _forget, frees its slot
 
-    async def _reject_missed(self, call_id: str, user: str, reason: str, refusal: Refusal | None) -> None:
+    async def _reject_missed(
+        self, call_id: str, user: str, reason: str, refusal: Refusal | None, context: CallContext | None = None
+    ) -> None:
         with contextlib.suppress(GraphError):
             await self.graph.reject(call_id)
         self.ledger.call_started(
@@ -481,6 +489,9 @@ class Runtime:
                 state="ended",
                 outcome=reason,
                 simulated=self.simulated,
+                # A campaign's missed calls count too: they are callers its button or link brought.
+                payload=context.payload if context else None,
+                payload_source=context.source if context else None,
             )
         )
         self.ledger.call_updated(call_id, end_reason=reason, ended_at=self.ledger.now())
@@ -507,6 +518,8 @@ class Runtime:
             biz_opaque_callback_data=call.ref,
             flow=call.flow.name,
             simulated=self.simulated,
+            payload=call.context.payload if call.context else None,
+            payload_source=call.context.source if call.context else None,
         )
         try:
             await self.ledger.record_call_start(record)
@@ -521,6 +534,11 @@ class Runtime:
         call = self._find(event.call.id, event.call.biz_opaque_callback_data)
         if call is None:
             return  # stored by the ledger; a later connect for it will not be answered
+        context = event.call.context
+        if call.context is None and context is not None:
+            # Meta repeats the payload on terminate (spec §6.4): keep it if the connect came without it.
+            call.context = context
+            self.ledger.call_updated(call.id, payload=context.payload, payload_source=context.source)
         await call.on_remote_terminate(event.call.status)
 
     async def _on_status(self, status: StatusWebhook) -> None:

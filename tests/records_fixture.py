@@ -27,7 +27,8 @@ SDP = "v=0\r\no=- 1 2 IN IP4 203.0.113.7\r\na=ice-pwd:secret-ice-password\r\n"
 
 
 def seed(store: SqliteStore) -> None:
-    """Three calls on two days: inbound handed over, outbound answered with turns, inbound missed."""
+    """Three calls on two days: inbound handed over (from a call button), outbound answered with turns, inbound
+    missed (from a deep link)."""
     store.save_call(
         CallRecord(
             id="wacid.IN1",
@@ -53,6 +54,8 @@ def seed(store: SqliteStore) -> None:
             queue_wait_s=12.5,
             talk_s=180.0,
             handover_outcome="agent_hung_up",
+            payload="spring-promo",
+            payload_source="button",
         )
     )
     store.record_event(
@@ -102,6 +105,8 @@ def seed(store: SqliteStore) -> None:
             state="ended",
             outcome="after_hours",
             created_at=datetime(2026, 3, 2, 23, 59, tzinfo=UTC),
+            payload="poster-7",
+            payload_source="link",
         )
     )
 

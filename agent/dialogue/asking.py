@@ -237,7 +237,7 @@ class Asking:
     def _read_back_line(self, ask: Ask, value: Any) -> str:
         spoken = self._speak_answer(ask, value)
         if isinstance(ask.confirm, str):
-            context = {"caller": self._caller, "slots": {**self._slots, ask.slot: value}}
+            context = {**self._context(), "slots": {**self._slots, ask.slot: value}}
 
             def speak(v: Any) -> str:
                 return spoken if v is value else self._speak(v)

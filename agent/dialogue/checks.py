@@ -37,6 +37,8 @@ __all__ = ["FlowIssue", "check_flow", "slots_set", "successors"]
 PathKey = tuple[str | int, ...]
 
 _MAX_NUMBER_DIGITS = MAX_NUMBER_DIGITS
+#: Meta's cap on a call button's payload (spec §6.1): a longer pattern could only ever match via a glob.
+MAX_PAYLOAD_CHARS = 512
 #: Longer keypad entries are no number a caller types (card numbers have 19 digits).
 _MAX_KEYPAD_DIGITS = 32
 #: A pause between keys longer than this is a caller who has stopped, not one still typing.
@@ -196,8 +198,9 @@ def successors(flow: Flow, node: Node) -> list[str]:
 
 def _graph_issues(flow: Flow) -> list[FlowIssue]:
     issues: list[FlowIssue] = []
-    reachable = {flow.start}
-    queue = deque([flow.start])
+    entries = [flow.start, *(t for t in flow.entry_points.values() if t in flow.nodes)]
+    reachable = set(entries)
+    queue = deque(reachable)
     while queue:
         for target in successors(flow, flow.nodes[queue.popleft()]):
             if target not in reachable:
@@ -208,7 +211,8 @@ def _graph_issues(flow: Flow) -> list[FlowIssue]:
             issues.append(
                 FlowIssue(
                     ("nodes", node_id),
-                    f"node '{node_id}' can never be reached: no `start`, `next`, `goto` or other link leads to it; "
+                    f"node '{node_id}' can never be reached: no `start`, `entry_points`, `next`, `goto` or other link "
+                    "leads to it; "
                     "link it from another node or remove it",
                     at_key=True,
                 )
@@ -277,6 +281,7 @@ class _Checker:
             )
         for i, entry in enumerate(flow.faq):
             self.identifier(entry.name, ("faq", i, "name"), "faq name")
+        self.entry_points()
         for i, intent in enumerate(flow.global_intents):
             if intent.goto is not None:
                 self.ref(intent.goto, ("global_intents", i, "goto"), f"goto of global intent '{intent.name}':")
@@ -295,6 +300,22 @@ class _Checker:
         self.next_loops()
         self.templates_and_conditions()
         return self.issues
+
+    def entry_points(self) -> None:
+        """Each payload pattern must be one a payload can match, and lead to a node that greets the caller."""
+        for pattern, target in self.flow.entry_points.items():
+            path: PathKey = ("entry_points", pattern)
+            if not pattern.strip() or len(pattern) > MAX_PAYLOAD_CHARS:
+                shown = pattern[:40]
+                self.add(path, f"payload pattern '{shown}' must be 1 to {MAX_PAYLOAD_CHARS} characters", at_key=True)
+            self.ref(target, path, f"entry point for payload '{pattern}':")
+            node = self.flow.nodes.get(target)
+            if node is not None and not node.say:
+                self.add(
+                    path,
+                    f"the entry point '{target}' needs a `say`: it is the greeting callers with payload '{pattern}' "
+                    "hear first",
+                )
 
     def node(self, node_id: str, node: Node) -> None:
         base: PathKey = ("nodes", node_id)

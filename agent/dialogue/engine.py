@@ -116,6 +116,7 @@ class FlowEngine(Asking):
         flow: Flow,
         *,
         caller: Mapping[str, Any] | None = None,
+        call: Mapping[str, Any] | None = None,
         slots: Mapping[str, Any] | None = None,
         today: dt.date | Callable[[], dt.date] | None = None,
         llm_available: bool = True,
@@ -134,6 +135,9 @@ class FlowEngine(Asking):
         self._slots: dict[str, Any] = {k: v for k, v in flow.slots.items() if v is not None}
         self._slots.update(slots or {})
         self._caller: dict[str, Any] = dict(caller or {})
+        # What started the call ({{call.payload}}, {{call.payload_source}}); the payload picks the entry point.
+        self._call: dict[str, Any] = dict(call or {})
+        self.node = self.entry_node
         self._today = today
         self._llm_available = llm_available
         self._classifier = classifier
@@ -370,13 +374,19 @@ class FlowEngine(Asking):
 
     # -- events ------------------------------------------------------------------------
 
+    @property
+    def entry_node(self) -> str:
+        """Where this call starts: the flow's entry point for the call's payload, else ``start``."""
+        payload = self._call.get("payload")
+        return self.flow.entry_node(payload if isinstance(payload, str) else None)
+
     def start(self) -> Reply:
         """Enter the start node: the greeting, plus anything it flows into."""
         if self._started:
             raise RuntimeError("FlowEngine.start() called twice for the same call")
         self._started = True
         turn = Turn()
-        self._run(self.flow.start, turn)
+        self._run(self.entry_node, turn)
         return self._reply(turn)
 
     def handle(self, text: str, *, classified: str | None = None) -> Reply:
@@ -840,7 +850,7 @@ class FlowEngine(Asking):
     # -- rendering -----------------------------------------------------------------------
 
     def _context(self) -> dict[str, Mapping[str, Any]]:
-        return {"caller": self._caller, "slots": self._slots}
+        return {"caller": self._caller, "call": self._call, "slots": self._slots}
 
     def _speak(self, value: Any) -> str:
         return slot_parsing.speak(value, today=self.today())

@@ -97,6 +97,7 @@ FLOW_KEYS = (
     "slots",
     "global_intents",
     "faq",
+    "entry_points",
     "nodes",
 )
 NODE_KEYS = (
@@ -850,6 +851,11 @@ class _Reader:
         hours = BusinessHours()
         if not _is_null(fields.get("business_hours")):
             hours = self.business_hours(fields["business_hours"], ("business_hours",))
+        entry_points: dict[str, str] = {}
+        if not _is_null(fields.get("entry_points")):
+            patterns = self.entries(fields["entry_points"], ("entry_points",), "`entry_points`", None)
+            for pattern, target in patterns.items():
+                entry_points[pattern] = self.identifier(target, f"the node for payload '{pattern}'")
 
         node_map = self.entries(fields["nodes"], ("nodes",), "`nodes`", None)
         if not node_map:
@@ -867,6 +873,7 @@ class _Reader:
             persona=persona,
             faq=faq,
             business_hours=hours,
+            entry_points=entry_points,
             source=self.source,
         )
 

@@ -12,6 +12,7 @@ Field names follow the YAML keys except where a key is a Python keyword or built
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
 from typing import Any, Literal
 
@@ -353,7 +354,22 @@ class Flow(_Model):
     #: Questions callers ask in passing, answered from any question node.
     faq: list[FaqEntry] = Field(default_factory=list)
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    #: Where a call starts when it carries a call button's or deep link's payload: payload pattern (exact, or
+    #: a glob such as ``summer-*``) -> node. Exact patterns win over globs; globs are tried in file order.
+    entry_points: dict[str, str] = Field(default_factory=dict)
     source: str = "<string>"
+
+    def entry_node(self, payload: str | None) -> str:
+        """The node a call with this payload starts at: its entry point, else ``start``."""
+        if payload is None:
+            return self.start
+        exact = self.entry_points.get(payload)
+        if exact is not None:
+            return exact
+        for pattern, node in self.entry_points.items():
+            if fnmatch.fnmatchcase(payload, pattern):
+                return node
+        return self.start
 
     @property
     def no_match(self) -> str | None:

@@ -333,6 +333,11 @@ def flow_schema() -> dict[str, Any]:
                     "question again.",
                     {"type": "array", "items": {"$ref": "#/definitions/faq"}},
                 ),
+                "entry_points": _d(
+                    "Where a call starts when it came from a call button or deep link: the payload (exactly, or "
+                    "a pattern like 'summer-*') -> the node. Other calls start at `start`.",
+                    {"type": "object", "additionalProperties": _NAME},
+                ),
                 "nodes": _d(
                     "The steps of the call, by name.",
                     {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/definitions/node"}},

@@ -1,9 +1,10 @@
 """``{{placeholders}}`` in spoken lines, prompts and HTTP requests: find, check and fill them.
 
 One module decides what a placeholder is, so the loader's error columns, the "slot used but
-never set" check and the engine's rendering can never disagree. Two kinds exist:
-``{{caller.name}}`` (details the runtime knows about the caller) and ``{{slot_name}}``
-(something the call has learnt).
+never set" check and the engine's rendering can never disagree. Three kinds exist:
+``{{caller.name}}`` (details the runtime knows about the caller), ``{{call.payload}}`` (what
+started the call: a call button's or deep link's payload) and ``{{slot_name}}`` (something
+the call has learnt).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from agent.dialogue.model import IDENTIFIER_RE
 
 __all__ = [
+    "CALL_FIELDS",
     "PLACEHOLDER_RE",
     "Placeholder",
     "TemplateProblem",
@@ -32,6 +34,9 @@ __all__ = [
 #: rendering can never disagree about what counts as a placeholder.
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _CALLER_RE = re.compile(r"caller\.([A-Za-z_][A-Za-z0-9_]*)")
+_CALL_RE = re.compile(r"call\.([A-Za-z_][A-Za-z0-9_]*)")
+#: The ``{{call.*}}`` details; unlike the caller's, a fixed set, so a misspelling is caught when the flow loads.
+CALL_FIELDS = ("payload", "payload_source")
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class Placeholder:
     """A well-formed placeholder; ``start`` is its index in the text (for error columns)."""
 
     start: int
-    scope: str  # "caller" or "slot"
+    scope: str  # "caller", "call" or "slot"
     name: str
 
 
@@ -62,8 +67,19 @@ def parse_template(text: str) -> tuple[list[Placeholder], list[TemplateProblem]]
         spans.append((match.start(), match.end()))
         inner = match.group(1)
         caller = _CALLER_RE.fullmatch(inner)
+        call = _CALL_RE.fullmatch(inner)
         if caller:
             found.append(Placeholder(match.start(), "caller", caller.group(1)))
+        elif call and call.group(1) in CALL_FIELDS:
+            found.append(Placeholder(match.start(), "call", call.group(1)))
+        elif call:
+            problems.append(
+                TemplateProblem(
+                    match.start(),
+                    f"unknown placeholder {match.group(0)}; the call's details are "
+                    + " and ".join(f"{{{{call.{name}}}}}" for name in CALL_FIELDS),
+                )
+            )
         elif IDENTIFIER_RE.fullmatch(inner):
             found.append(Placeholder(match.start(), "slot", inner))
         else:

@@ -99,6 +99,8 @@ class WaitingCall:
     summary: str = ""
     caller_number: str = ""
     caller_name: str = ""
+    payload: str = ""  # the call button's or deep link's payload the caller came from, so the agent knows why
+    payload_source: str = ""  # "button" or "link"
 
 
 @dataclass(frozen=True)
@@ -500,6 +502,8 @@ def _call_view(ticket: _Ticket, now: float) -> dict[str, Any]:
         "summary": call.summary,
         "caller_number": call.caller_number,
         "caller_name": call.caller_name,
+        "payload": call.payload,
+        "payload_source": call.payload_source,
         "skills": sorted(ticket.skills),
         "slots": {name: _plain(value) for name, value in call.slots.items()},
         "transcript": [{"who": who, "text": text} for who, text in call.transcript],

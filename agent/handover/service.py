@@ -204,6 +204,7 @@ class HandoverService:
         call, handover = handed.call, handed.handover
         transcript = call.transcript_pairs()
         slots = call.slots
+        context = getattr(call, "context", None)  # a live Call has one; stand-ins in tests may not
         waiting = WaitingCall(
             call_id=call.id,
             queue=handover.queue,
@@ -214,6 +215,8 @@ class HandoverService:
             summary=build_summary(handover.reason, slots, transcript),
             caller_number=call.caller_number or "",
             caller_name=call.caller_name or "",
+            payload=context.payload if context else "",
+            payload_source=context.source if context else "",
         )
         try:
             events = self.desk.enqueue(waiting, self._clock())

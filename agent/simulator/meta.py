@@ -379,7 +379,8 @@ class SimCall:
     direction: str
     offer_sdp: str
     name: str = DEFAULT_USER_NAME
-    cta_payload: str | None = None
+    cta_payload: str | None = None  # UIC: the user tapped a call button carrying this payload (spec §6.4)
+    deeplink_payload: str | None = None  # UIC: the user opened a wa.me/call link with this biz_payload
     state: str = OFFERED
     answer_sdp: str | None = None
     biz_opaque_callback_data: str | None = None
@@ -506,13 +507,19 @@ class MetaSimulator:
         offer_sdp: str,
         name: str = DEFAULT_USER_NAME,
         cta_payload: str | None = None,
+        deeplink_payload: str | None = None,
     ) -> SimCall:
         """The user dials the business: register the call and deliver the signed connect webhook.
+
+        `cta_payload`: the user tapped a call button carrying it; `deeplink_payload`: they opened a
+        `wa.me/call/<number>?biz_payload=...` link. Both connect and terminate carry it (spec §6.4).
 
         The answer window starts before delivery, because Meta's clock starts when the caller
         dials, not when our server gets round to reading the webhook. Dialling opens the
         customer-service window whether or not the business answers (spec §8.1).
         """
+        if cta_payload is not None and deeplink_payload is not None:
+            raise ValueError("a call starts from a call button or from a deep link, not both (spec §6.4)")
         self._ensure_open()
         call = SimCall(
             id=new_call_id(),
@@ -521,6 +528,7 @@ class MetaSimulator:
             offer_sdp=offer_sdp,
             name=name,
             cta_payload=cta_payload,
+            deeplink_payload=deeplink_payload,
             offered_at=self._now(),
         )
         self.calls[call.id] = call
@@ -681,6 +689,8 @@ class MetaSimulator:
         }
         if cta_payload is not None:
             call_obj["cta_payload"] = cta_payload
+        if call.deeplink_payload is not None:
+            call_obj["deeplink_payload"] = call.deeplink_payload
         return self._envelope(call, call_obj, name=name)
 
     def bic_connect_payload(self, call: SimCall) -> dict[str, Any]:
@@ -743,6 +753,8 @@ class MetaSimulator:
             call_obj["biz_opaque_callback_data"] = call.biz_opaque_callback_data
         if call.cta_payload is not None:
             call_obj["cta_payload"] = call.cta_payload
+        if call.deeplink_payload is not None:
+            call_obj["deeplink_payload"] = call.deeplink_payload
         if errors:
             call_obj["errors"] = copy.deepcopy(errors)
         return self._envelope(call, call_obj, errors=errors)

@@ -29,6 +29,7 @@ from agent.listen_socket import listening_socket
 from agent.runtime import Models, Runtime
 from agent.simulator.caller import Conversation, SimulatedUser
 from agent.simulator.meta import MetaSimulator, MetaTimings, SimCall, graph_round_trip_s
+from agent.whatsapp.payloads import BUTTON, PayloadSource
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +172,26 @@ class Simulation:
                 scratch.cleanup()
 
     async def place_call(
-        self, user: SimulatedUser, *, timeout: float = 20.0, progress: Progress = _quiet
+        self,
+        user: SimulatedUser,
+        *,
+        timeout: float = 20.0,
+        progress: Progress = _quiet,
+        cta_payload: str | None = None,
+        deeplink_payload: str | None = None,
     ) -> tuple[SimCall, float]:
-        """Dial the business; returns once the bot has accepted and media flows both ways."""
-        return await dial(self.meta, user, timeout=timeout, progress=progress)
+        """Dial the business; returns once the bot has accepted and media flows both ways.
+
+        `cta_payload`: the user taps a call button carrying it; `deeplink_payload`: they open a deep link with it.
+        """
+        return await dial(
+            self.meta,
+            user,
+            timeout=timeout,
+            progress=progress,
+            cta_payload=cta_payload,
+            deeplink_payload=deeplink_payload,
+        )
 
 
 def simulated_settings(
@@ -237,6 +254,8 @@ async def dial(
     *,
     timeout: float = 20.0,
     progress: Progress = _quiet,
+    cta_payload: str | None = None,
+    deeplink_payload: str | None = None,
 ) -> tuple[SimCall, float]:
     """The user calls the business through `meta`; returns once the bot has accepted and media flows.
 
@@ -246,7 +265,9 @@ async def dial(
     offer = await user.make_offer()
     dialled = time.monotonic()
     progress("ringing: Meta sends wacall the connect webhook")
-    sim_call = await meta.place_user_call(wa_id=USER_WA_ID, offer_sdp=offer)
+    sim_call = await meta.place_user_call(
+        wa_id=USER_WA_ID, offer_sdp=offer, cta_payload=cta_payload, deeplink_payload=deeplink_payload
+    )
     await _unless_ended(sim_call, sim_call.answer_ready, timeout)
     assert sim_call.answer_sdp is not None
     await user.apply_answer(sim_call.answer_sdp)
@@ -278,8 +299,13 @@ async def run_call(
     settings: Settings | None = None,
     http: HttpRunner | None = None,
     progress: Progress = _quiet,
+    payload: str | None = None,
+    via: PayloadSource = BUTTON,
 ) -> SimulationResult:
     """Place one call, speak each line after the bot's turn, and record what both sides heard.
+
+    With `payload`, the caller comes from a call button (`via="button"`) or a deep link (`via="link"`)
+    carrying it, as a campaign's callers do.
 
     `progress` hears one short line per step as it happens (answered, each line said and heard, the end),
     since a call takes tens of seconds and the result is only printed at its end.
@@ -294,10 +320,14 @@ async def run_call(
         if sim.runtime.handover is not None:
             progress(f"agent console for this call: {sim.app_url}/console")
         progress(f"calling the business as +{USER_WA_ID}")
+        if payload is not None:
+            how = "taps a call button" if via == BUTTON else "opens a deep link"
+            progress(f"the caller {how} carrying the payload {payload!r}")
+        origin = {"cta_payload" if via == BUTTON else "deeplink_payload": payload}
         user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
         try:
             try:
-                sim_call, dialled = await sim.place_call(user, progress=progress)
+                sim_call, dialled = await sim.place_call(user, progress=progress, **origin)
             except CallNotAnswered as exc:
                 return await _not_answered(sim, exc.sim_call, progress)
             replies = [await user.listen(timeout=listen_timeout)]

@@ -28,6 +28,7 @@ __all__ = [
     "MISSED_REASONS",
     "CallEventRecord",
     "CallRecord",
+    "CampaignCount",
     "ContactEvent",
     "Store",
     "StoreError",
@@ -89,6 +90,20 @@ class CallRecord:
     handover_outcome: str | None = None  # answered, abandoned, timed_out, returned_to_bot, agent/caller_hung_up
     # Placed by `wacall simulate` (simulated Meta and caller), kept apart from real calls in listings and restarts.
     simulated: bool = False
+    # What the caller came from: a call button's or deep link's payload, and which ("button" or "link").
+    payload: str | None = None
+    payload_source: str | None = None
+
+
+@dataclass(frozen=True)
+class CampaignCount:
+    """Calls per payload (one campaign's button or link): how many came, were answered, were handed over."""
+
+    payload: str
+    source: str | None
+    calls: int
+    answered: int
+    handed_over: int
 
 
 @dataclass(frozen=True)
@@ -161,7 +176,11 @@ class Store(Protocol):
         until: datetime | None = None,
         limit: int = 20,
         offset: int = 0,
+        payload: str | None = None,
     ) -> list[CallRecord]: ...
+    def campaign_counts(
+        self, *, since: datetime | None = None, until: datetime | None = None, simulated: bool | None = None
+    ) -> list[CampaignCount]: ...
     def live_calls(self) -> list[CallRecord]: ...
     def unsettled_endings(self) -> list[CallRecord]: ...
     def mark_live_calls_ended(

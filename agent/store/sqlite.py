@@ -50,6 +50,7 @@ from agent.store.base import (
     ENDING_SETTLED,
     CallEventRecord,
     CallRecord,
+    CampaignCount,
     ContactEvent,
     StoreError,
     UserStateRecord,
@@ -170,8 +171,16 @@ ALTER TABLE call_events ADD COLUMN envelope TEXT;
 CREATE INDEX call_events_unhandled ON call_events (seq) WHERE handled = 0;
 """
 
+# v5: call context. The payload of the call button or deep link the caller came from (spec §6.4) and which of
+# the two, as columns so calls can be filtered and counted per campaign in SQL.
+_SCHEMA_V5_CALL_CONTEXT = """
+ALTER TABLE calls ADD COLUMN payload TEXT;
+ALTER TABLE calls ADD COLUMN payload_source TEXT;
+CREATE INDEX calls_by_payload ON calls (payload) WHERE payload IS NOT NULL;
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5_CALL_CONTEXT)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -236,6 +245,8 @@ def _call_from_row(row: sqlite3.Row) -> CallRecord:
         talk_s=row["talk_s"],
         handover_outcome=row["handover_outcome"],
         simulated=bool(row["simulated"]),
+        payload=row["payload"],
+        payload_source=row["payload_source"],
     )
 
 
@@ -767,6 +778,7 @@ class SqliteStore:
         until: datetime | None = None,
         limit: int = 20,
         offset: int = 0,
+        payload: str | None = None,
     ) -> list[CallRecord]:
         """Newest first, filtered in SQL so the calls API never loads the whole table to pick a page.
 
@@ -780,6 +792,7 @@ class SqliteStore:
             ("outcome", outcome),
             ("flow", flow),
             ("handled_by", handled_by),
+            ("payload", payload),
         ):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -805,6 +818,40 @@ class SqliteStore:
         """
         params = (_ts(since, "since"), _ts(until, "until"), int(simulated))
         return [facts_from_row(r) for r in self._rows(CALL_FACTS_QUERY, params)]
+    def campaign_counts(
+        self, *, since: datetime | None = None, until: datetime | None = None, simulated: bool | None = None
+    ) -> list[CampaignCount]:
+        """Calls per payload, most calls first: how each button or link campaign did. Calls without a
+        payload are left out; a payload seen from both a button and a link counts once, under the most
+        common source. `since`/`until` bound `created_at` as in `find_calls`."""
+        where = ["payload IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(_ts(since, "since"))
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(_ts(until, "until"))
+        if simulated is not None:
+            where.append("simulated = ?")
+            params.append(int(simulated))
+        query = (
+            "SELECT payload, payload_source, COUNT(*) AS calls, "
+            "SUM(answered_at IS NOT NULL) AS answered, SUM(handover_queue IS NOT NULL) AS handed_over "
+            f"FROM calls WHERE {' AND '.join(where)} GROUP BY payload, payload_source"
+        )
+        merged: dict[str, tuple[list[int], dict[str | None, int]]] = {}
+        for row in self._rows(query, params):
+            totals, sources = merged.setdefault(row["payload"], ([0, 0, 0], {}))
+            totals[0] += row["calls"]
+            totals[1] += row["answered"] or 0
+            totals[2] += row["handed_over"] or 0
+            sources[row["payload_source"]] = sources.get(row["payload_source"], 0) + row["calls"]
+        counts = [
+            CampaignCount(payload, max(sources, key=lambda s: sources[s]), calls, answered, handed)
+            for payload, ([calls, answered, handed], sources) in merged.items()
+        ]
+        return sorted(counts, key=lambda c: (-c.calls, c.payload))
 
     def live_calls(self) -> list[CallRecord]:
         query = "SELECT * FROM calls WHERE state != ? AND ended_at IS NULL ORDER BY created_at"

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
 from pydantic_core import PydanticCustomError
+
+from agent.whatsapp.payloads import BUTTON, LINK, CallContext, payload_problem
 
 __all__ = [
     "CallError",
@@ -144,6 +146,18 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+def _context_payload(value: Any, info: ValidationInfo) -> Any:
+    """A bad `cta_payload`/`deeplink_payload` is dropped with a warning, not refused: it is only context,
+    and refusing the delivery would make Meta retry a connect we could still answer."""
+    if value is None:
+        return None
+    problem = payload_problem(value)
+    if problem is None:
+        return value
+    logging.getLogger(__name__).warning("ignoring %s: %s", info.field_name, problem)
+    return None
+
+
 def _none_as_empty(value: Any) -> Any:
     """An explicit null list is as good as an absent one."""
     return [] if value is None else value
@@ -153,6 +167,7 @@ UnixSeconds = Annotated[int, BeforeValidator(_unix_seconds)]
 OptUnixSeconds = Annotated[int | None, BeforeValidator(_unix_seconds)]
 UpperStr = Annotated[str, BeforeValidator(_upper)]
 OptUpperStr = Annotated[str | None, BeforeValidator(_upper)]
+ContextPayload = Annotated[str | None, BeforeValidator(_context_payload)]
 
 
 class _Model(BaseModel):
@@ -195,13 +210,22 @@ class CallEvent(_Model):
     duration: OptUnixSeconds = None
     errors: _ErrorList = Field(default_factory=list)
     biz_opaque_callback_data: str | None = None
-    cta_payload: str | None = None
-    deeplink_payload: str | None = None
+    cta_payload: ContextPayload = None
+    deeplink_payload: ContextPayload = None
     # 2026 business-scoped user ids; phone fields may be omitted when these are present.
     from_user_id: str | None = None
     to_user_id: str | None = None
     from_parent_user_id: str | None = None
     to_parent_user_id: str | None = None
+
+    @property
+    def context(self) -> CallContext | None:
+        """The button's or link's payload (spec §6.4); a call carries one or the other, the button first."""
+        if self.cta_payload is not None:
+            return CallContext(self.cta_payload, BUTTON)
+        if self.deeplink_payload is not None:
+            return CallContext(self.deeplink_payload, LINK)
+        return None
 
 
 class CallStatus(_Model):

@@ -29,6 +29,7 @@ from agent.handover.service import (
 from agent.media.sdp import SdpError
 from agent.store.base import CallRecord
 from agent.store.sqlite import SqliteStore
+from agent.whatsapp.payloads import CallContext
 
 POSITION_1 = "You are number 1 in the queue."
 ASKED = Handover(queue="support", reason="The caller asked for a person.")
@@ -214,6 +215,16 @@ async def test_handover_pauses_the_bot_queues_the_caller_and_plays_hold_then_pos
     assert call.said[-1] == POSITION_1  # announced again after announce_every_s
 
 
+async def test_the_console_shows_the_payload_the_caller_came_from(clock: Clock) -> None:
+    service, _ = make_service(clock)
+    console(service, "ana")
+    call = FakeCall()
+    call.context = CallContext("summer-sale", "link")  # type: ignore[attr-defined]
+    service.on_handover(call, ASKED)
+    [waiting] = service.view("ana")["waiting"]
+    assert (waiting["payload"], waiting["payload_source"]) == ("summer-sale", "link")
+
+
 async def test_offer_rings_the_console_and_accept_bridges_with_the_hold_line_cut(clock: Clock) -> None:
     service, _ = make_service(clock)
     ana = console(service, "ana")
@@ -224,6 +235,7 @@ async def test_offer_rings_the_console_and_accept_bridges_with_the_hold_line_cut
     offer = service.view("ana")["offer"]
     assert offer["call_id"] == call.id and offer["expires_in_s"] == 20
     assert offer["call"]["caller_name"] == "Maria"
+    assert (offer["call"]["payload"], offer["call"]["payload_source"]) == ("", "")
 
     flushes = call.flushes
     clock.now += 5

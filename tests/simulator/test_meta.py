@@ -287,6 +287,17 @@ async def test_connect_without_cta_payload_omits_it(sim: MetaSimulator, receiver
     assert "cta_payload" not in receiver.received[0].call
 
 
+async def test_deep_link_payload_rides_on_connect_and_terminate(sim: MetaSimulator, receiver: Receiver) -> None:
+    call = await place(sim, deeplink_payload="summer-sale")
+    connect = receiver.received[0].call
+    assert connect["deeplink_payload"] == "summer-sale" and "cta_payload" not in connect
+    await sim.user_hangup(call.id)
+    terminate = await receiver.wait_for("terminate", call.id)
+    assert terminate.call["deeplink_payload"] == "summer-sale" and "cta_payload" not in terminate.call
+    with pytest.raises(ValueError, match="not both"):
+        await place(sim, cta_payload="a", deeplink_payload="b")
+
+
 async def test_bad_signature_mode_is_rejected_by_a_correct_receiver(
     make_sim: Callable[..., MetaSimulator], receiver: Receiver
 ) -> None:

@@ -164,6 +164,14 @@
     return call.caller_number ? who + " · +" + call.caller_number : who;
   }
 
+  function showOrigin(el, call) {
+    // What the caller tapped or opened to call (a campaign's button or link), so the agent knows why they call.
+    const payload = (call && call.payload) || "";
+    el.hidden = !payload;
+    const how = call && call.payload_source === "link" ? "a deep link" : "a call button";
+    text(el, payload ? "Came from " + how + ": " + payload : "");
+  }
+
   function seconds(s) {
     s = Math.max(0, Math.round(s || 0));
     return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
@@ -217,6 +225,7 @@
     $("details").hidden = !call;
     if (!call) return;
     text($("details-title"), callerLabel(call));
+    showOrigin($("details-origin"), call);
     text($("details-reason"), call.reason || "No reason given");
     text($("details-summary"), summaryAfterReason(call));
     renderSlots($("details-slots"), call.slots);
@@ -262,6 +271,7 @@
     if (!offer) return;
     const call = offer.call || {};
     text($("incoming-caller"), callerLabel(call));
+    showOrigin($("incoming-origin"), call);
     text($("incoming-reason"), call.reason || "No reason given");
     text($("incoming-summary"), summaryAfterReason(call));
     text($("incoming-left"), Math.ceil(offer.expires_in_s));
@@ -276,6 +286,7 @@
     }
     const call = current.call || {};
     text($("oncall-caller"), callerLabel(call));
+    showOrigin($("oncall-origin"), call);
     text($("oncall-summary"), call.summary);
     text($("oncall-timer"), seconds(call.talk_s));
     if ((current.live || []).length >= ui.live.length) ui.live = current.live.slice();
