@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.flows_cli import add_flows_parser
 
     add_flows_parser(sub)
+    from agent.settings_cli import add_settings_parser
+
+    add_settings_parser(sub, config)
     return parser
 
 
