@@ -603,6 +603,19 @@ class Runtime:
         self.ledger.permission_requested(to)
         return message_id
 
+    async def send_call_button(
+        self, to: str, *, payload: str | None = None, text: str | None = None
+    ) -> tuple[str, str]:
+        """A call button to `to` (spec §6): the interactive inside the customer-service window, else the
+        configured template; `Refused` when neither may be sent. Returns (message id, which was sent)."""
+        from agent.whatsapp.call_buttons import send_call_button
+
+        state = self.ledger.user_state(to)
+        return await send_call_button(
+            self.graph, self.settings.call_button, state, self.ledger.now(), payload=payload, text=text,
+            limits=self.ledger.limits,
+        )  # fmt: skip
+
     # endings ------------------------------------------------------------------
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.id, None)
