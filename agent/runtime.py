@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
 from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
-from agent.dialogue.effects import Handover, HttpRequest
+from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
@@ -203,6 +203,7 @@ class Runtime:
         self.llm = self._make_llm(settings)
         self.services.llm = self.llm
         self.services.on_permission_request = self._permission_requested_by_flow
+        self.services.on_call_button = self._call_button_by_flow
         self.calls: dict[str, Call] = {}
         self._by_ref: dict[str, Call] = {}
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -594,6 +595,24 @@ class Runtime:
                 log.warning("call %s: Meta refused the call-permission request: %s", call.id, exc)
 
         self._spawn(send(), "permission-request")
+
+    def _call_button_by_flow(self, call: Call, button: SendCallButton) -> None:
+        """A flow's `send_call_button`: the caller is on the line, so their window is open (§8.1)."""
+        if not call.user_number:
+            return
+
+        async def send() -> None:
+            try:
+                message_id, kind = await self.send_call_button(
+                    call.user_number or "", payload=button.payload, text=button.text
+                )
+                log.info("call %s: call button sent (%s, %s)", call.id, kind, message_id)
+            except Refused as exc:
+                log.info("call %s: call button not sent: %s", call.id, exc.refusal.reason)
+            except (GraphError, ValueError) as exc:
+                log.warning("call %s: the call button was not sent: %s", call.id, exc)
+
+        self._spawn(send(), "call-button")
 
     async def request_permission(self, to: str, text: str | None = None) -> str:
         refusal = self.ledger.check_permission_request(to)
