@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -16,6 +17,7 @@ from agent.calling_config import CallButtonSettings
 from agent.dialogue.effects import Reply, SendCallButton
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, parse_flow
+from agent.dialogue.flowtest import format_report, run_test_file
 from agent.dialogue.schema import flow_schema
 from agent.reply_runner import ReplyRunner
 from agent.runtime import Runtime
@@ -165,3 +167,24 @@ async def test_the_runtime_sends_the_flows_button_to_meta_while_the_caller_is_on
     assert button.body_text == CallButtonSettings().body
     await graph.aclose()
     await sim.aclose()
+
+
+def test_flow_tests_can_expect_the_button(tmp_path: Path) -> None:
+    (tmp_path / "order.yaml").write_text(textwrap.dedent(ORDER_FLOW).lstrip("\n"), encoding="utf-8")
+    (tmp_path / "order.test.yaml").write_text(
+        textwrap.dedent("""
+            conversations:
+              - name: right payload
+                steps:
+                  - caller: seventeen
+                    expect: {actions: [{send_call_button: {payload: order-17}}], end: true}
+              - name: wrong payload
+                steps:
+                  - caller: seventeen
+                    expect: {actions: [{send_call_button: {payload: order-18}}]}
+        """),
+        encoding="utf-8",
+    )
+    report = run_test_file(tmp_path / "order.test.yaml")
+    assert [r.passed for r in report.results] == [True, False]
+    assert "send_call_button payload is 'order-17', expected 'order-18'" in format_report(report)
