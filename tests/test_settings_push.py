@@ -19,6 +19,7 @@ import pytest
 from agent.cli import build_parser
 from agent.config import Settings
 from agent.settings_cli import desired_settings, push, run_settings
+from agent.simulator.call_settings import OutsideCallHours
 from agent.simulator.meta import MetaSimulator
 from agent.whatsapp.call_settings import CallHours, CallingSettings, Holiday, WeeklyHours
 from agent.whatsapp.graph import GraphClient, GraphError
@@ -241,3 +242,35 @@ def test_settings_show_and_push_from_the_command_line(
     _cli_env(monkeypatch, tmp_path, {"call_settings": {"status": "ON"}})
     assert run_settings(build_parser().parse_args(["settings", "push", "--apply"]), transport=transport) == 2
     assert "refused before Meta (invalid_status): invalid status: status is 'ON'" in capsys.readouterr().err
+
+
+async def test_after_a_push_the_simulator_only_rings_the_business_within_call_hours() -> None:
+    """§5 simulator rule 3, on the clock of each call: Monday 7 Dec 2026 12:00 UTC is 13:00 in Madrid."""
+    clock = [NOW.timestamp()]
+    simulator = MetaSimulator(
+        webhook_url="http://wacall.test/webhook",
+        app_secret="secret",
+        access_token=TOKEN,
+        phone_number_id=PNID,
+        clock=lambda: clock[0],
+        webhook_transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+    )
+    desired, _ = desired_settings(settings_from_config(), NOW)
+    async with GraphClient(
+        base_url="http://meta.test",
+        version="v23.0",
+        phone_number_id=PNID,
+        token=TOKEN,
+        transport=httpx.ASGITransport(app=simulator.app),
+    ) as client:
+        assert (await run_push(client, desired))[0] == 0
+    with pytest.raises(OutsideCallHours):  # 13:00-14:00 is the Monday lunch break
+        await simulator.place_user_call(wa_id="15550002222", offer_sdp="v=0\r\n")
+    clock[0] += 3600  # 14:00 Madrid: open
+    call = await simulator.place_user_call(wa_id="15550002222", offer_sdp="v=0\r\n")
+    assert call.id in simulator.calls
+    clock[0] = datetime(2026, 12, 25, 10, 0, tzinfo=UTC).timestamp()  # a Friday, but a holiday
+    with pytest.raises(OutsideCallHours):
+        await simulator.place_user_call(wa_id="15550002222", offer_sdp="v=0\r\n")
+    await simulator.drain_webhooks()
+    await simulator.aclose()

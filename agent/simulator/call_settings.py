@@ -160,6 +160,34 @@ def check_update(calling: Any, now: float) -> None:
             _on_off(sip["status"], "sip.status")
 
 
+class OutsideCallHours(Exception):
+    """The user tried to call while `call_hours` says closed: WhatsApp offers a chat or a callback request
+    instead and never rings the business (§5 simulator rule 3), so there is no connect webhook."""
+
+
+def within_call_hours(calling: dict[str, Any], now: float) -> bool:
+    """Whether stored `call_hours` let a call through at `now`; DISABLED (or none) means open 24/7 (§5).
+
+    Holiday spans include their end minute (Meta writes a whole day as 0000-2359); weekly spans end at
+    close_time.
+    """
+    hours = calling.get("call_hours")
+    if not isinstance(hours, dict) or hours.get("status") != "ENABLED":
+        return True
+    local = dt.datetime.fromtimestamp(now, ZoneInfo(hours["timezone_id"]))
+    minute = local.hour * 60 + local.minute
+    for holiday in hours.get("holiday_schedule") or ():
+        if holiday["date"] == local.date().isoformat():
+            if _clock_minutes(holiday["start_time"], "") <= minute <= _clock_minutes(holiday["end_time"], ""):
+                return False
+    today = WEEKDAYS[local.weekday()]
+    return any(
+        span["day_of_week"] == today
+        and _clock_minutes(span["open_time"], "") <= minute < _clock_minutes(span["close_time"], "")
+        for span in hours["weekly_operating_hours"]
+    )
+
+
 class SettingsStore:
     """The `calling` settings Meta holds, per phone-number id (§5 simulator rule 1)."""
 

@@ -43,7 +43,7 @@ from agent.simulator.call_buttons import (
     check_voice_call_template,
     is_voice_call_interactive,
 )
-from agent.simulator.call_settings import SettingsStore
+from agent.simulator.call_settings import OutsideCallHours, SettingsStore, within_call_hours
 from agent.simulator.graph_api import (
     GraphApi,
     GraphApiError,
@@ -543,8 +543,13 @@ class MetaSimulator:
         The answer window starts before delivery, because Meta's clock starts when the caller
         dials, not when our server gets round to reading the webhook. Dialling opens the
         customer-service window whether or not the business answers (spec §8.1).
+
+        Raises `OutsideCallHours` when the number's `call_hours` say closed: the phone never rings the
+        business then (spec §5 simulator rule 3).
         """
         self._ensure_open()
+        if not within_call_hours(self.settings.calling(self.phone_number_id), self._clock()):
+            raise OutsideCallHours(f"{wa_id} called outside the number's call_hours: no connect webhook")
         call = SimCall(
             id=new_call_id(),
             wa_id=wa_id,
