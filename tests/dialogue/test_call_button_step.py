@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from agent.calling_config import CallButtonSettings
+from agent.config import Settings
 from agent.dialogue.effects import Reply, SendCallButton
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, parse_flow
@@ -23,9 +25,8 @@ from agent.reply_runner import ReplyRunner
 from agent.runtime import Runtime
 from agent.simulator.meta import MetaSimulator
 from agent.speech_handle import SpeechHandle
-from agent.whatsapp.call_buttons import send_call_button
 from agent.whatsapp.graph import GraphClient
-from agent.whatsapp.rules import UserCallingState
+from agent.whatsapp.rules import DEFAULT_LIMITS, UserCallingState
 
 MONDAY = dt.date(2024, 12, 2)
 USER = "15550002222"
@@ -127,7 +128,7 @@ async def test_the_reply_runner_hands_the_button_to_the_call() -> None:
 
 
 async def test_the_runtime_sends_the_flows_button_to_meta_while_the_caller_is_on_the_line() -> None:
-    """`Runtime._call_button_by_flow` and `Runtime.send_call_button` on a stand-in runtime, against the simulator."""
+    """The real `Runtime._call_button_by_flow` and `Runtime.send_call_button` (stand-in ledger), to the simulator."""
     now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
     sim = MetaSimulator(
         webhook_url="http://wacall.test/webhook",
@@ -148,17 +149,15 @@ async def test_the_runtime_sends_the_flows_button_to_meta_while_the_caller_is_on
     ledger = SimpleNamespace(
         user_state=lambda user: UserCallingState(sim.phone_number_id, user, window_refreshed_at=now),
         now=lambda: now,
-        limits=None,
+        limits=DEFAULT_LIMITS,
     )
-
-    async def send(to: str, *, payload: str | None, text: str | None) -> tuple[str, str]:
-        return await send_call_button(
-            graph, CallButtonSettings(), ledger.user_state(to), now, payload=payload, text=text
-        )
-
     runtime = SimpleNamespace(
-        send_call_button=send, _spawn=lambda coro, name: tasks.append(asyncio.ensure_future(coro))
+        ledger=ledger,
+        graph=graph,
+        settings=Settings(),
+        _spawn=lambda coro, name: tasks.append(asyncio.ensure_future(coro)),
     )
+    runtime.send_call_button = functools.partial(Runtime.send_call_button, cast(Runtime, runtime))
     call = SimpleNamespace(id="wacid.X", user_number=USER)
     Runtime._call_button_by_flow(cast(Runtime, runtime), cast(Any, call), SendCallButton(payload="order-17"))
     await asyncio.gather(*tasks)
