@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
 MAX_FLOW_BYTES = 1 << 20  # the largest shipped flow is ~20 kB
 MAX_LIST_LIMIT = 500
+MAX_BUTTON_PAYLOAD = 512  # spec §6.1: the payload comes back as the call's cta_payload
+MAX_BUTTON_TEXT = 1024  # the message body above the button
 _FLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -575,6 +577,24 @@ def create_app(runtime: Runtime) -> Starlette:
             return _refused(exc, "request")
         return JSONResponse({"message_id": message_id, "to": to}, status_code=202)
 
+    async def call_button(request: Request) -> Response:
+        parsed = await _api_request(request)
+        if isinstance(parsed, Response):
+            return parsed
+        data, to = parsed
+        payload, text = data.get("payload"), data.get("text")
+        if not isinstance(payload, str | None) or len(payload or "") > MAX_BUTTON_PAYLOAD:
+            return JSONResponse(
+                {"error": f"`payload` must be a string of at most {MAX_BUTTON_PAYLOAD} characters"}, 400
+            )
+        if not isinstance(text, str | None) or text == "" or len(text or "") > MAX_BUTTON_TEXT:
+            return JSONResponse({"error": f"`text` must be a string of 1 to {MAX_BUTTON_TEXT} characters"}, 400)
+        try:
+            message_id, kind = await runtime.send_call_button(to, payload=payload, text=text)
+        except (Refused, GraphError) as exc:
+            return _refused(exc, "call button")
+        return JSONResponse({"message_id": message_id, "to": to, "kind": kind}, status_code=202)
+
     routes: list[BaseRoute] = [
         Route("/webhook", verify, methods=["GET"]),
         Route("/webhook", receive, methods=["POST"]),
@@ -585,6 +605,7 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/v1/calls/{call_id}", call_detail, methods=["GET"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
         Route("/v1/analytics", analytics, methods=["GET"]),
+        Route("/v1/call-buttons", call_button, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     # With a listener of its own (`metrics_listen`, agent/metrics_server.py) the public app has no /metrics.

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.actions import run_http
 from agent.conversation import Conversation, ConversationConfig, ConversationHooks, EndpointCheck, LlmStream
-from agent.dialogue.effects import Handover, HttpRequest, Reply
+from agent.dialogue.effects import Handover, HttpRequest, Reply, SendCallButton
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow
 from agent.media.dtmf import KeyPress
@@ -72,6 +72,7 @@ class CallServices:
     # Set by the runtime when handover / permission requests are available.
     on_handover: Callable[[Call, Handover], None] | None = None
     on_permission_request: Callable[[Call, str], None] | None = None
+    on_call_button: Callable[[Call, SendCallButton], None] | None = None
     # Keys the caller presses while a person has the call: to that person's console.
     on_handover_keys: Callable[[Call, str], None] | None = None
     # Carries out a flow's `http` steps: the real business systems, or canned answers (`wacall simulate`).
@@ -273,6 +274,7 @@ class Call:
                 endpoint_check=self.services.endpoint_check,
                 on_handover=self._handover_requested if self.services.on_handover else None,
                 on_permission_request=self._permission_requested if self.services.on_permission_request else None,
+                on_call_button=self._call_button_requested if self.services.on_call_button else None,
                 on_keys=self._keys_for_agent if self.services.on_handover_keys else None,
                 http=self.services.http,
             ),
@@ -387,6 +389,10 @@ class Call:
     def _permission_requested(self, reason: str) -> None:
         if self.services.on_permission_request is not None:
             self.services.on_permission_request(self, reason)
+
+    def _call_button_requested(self, button: SendCallButton) -> None:
+        if self.services.on_call_button is not None:
+            self.services.on_call_button(self, button)
 
     async def _watch_media(self) -> None:
         assert self.peer is not None

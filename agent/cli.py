@@ -214,6 +214,15 @@ def cmd_permission(args: argparse.Namespace) -> int:
     return _api(args, "POST", "/v1/call-permissions", {"to": args.number, "text": args.text})
 
 
+def cmd_button(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"to": args.number}
+    if args.payload is not None:
+        body["payload"] = args.payload
+    if args.text is not None:
+        body["text"] = args.text
+    return _api(args, "POST", "/v1/call-buttons", body)
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     """Read the call records straight from the store: works with the server stopped."""
     from agent.store.sqlite import SqliteStore
@@ -346,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     permission.add_argument("--server", default="http://127.0.0.1:8080")
     permission.set_defaults(func=cmd_permission)
 
+    button = sub.add_parser("button", help="send a user a call button (a template outside the 24 h window)")
+    button.add_argument("number")
+    button.add_argument("--payload", help="comes back with the call when the user taps (at most 512 characters)")
+    button.add_argument("--text", help="message above the button (default: the config's call_button.body)")
+    button.add_argument("--server", default="http://127.0.0.1:8080")
+    button.set_defaults(func=cmd_button)
+
     calls = sub.add_parser("calls", parents=config, help="list recent calls: direction, outcome, duration, cost")
     calls.add_argument("--limit", type=int, default=20)
     calls.add_argument("--data-dir", help="where the call records are (default: settings data_dir)")
@@ -358,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub, config)
     add_link_parser(sub, parents=config)
+    from agent.settings_cli import add_settings_parser
+
+    add_settings_parser(sub, config)
     return parser
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.calling_config import CallButtonSettings, CallSettingsConfig
 from agent.handover.config import HandoverSettings
 from agent.shipped import shipped_dir
 
@@ -163,6 +164,9 @@ class Settings(BaseModel):
     media: MediaSettings = Field(default_factory=MediaSettings)
     # Human handover: queues and agents (see agent/handover/config.py); no queues means no console.
     handover: HandoverSettings = Field(default_factory=HandoverSettings)
+    # The number's call settings at Meta (`wacall settings push`) and how call buttons are sent.
+    call_settings: CallSettingsConfig = Field(default_factory=CallSettingsConfig)
+    call_button: CallButtonSettings = Field(default_factory=CallButtonSettings)
 
     @field_validator("business_hours")
     @classmethod

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.actions import run_http
-from agent.dialogue.effects import Handover, HttpRequest
+from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
 from agent.dialogue.engine import FlowEngine, Reply
 from agent.dialogue.model import DEFAULT_KEY_TIMEOUT_S, KEYPAD_KEYS, MASK
 from agent.dialogue.state import KeyEntry
@@ -163,6 +163,7 @@ class ConversationHooks:
     llm: LlmStream | None = None
     on_handover: Callable[[Handover], None] | None = None
     on_permission_request: Callable[[str], None] | None = None
+    on_call_button: Callable[[SendCallButton], None] | None = None
     endpoint_check: EndpointCheck | None = None  # second opinion before an early end of turn
     on_partial: Callable[[str], None] | None = None  # partial transcripts while the caller speaks
     # Keys pressed while a person has the call (for their console's live transcript); the bot ignores them.
@@ -384,6 +385,10 @@ class Conversation:
     def permission_request(self, reason: str) -> None:
         if self.hooks.on_permission_request is not None:
             self.hooks.on_permission_request(reason)
+
+    def call_button(self, button: SendCallButton) -> None:
+        if self.hooks.on_call_button is not None:
+            self.hooks.on_call_button(button)
 
     async def end_call(self, handle: SpeechHandle, reason: str) -> None:
         """The reply's last words are out: hang up, unless the caller has the floor."""

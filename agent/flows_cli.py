@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.dialogue.effects import Handover, HttpRequest, Reply, RequestCallPermission, ToolCall
+from agent.dialogue.effects import Handover, HttpRequest, Reply, RequestCallPermission, SendCallButton, ToolCall
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, flow_errors, load_flow, read_flow_text
 from agent.dialogue.flowtest import (
@@ -169,6 +169,8 @@ def _show_reply(reply: Reply, out: TextIO) -> None:
             print(f"  [handover to queue '{action.queue}'{skills} reason: {action.reason or '-'}]", file=out)
         elif isinstance(action, RequestCallPermission):
             print(f"  [call permission requested: {action.reason}]", file=out)
+        elif isinstance(action, SendCallButton):
+            print(f"  [call button sent, payload: {action.payload or '-'}]", file=out)
     if reply.llm is not None:
         names = ", ".join(tool["function"]["name"] for tool in reply.llm.tools)
         print(

@@ -228,6 +228,33 @@ _PERMISSION_BODY: dict[str, Any] = {
     },
 }
 
+_BUTTON_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["to"],
+                "properties": {
+                    "to": {"type": "string"},
+                    "payload": {
+                        "type": "string",
+                        "maxLength": 512,
+                        "description": "comes back as the call's cta_payload when the user taps the button",
+                    },
+                    "text": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 1024,
+                        "description": "the message above the button (default: call_button.body); not used by the "
+                        "template",
+                    },
+                },
+            }
+        }
+    },
+}
+
 _API = [{"apiToken": []}]
 
 _RATE = {
@@ -472,6 +499,30 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+}
+
+_PATHS["/v1/call-buttons"] = {
+    "post": {
+        "summary": "Send a call button: free-form inside the customer-service window, else the configured template",
+        "operationId": "sendCallButton",
+        "security": _API,
+        "requestBody": _BUTTON_BODY,
+        "responses": {
+            "202": _json(
+                {
+                    "type": "object",
+                    "required": ["message_id", "to", "kind"],
+                    "properties": {
+                        "message_id": {"type": "string"},
+                        "to": {"type": "string"},
+                        "kind": {"type": "string", "enum": ["interactive", "template"]},
+                    },
+                },
+                "the call button was sent",
+            ),
+            **_errors(400, 401, 403, 409, 413, 502),
+        },
+    }
 }
 
 _METRICS_PATH: dict[str, Any] = {

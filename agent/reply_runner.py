@@ -16,7 +16,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.dialogue.effects import Handover, HttpRequest, LlmRequest, RequestCallPermission, ToolCall, unsafe_url
+from agent.dialogue.effects import (
+    Handover,
+    HttpRequest,
+    LlmRequest,
+    RequestCallPermission,
+    SendCallButton,
+    ToolCall,
+    unsafe_url,
+)
 from agent.dialogue.engine import Reply
 from agent.speech.tts import Synthesizer
 from agent.speech_handle import SpeechHandle
@@ -60,6 +68,7 @@ class RunnerHost(Protocol):
     async def end_call(self, handle: SpeechHandle, reason: str) -> None: ...
     def handover(self, handle: SpeechHandle, handover: Handover) -> bool: ...
     def permission_request(self, reason: str) -> None: ...
+    def call_button(self, button: SendCallButton) -> None: ...
     def set_interruptible(self, allowed: bool) -> None: ...
     def speech_failed(self, kind: str) -> bool: ...
     def speech_ok(self, kind: str) -> None: ...
@@ -154,6 +163,8 @@ class ReplyRunner:
                 return
             if isinstance(action, RequestCallPermission):
                 host.permission_request(action.reason)
+            if isinstance(action, SendCallButton):
+                host.call_button(action)
         await self.output.wait_idle()
         host.set_interruptible(True)
         if reply.end_call:

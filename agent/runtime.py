@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
 from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
-from agent.dialogue.effects import Handover, HttpRequest
+from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
@@ -211,6 +211,7 @@ class Runtime:
         self.llm = self._make_llm(settings)
         self.services.llm = self.llm
         self.services.on_permission_request = self._permission_requested_by_flow
+        self.services.on_call_button = self._call_button_by_flow
         self.calls: dict[str, Call] = {}
         self._by_ref: dict[str, Call] = {}
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -620,6 +621,24 @@ class Runtime:
 
         self._spawn(send(), "permission-request")
 
+    def _call_button_by_flow(self, call: Call, button: SendCallButton) -> None:
+        """A flow's `send_call_button`: the caller is on the line, so their window is open (§8.1)."""
+        if not call.user_number:
+            return
+
+        async def send() -> None:
+            try:
+                message_id, kind = await self.send_call_button(
+                    call.user_number or "", payload=button.payload, text=button.text
+                )
+                log.info("call %s: call button sent (%s, %s)", call.id, kind, message_id)
+            except Refused as exc:
+                log.info("call %s: call button not sent: %s", call.id, exc.refusal.reason)
+            except (GraphError, ValueError) as exc:
+                log.warning("call %s: the call button was not sent: %s", call.id, exc)
+
+        self._spawn(send(), "call-button")
+
     async def request_permission(self, to: str, text: str | None = None) -> str:
         refusal = self.ledger.check_permission_request(to)
         if refusal is not None:
@@ -627,6 +646,19 @@ class Runtime:
         message_id = await self.graph.send_call_permission_request(to, text)
         self.ledger.permission_requested(to)
         return message_id
+
+    async def send_call_button(
+        self, to: str, *, payload: str | None = None, text: str | None = None
+    ) -> tuple[str, str]:
+        """A call button to `to` (spec §6): the interactive inside the customer-service window, else the
+        configured template; `Refused` when neither may be sent. Returns (message id, which was sent)."""
+        from agent.whatsapp.call_buttons import send_call_button
+
+        state = self.ledger.user_state(to)
+        return await send_call_button(
+            self.graph, self.settings.call_button, state, self.ledger.now(), payload=payload, text=text,
+            limits=self.ledger.limits,
+        )  # fmt: skip
 
     # endings ------------------------------------------------------------------
     def _forget(self, call: Call) -> None:

@@ -254,6 +254,7 @@ PATHS = st.one_of(
             "/healthz",
             "/v1/calls",
             "/v1/call-permissions",
+            "/v1/call-buttons",
             "/console",
             "/console/",
             "/console/static/console.js",
@@ -275,6 +276,7 @@ known_fields = st.fixed_dictionaries(
             st.sampled_from(["demo", "fifo", "link", "../outside", "/etc/shadow", "broken"]), json_values
         ),
         "text": json_values,
+        "payload": json_values,
         "agent": st.one_of(st.sampled_from(["ana", "ben", "zed"]), json_values),
         "token": st.one_of(st.sampled_from(["ana-secret", "nope"]), json_values),
         "status": st.one_of(st.sampled_from(["available", "away"]), json_values),

@@ -120,6 +120,10 @@ class ApiRuntime:
         self.placed.append((to, flow))
         return SimpleNamespace(id="wacid.NEW", ref="ref-1", state="ringing")
 
+    async def send_call_button(self, to: str, *, payload: str | None, text: str | None) -> tuple[str, str]:
+        assert isinstance(payload, str | None) and isinstance(text, str | None)
+        return "wamid.BUTTON", "interactive"
+
     async def request_permission(self, to: str, text: str | None) -> str:
         assert isinstance(text, str | None), "the Graph API would be sent a non-string text"
         return "wamid.PERMISSION"

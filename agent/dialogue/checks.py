@@ -152,6 +152,10 @@ def templated_texts(flow: Flow) -> Iterator[tuple[PathKey, str]]:
                 yield (*base, "handover", "skills", i), skill
         if node.request_call_permission is not None:
             yield (*base, "request_call_permission", "reason"), node.request_call_permission.reason
+        if node.send_call_button is not None:
+            for key in ("payload", "text"):
+                if (text := getattr(node.send_call_button, key)) is not None:
+                    yield (*base, "send_call_button", key), text
         if node.http is not None:
             yield (*base, "http", "url"), node.http.url
             for key, value in node.http.headers.items():

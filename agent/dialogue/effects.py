@@ -21,6 +21,7 @@ __all__ = [
     "LlmRequest",
     "Reply",
     "RequestCallPermission",
+    "SendCallButton",
     "ToolCall",
     "ToolCallLike",
     "unsafe_url",
@@ -93,7 +94,16 @@ class RequestCallPermission:
     reason: str
 
 
-Action = Handover | HttpRequest | RequestCallPermission
+@dataclass(frozen=True)
+class SendCallButton:
+    """Send the caller a WhatsApp call button (spec §6), e.g. at the end of a flow: "tap to call us back"."""
+
+    kind: ClassVar[str] = "send_call_button"
+    payload: str | None = None
+    text: str | None = None
+
+
+Action = Handover | HttpRequest | RequestCallPermission | SendCallButton
 
 
 class ToolCallLike(Protocol):

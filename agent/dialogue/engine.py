@@ -46,6 +46,7 @@ from agent.dialogue.effects import (
     LlmRequest,
     Reply,
     RequestCallPermission,
+    SendCallButton,
     ToolCall,
     ToolCallLike,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "LlmRequest",
     "Reply",
     "RequestCallPermission",
+    "SendCallButton",
     "ToolCall",
     "ToolCallLike",
     "render",
@@ -805,6 +807,13 @@ class FlowEngine(Asking):
         turn.interruptible = turn.interruptible and node.interruptible
         if node.request_call_permission is not None:
             turn.actions.append(RequestCallPermission(reason=self._text(node.request_call_permission.reason)))
+        if (button := node.send_call_button) is not None:
+            turn.actions.append(
+                SendCallButton(
+                    payload=None if button.payload is None else self._text(button.payload),
+                    text=None if button.text is None else self._text(button.text),
+                )
+            )
         if node.handover is not None:
             spec = node.handover
             skills = [skill for skill in (self._text(s) for s in spec.skills) if skill]

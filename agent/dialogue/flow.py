@@ -34,6 +34,7 @@ from agent.dialogue.model import (
     Ask,
     Branch,
     BusinessHours,
+    CallButtonConfig,
     CallPermissionConfig,
     DigitLength,
     FaqEntry,
@@ -113,6 +114,7 @@ NODE_KEYS = (
     "handover",
     "http",
     "request_call_permission",
+    "send_call_button",
     "llm",
     "end",
     "interruptible",
@@ -127,6 +129,7 @@ BRANCH_KEYS = ("if", "goto")
 HANDOVER_KEYS = ("queue", "skills", "reason")
 HTTP_KEYS = ("method", "url", "headers", "json", "timeout", "store", "on_success", "on_error")
 PERMISSION_KEYS = ("reason",)
+CALL_BUTTON_KEYS = ("payload", "text")
 LLM_KEYS = ("prompt", "transitions", "slots", "tools", "offline")
 TOOL_KEYS = ("name", "description", "parameters", "goto")
 PARAM_KEYS = ("type", "description")
@@ -708,6 +711,20 @@ class _Reader:
         reason_node = self.require(fields, "reason", node, f"{label} needs a `reason` the caller will see")
         return CallPermissionConfig(reason=self.spoken(reason_node, f"`reason` of {label}"))
 
+    def call_button(self, node: yaml.Node, path: PathKey, what: str) -> CallButtonConfig:
+        """`send_call_button: <payload>` or `{payload, text}`; both may hold placeholders."""
+        label = f"`send_call_button` of {what}"
+        if isinstance(node, yaml.ScalarNode):
+            self.value_nodes[(*path, "payload")] = node
+            return CallButtonConfig(payload=self.spoken(node, label))
+        fields = self.entries(node, path, label, CALL_BUTTON_KEYS)
+        values = {
+            key: self.spoken(value, f"`{key}` of {label}")
+            for key in CALL_BUTTON_KEYS
+            if (value := self.optional(fields, key)) is not None
+        }
+        return CallButtonConfig(**values)
+
     def llm(self, node: yaml.Node, path: PathKey, what: str) -> LlmConfig:
         label = f"`llm` of {what}"
         fields = self.entries(node, path, label, LLM_KEYS)
@@ -787,6 +804,7 @@ class _Reader:
         branches_node = opt("branches")
         ask_node, handover_node, http_node = opt("ask"), opt("handover"), opt("http")
         permission_node, llm_node = opt("request_call_permission"), opt("llm")
+        button_node = fields.get("send_call_button")
         nxt_node, no_match_node = opt("next"), opt("no_match")
         end_node, interruptible_node = opt("end"), opt("interruptible")
         return Node(
@@ -814,6 +832,9 @@ class _Reader:
                 else self.permission(permission_node, (*path, "request_call_permission"), what)
             ),
             llm=None if llm_node is None else self.llm(llm_node, (*path, "llm"), what),
+            send_call_button=(
+                None if button_node is None else self.call_button(button_node, (*path, "send_call_button"), what)
+            ),
         )
 
     def flow(self, root: yaml.Node | None) -> Flow:

@@ -33,7 +33,7 @@ import yaml
 
 from agent.dialogue import slots as slot_parsing
 from agent.dialogue.checks import slots_set
-from agent.dialogue.effects import Handover, HttpRequest, Reply, RequestCallPermission, ToolCall
+from agent.dialogue.effects import Handover, HttpRequest, Reply, RequestCallPermission, SendCallButton, ToolCall
 from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, flow_errors, read_flow_text
 from agent.dialogue.model import KEYPAD_KEYS
@@ -55,7 +55,12 @@ __all__ = [
 ]
 
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
-_ACTION_KINDS = {"http": HttpRequest, "handover": Handover, "request_call_permission": RequestCallPermission}
+_ACTION_KINDS = {
+    "http": HttpRequest,
+    "handover": Handover,
+    "request_call_permission": RequestCallPermission,
+    "send_call_button": SendCallButton,
+}
 
 
 def is_test_file(path: str | Path) -> bool:
@@ -465,7 +470,7 @@ def _action_matches(action: Any, spec: Any) -> str | None:
         kind, fields = next(iter(spec.items()))
         fields = fields or {}
     else:
-        return "each expected action is a kind (http, handover, request_call_permission) or {kind: {field: value}}"
+        return f"each expected action is a kind ({', '.join(_ACTION_KINDS)}) or {{kind: {{field: value}}}}"
     if kind not in _ACTION_KINDS:
         return f"unknown action kind '{kind}' (use one of: {', '.join(_ACTION_KINDS)})"
     if not isinstance(action, _ACTION_KINDS[kind]):

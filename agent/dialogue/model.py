@@ -36,6 +36,7 @@ __all__ = [
     "Ask",
     "Branch",
     "BusinessHours",
+    "CallButtonConfig",
     "CallPermissionConfig",
     "DigitLength",
     "FaqEntry",
@@ -265,6 +266,13 @@ class CallPermissionConfig(_Model):
     reason: str
 
 
+class CallButtonConfig(_Model):
+    """A WhatsApp call button sent to the caller (spec §6); `payload` comes back with the call it starts."""
+
+    payload: str | None = None
+    text: str | None = None
+
+
 class ToolParam(_Model):
     type: Literal["yes_no", "number", "date", "time", "text"] = "text"
     description: str = ""
@@ -312,6 +320,7 @@ class Node(_Model):
     handover: HandoverConfig | None = None
     http: HttpConfig | None = None
     request_call_permission: CallPermissionConfig | None = None
+    send_call_button: CallButtonConfig | None = None
     llm: LlmConfig | None = None
 
     @property

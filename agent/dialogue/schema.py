@@ -268,6 +268,19 @@ def _definitions() -> dict[str, Any]:
             "handover": _d("Transfer the call to a human team.", handover),
             "http": _d("Call a business system and store parts of its answer.", http),
             "request_call_permission": _d("Ask the caller for permission to call them back.", permission),
+            "send_call_button": _d(
+                "Send the caller a WhatsApp call button; its payload comes back with the call it starts.",
+                {
+                    "anyOf": [
+                        _TEXT,
+                        {
+                            "type": "object",
+                            "properties": {"payload": _TEXT, "text": _TEXT},
+                            "additionalProperties": False,
+                        },
+                    ]
+                },
+            ),
             "llm": _d("Let an LLM hold the conversation here.", llm),
             "end": _d("Hang up after speaking.", {"type": "boolean"}),
             "interruptible": _d("Whether the caller can talk over this node's lines.", {"type": "boolean"}),
@@ -381,7 +394,9 @@ def flow_test_schema() -> dict[str, Any]:
             "slots": _d("Slot values (null: not set).", {"type": "object", "additionalProperties": _SCALAR}),
             "handover": _d("true, false, or the expected queue/skills/reason.", {"type": ["boolean", "object"]}),
             "end": _d("Whether the bot hangs up.", {"type": "boolean"}),
-            "actions": _d("Actions in order: http, handover, request_call_permission.", {"type": "array"}),
+            "actions": _d(
+                "Actions in order: http, handover, request_call_permission, send_call_button.", {"type": "array"}
+            ),
             "llm": _d("Whether the turn is handed to the LLM.", {"type": "boolean"}),
             "interruptible": _d("Whether the caller may talk over the reply.", {"type": "boolean"}),
         },

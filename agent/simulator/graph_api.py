@@ -1,7 +1,8 @@
 """Meta's Graph API surface for calling and call permissions.
 
 Routes: `POST /{version}/{phone_number_id}/calls` (spec §3), `POST .../messages` (permission
-requests, spec §4.2-§4.3) and `GET .../call_permissions` (spec §4.5).
+requests and call buttons, spec §4.2-§4.3, §6.1-§6.2), `GET .../call_permissions` (spec §4.5) and
+`GET`/`POST .../settings` (spec §5).
 
 This module is the HTTP face only: it authenticates, checks the path and the request envelope,
 validates SDP offers and answers the way Meta does, and renders errors in Graph's envelope (spec
@@ -193,6 +194,8 @@ class GraphFaults:
 ActionHandler = Callable[[str, dict[str, Any]], Awaitable[GraphResult]]
 MessagesHandler = Callable[[dict[str, Any]], Awaitable[GraphResult]]
 QueryHandler = Callable[[dict[str, str]], Awaitable[GraphResult]]
+#: (phone_number_id, POST body or None for a GET) -> result.
+SettingsHandler = Callable[[str, dict[str, Any] | None], Awaitable[GraphResult]]
 
 
 class GraphApi:
@@ -207,6 +210,7 @@ class GraphApi:
         requests: list[GraphRequestRecord],
         messages_handler: MessagesHandler | None = None,
         permissions_handler: QueryHandler | None = None,
+        settings_handler: SettingsHandler | None = None,
         round_trip_s: Callable[[], float] | float = 0.0,
     ) -> None:
         self._access_token = access_token
@@ -217,6 +221,7 @@ class GraphApi:
         self._handler = handler
         self._messages_handler = messages_handler
         self._permissions_handler = permissions_handler
+        self._settings_handler = settings_handler
         self.requests = requests
         self.faults = GraphFaults()
         travel = self._travelling
@@ -231,6 +236,14 @@ class GraphApi:
                     "/{version}/{phone_number_id}/call_permissions",
                     travel(self._permissions_endpoint),
                     methods=["GET"],
+                )
+            )
+        if settings_handler is not None:
+            routes.append(
+                Route(
+                    "/{version}/{phone_number_id}/settings",
+                    travel(self._settings_endpoint),
+                    methods=["GET", "POST"],
                 )
             )
         routes.append(Route("/{path:path}", travel(self._unsupported_endpoint), methods=_ALL_METHODS))
@@ -294,6 +307,22 @@ class GraphApi:
             return self._error(request, None, dict(query), err)
         return self._success(request, None, dict(query), result)
 
+    async def _settings_endpoint(self, request: Request) -> JSONResponse:
+        """Settings need the management permission, not messaging (spec §3.1), and their body carries no
+        `messaging_product` (spec §5's example), so the envelope check of the other routes is not applied."""
+        assert self._settings_handler is not None
+        body: dict[str, Any] | None = None
+        try:
+            self._check_auth(request)
+            phone_number_id = request.path_params["phone_number_id"]
+            self._check_path(request.path_params["version"], phone_number_id)
+            if request.method == "POST":
+                body = await _read_json_object(request, messaging_product=False)
+            result = await self._settings_handler(phone_number_id, body)
+        except GraphApiError as err:
+            return self._error(request, None, body, err)
+        return self._success(request, None, body, result)
+
     def _error(
         self, request: Request, action: str | None, body: dict[str, Any] | None, err: GraphApiError
     ) -> JSONResponse:
@@ -315,7 +344,8 @@ class GraphApi:
         err = GraphApiError(
             100,
             f"Unsupported {request.method} request to {request.url.path}: this simulator implements "
-            "only POST /{version}/{phone_number_id}/calls, POST .../messages and GET .../call_permissions",
+            "only POST /{version}/{phone_number_id}/calls, POST .../messages, GET .../call_permissions "
+            "and GET/POST .../settings",
             message=f"(#100) Unsupported {request.method.lower()} request.",
         )
         self._record(request, None, None, err.http_status, err.code)
@@ -387,7 +417,7 @@ class GraphApi:
             )
 
 
-async def _read_json_object(request: Request) -> dict[str, Any]:
+async def _read_json_object(request: Request, *, messaging_product: bool = True) -> dict[str, Any]:
     raw = await request.body()
     try:
         body = json.loads(raw)
@@ -395,7 +425,7 @@ async def _read_json_object(request: Request) -> dict[str, Any]:
         raise invalid_parameter(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise invalid_parameter("Request body must be a JSON object")
-    if body.get("messaging_product") != "whatsapp":
+    if messaging_product and body.get("messaging_product") != "whatsapp":
         raise GraphApiError(
             100,
             "The parameter messaging_product is required and must be 'whatsapp'",

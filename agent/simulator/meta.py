@@ -10,7 +10,8 @@
   the connect webhook carrying the SDP answer, ACCEPTED or REJECTED, and terminate (spec §2.5, §2.6,
   §7.4, Appendix A);
 * call permissions: permission-request messages, the user's reply webhook, GET call_permissions,
-  the customer-service window and the request, call and unanswered-call limits (spec §4, §8).
+  the customer-service window and the request, call and unanswered-call limits (spec §4, §8);
+* call buttons (spec §6.1, §6.2) and the number's call settings (spec §5, `GET`/`POST .../settings`).
 
 It must be as strict as Meta, so a server bug fails here rather than on a real phone.
 
@@ -36,6 +37,13 @@ from typing import Any, Protocol
 import httpx
 from starlette.applications import Starlette
 
+from agent.simulator.call_buttons import (
+    CallButtonMessage,
+    check_voice_call_interactive,
+    check_voice_call_template,
+    is_voice_call_interactive,
+)
+from agent.simulator.call_settings import OutsideCallHours, SettingsStore, within_call_hours
 from agent.simulator.graph_api import (
     GraphApi,
     GraphApiError,
@@ -438,6 +446,11 @@ class MetaSimulator:
         self.user_names: dict[str, str] = {}
         self.user_phones: dict[str, UserPhone] = {}
         self.permission_templates: dict[str, tuple[str, str]] = {}  # name -> (language, category)
+        self.call_button_templates: dict[str, tuple[str, int]] = {}  # name -> (language, ttl_minutes)
+        self.call_buttons: list[CallButtonMessage] = []
+        # Meta's record of each number's `calling` settings (spec §5); status and callback permission live in
+        # `rules` (calling_enabled, callback_permission) so a test toggling a rule sees it in GET too.
+        self.settings = SettingsStore()
         self._permission_gets: list[float] = []
         self._sender = WebhookSender(
             url=webhook_url, app_secret=app_secret, options=self.delivery, transport=webhook_transport
@@ -449,6 +462,7 @@ class MetaSimulator:
             requests=self.requests,
             messages_handler=self._handle_message,
             permissions_handler=self._handle_permissions_query,
+            settings_handler=self._handle_settings,
             round_trip_s=lambda: self.timings.graph_round_trip,
         )
         self.app: Starlette = self._graph.app
@@ -495,6 +509,23 @@ class MetaSimulator:
             raise ValueError("call permission request templates must be MARKETING or UTILITY (spec §4.3)")
         self.permission_templates[name] = (language, category)
 
+    def add_call_button_template(self, name: str, *, language: str = "en", ttl_minutes: int = 10080) -> None:
+        """Register an approved template with a voice-call button (spec §6.2); its TTL must be 1440-43200."""
+        if not 1440 <= ttl_minutes <= 43200:
+            raise ValueError("a voice-call button template's ttl_minutes must be 1440 to 43200 (spec §6.2)")
+        self.call_button_templates[name] = (language, ttl_minutes)
+
+    async def user_taps_call_button(self, message_id: str, *, offer_sdp: str) -> SimCall:
+        """The user taps a call button: a UIC whose webhooks carry the button's payload (spec §6.4)."""
+        button = next((b for b in self.call_buttons if b.id == message_id), None)
+        if button is None or button.status != "sent":
+            raise LookupError(f"no delivered call button {message_id!r}")
+        if button.expired(self._now()):
+            raise LookupError(f"call button {message_id!r} expired after {button.ttl_minutes} minutes")
+        return await self.place_user_call(
+            wa_id=button.wa_id, offer_sdp=offer_sdp, name=self._name(button.wa_id), cta_payload=button.payload
+        )
+
     def _name(self, wa_id: str) -> str:
         return self.user_names.get(wa_id, DEFAULT_USER_NAME)
 
@@ -517,10 +548,15 @@ class MetaSimulator:
         The answer window starts before delivery, because Meta's clock starts when the caller
         dials, not when our server gets round to reading the webhook. Dialling opens the
         customer-service window whether or not the business answers (spec §8.1).
+
+        Raises `OutsideCallHours` when the number's `call_hours` say closed: the phone never rings the
+        business then (spec §5 simulator rule 3).
         """
         if cta_payload is not None and deeplink_payload is not None:
             raise ValueError("a call starts from a call button or from a deep link, not both (spec §6.4)")
         self._ensure_open()
+        if not within_call_hours(self.settings.calling(self.phone_number_id), self._clock()):
+            raise OutsideCallHours(f"{wa_id} called outside the number's call_hours: no connect webhook")
         call = SimCall(
             id=new_call_id(),
             wa_id=wa_id,
@@ -976,6 +1012,12 @@ class MetaSimulator:
         recipient_type = body.get("recipient_type")
         if recipient_type is not None and recipient_type != "individual":
             raise invalid_parameter(f"Invalid recipient_type {recipient_type!r}; expected 'individual'")
+        if is_voice_call_interactive(body) or (
+            body.get("type") == "template"
+            and isinstance(body.get("template"), dict)
+            and body["template"].get("name") in self.call_button_templates
+        ):
+            return self._call_button(body, raw_to, wa_id)
         kind = body.get("type")
         body_text: str | None = None
         template_name: str | None = None
@@ -1015,6 +1057,86 @@ class MetaSimulator:
             "messages": [{"id": request.id}],
         }
         return GraphResult(body=response, after_response=self._later(lambda: self._after_request(request)))
+
+    def _call_button(self, body: dict[str, Any], raw_to: Any, wa_id: str) -> GraphResult:
+        """A call-button message (spec §6.1 free-form, §6.2 template). Like any free-form message, the
+        interactive outside the customer-service window is accepted and then fails by webhook (131047)."""
+        interactive = body["type"] == "interactive"
+        if interactive:
+            fields = check_voice_call_interactive(body["interactive"])
+        else:
+            fields = check_voice_call_template(body["template"], self.call_button_templates)
+        now = self._now()
+        button = CallButtonMessage(
+            id=new_message_id(),
+            wa_id=wa_id,
+            kind="interactive" if interactive else "template",
+            sent_at=now,
+            ttl_minutes=fields.ttl_minutes,
+            payload=fields.payload,
+            body_text=fields.body_text,
+            display_text=fields.display_text,
+            template_name=fields.template_name,
+        )
+        if interactive and self.rules.require_window and not self.permissions.window_open(wa_id, now):
+            button.status = "failed"  # §6.1, §8.1: free-form only inside the window
+            logger.info("call button %s to %s: window closed, will fail with 131047", button.id, wa_id)
+        self.call_buttons.append(button)
+        response = {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": raw_to, "wa_id": wa_id}],
+            "messages": [{"id": button.id}],
+        }
+        return GraphResult(body=response, after_response=self._later(lambda: self._after_button(button)))
+
+    async def _after_button(self, button: CallButtonMessage) -> None:
+        await asyncio.sleep(self.timings.message_status_after)
+        if button.status == "failed":
+            await self._emit(
+                self.message_status_payload(button.id, button.wa_id, "failed", errors=[WINDOW_CLOSED_ERROR])
+            )
+            return
+        if self.rules.message_status_webhooks:
+            for status in ("sent", "delivered"):
+                await self._emit(self.message_status_payload(button.id, button.wa_id, status))
+
+    # ---- Graph API: settings ----------------------------------------------------------------
+
+    def settings_view(self, phone_number_id: str | None = None) -> dict[str, Any]:
+        """The `calling` object as GET shows it (spec §5)."""
+        calling = self.settings.calling(phone_number_id or self.phone_number_id)
+        calling["status"] = "ENABLED" if self.rules.calling_enabled else "DISABLED"
+        calling["callback_permission_status"] = "ENABLED" if self.rules.callback_permission else "DISABLED"
+        calling.setdefault("call_icon_visibility", "DEFAULT")
+        return calling
+
+    async def _handle_settings(self, phone_number_id: str, body: dict[str, Any] | None) -> GraphResult:
+        """GET returns the stored settings; POST validates (100, rule named), stores with §5's replace rules,
+        applies status and callback permission to the rules, and fires `account_settings_update`."""
+        if body is None:
+            return GraphResult(body={"calling": self.settings_view(phone_number_id), "id": phone_number_id})
+        unknown = sorted(set(body) - {"calling"})
+        if unknown:
+            raise invalid_parameter(f"Unsupported settings field(s) {unknown}: this simulator implements `calling`")
+        calling = body.get("calling")
+        self.settings.update(phone_number_id, calling, self._clock())  # validated: `calling` is a dict now
+        assert isinstance(calling, dict)
+        if "status" in calling:  # §5 rule 4: DISABLED makes /calls answer 138000
+            self.rules.calling_enabled = calling["status"] == "ENABLED"
+        if "callback_permission_status" in calling:
+            self.rules.callback_permission = calling["callback_permission_status"] == "ENABLED"
+        update = self._wrap(
+            "account_settings_update",
+            {
+                "type": "PHONE_NUMBER_SETTINGS",
+                "timestamp": str(self._now()),
+                "phone_number_settings": {
+                    "phone_number_id": phone_number_id,
+                    "calling": self.settings_view(phone_number_id),
+                },
+            },
+        )
+        return GraphResult(body={"success": True}, after_response=self._later(lambda: self._emit(update)))
 
     def _check_permission_template(self, template: Any) -> str:
         if not isinstance(template, dict):
@@ -1366,7 +1488,7 @@ def _check_permission_interactive(interactive: Any) -> str | None:
     itype = interactive.get("type")
     if itype != "call_permission_request":
         raise invalid_parameter(
-            f"Unsupported interactive type {itype!r}: this simulator implements only call_permission_request"
+            f"Unsupported interactive type {itype!r}: this simulator implements call_permission_request and voice_call"
         )
     action = interactive.get("action")
     if not isinstance(action, dict) or action.get("name") != "call_permission_request":

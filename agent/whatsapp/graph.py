@@ -1,4 +1,5 @@
-"""Outbound side of the WhatsApp Cloud API: the `POST /{phone-number-id}/calls` actions.
+"""Outbound side of the WhatsApp Cloud API: the `POST /{phone-number-id}/calls` actions, the messages that
+ask for call permission or offer a call button, and the number's call settings.
 
 Every action goes through one method so request shape, logging and Meta's error envelope are handled
 in exactly one place; the simulator and the real Graph API are then interchangeable by `base_url`.
@@ -31,6 +32,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_BIZ_OPAQUE_CALLBACK_DATA = 512
+MAX_BUTTON_PAYLOAD = 512  # spec §6.1
+MAX_BUTTON_DISPLAY_TEXT = 20  # spec §6.1
+MAX_BUTTON_TTL_MINUTES = 43200  # spec §6.1: 30 days
 _SNIPPET = 200
 
 Action = Literal["connect", "pre_accept", "accept", "reject", "terminate"]
@@ -193,6 +197,14 @@ def _check_callback_data(value: str | None) -> None:
         )
 
 
+def _check_button(payload: str | None, ttl_minutes: int | None) -> None:
+    """Spec §6.1: payload at most 512 characters, TTL 1 to 43200 minutes."""
+    if payload is not None and len(payload) > MAX_BUTTON_PAYLOAD:
+        raise ValueError(f"payload is {len(payload)} characters; Meta allows at most {MAX_BUTTON_PAYLOAD}")
+    if ttl_minutes is not None and not 1 <= ttl_minutes <= MAX_BUTTON_TTL_MINUTES:
+        raise ValueError(f"ttl_minutes must be 1 to {MAX_BUTTON_TTL_MINUTES}")
+
+
 class GraphClient:
     """Client for one business phone number's calling endpoint."""
 
@@ -217,6 +229,7 @@ class GraphClient:
         self.on_error = on_error
         self._url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/calls"
         self._messages_url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/messages"
+        self._settings_url = f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/settings"
         # The token lives only in the client's default headers so no log line can pick it up by accident.
         self._client = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {token}"},
@@ -295,13 +308,106 @@ class GraphClient:
             "type": "interactive",
             "interactive": interactive,
         }
-        status, data = await self._post_json(self._messages_url, body, "call_permission_request", to)
+        return await self._send_message(body, "call_permission_request")
+
+    async def send_call_button(
+        self,
+        to: str,
+        *,
+        body_text: str,
+        payload: str | None = None,
+        display_text: str | None = None,
+        ttl_minutes: int | None = None,
+    ) -> str:
+        """The free-form `voice_call` interactive message (spec §6.1): a button that calls the business.
+
+        Needs an open customer-service window (§8.1); a tap starts a call whose webhooks carry `payload` as
+        `cta_payload` (§6.4). Limits are checked here so a bad value fails before Meta is asked.
+        """
+        _require("to", to)
+        _require("body_text", body_text)
+        _check_button(payload, ttl_minutes)
+        if display_text is not None and not 1 <= len(display_text) <= MAX_BUTTON_DISPLAY_TEXT:
+            raise ValueError(f"display_text must be 1 to {MAX_BUTTON_DISPLAY_TEXT} characters")
+        parameters: dict[str, Any] = {}
+        if display_text is not None:
+            parameters["display_text"] = display_text
+        if ttl_minutes is not None:
+            parameters["ttl_minutes"] = ttl_minutes
+        if payload is not None:
+            parameters["payload"] = payload
+        action: dict[str, Any] = {"name": "voice_call"}
+        if parameters:
+            action["parameters"] = parameters
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "interactive",
+            "interactive": {"type": "voice_call", "body": {"text": body_text}, "action": action},
+        }
+        return await self._send_message(body, "call_button")
+
+    async def send_call_button_template(
+        self,
+        to: str,
+        *,
+        name: str,
+        language: str,
+        payload: str | None = None,
+        ttl_minutes: int | None = None,
+    ) -> str:
+        """An approved template with a voice-call button (spec §6.2): the way to reach a user outside the
+        customer-service window. The send may override the TTL and attach the payload."""
+        _require("to", to)
+        _require("name", name)
+        _require("language", language)
+        _check_button(payload, ttl_minutes)
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        parameters: list[dict[str, Any]] = []
+        if ttl_minutes is not None:
+            parameters.append({"type": "ttl_minutes", "ttl_minutes": ttl_minutes})
+        if payload is not None:
+            parameters.append({"type": "payload", "payload": payload})
+        if parameters:
+            template["components"] = [{"type": "button", "sub_type": "voice_call", "parameters": parameters}]
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "template",
+            "template": template,
+        }
+        return await self._send_message(body, "call_button_template")
+
+    async def get_settings(self) -> dict[str, Any]:
+        """`GET /{phone-number-id}/settings` (spec §5): the whole answer; the `calling` object is in it."""
+        _, data = await self._request_json("GET", self._settings_url, None, "get_settings", None)
+        return data
+
+    async def update_settings(self, calling: dict[str, Any]) -> None:
+        """`POST /{phone-number-id}/settings` with a `calling` object (spec §5). Meta replaces `call_hours`
+        whole, so a body without `holiday_schedule` deletes the holidays it has."""
+        status, data = await self._post_json(self._settings_url, {"calling": calling}, "update_settings", None)
+        if data.get("success") is not True:
+            raise self._failed(
+                "update_settings",
+                GraphError(
+                    status=status,
+                    message='settings update was not confirmed (no "success": true)',
+                    details=_snippet(json.dumps(data)),
+                ),
+            )
+
+    async def _send_message(self, body: dict[str, Any], what: str) -> str:
+        """POST to /messages; the message id (wamid) that statuses and replies will refer to."""
+        status, data = await self._post_json(self._messages_url, body, what, body.get("to"))
         messages = data.get("messages")
         first = messages[0] if isinstance(messages, list) and messages else None
         message_id = first.get("id") if isinstance(first, dict) else None
         if not isinstance(message_id, str) or not message_id:
             raise self._failed(
-                "call_permission_request",
+                what,
                 GraphError(status=status, message="message response has no id", details=_snippet(str(data))),
             )
         return message_id
@@ -386,18 +492,30 @@ class GraphClient:
     async def _post_json(
         self, url: str, body: dict[str, Any], action: str, target: Any, *, timeout: float | None = None
     ) -> tuple[int, dict[str, Any]]:
-        logger.debug("Graph POST %s action=%s target=%s", url, action, target)
+        return await self._request_json("POST", url, body, action, target, timeout=timeout)
+
+    async def _request_json(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        action: str,
+        target: Any,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        logger.debug("Graph %s %s action=%s target=%s", method, url, action, target)
         try:
             if timeout is None:
-                response = await self._client.post(url, json=body)
+                response = await self._client.request(method, url, json=body)
             else:
-                response = await self._client.post(url, json=body, timeout=timeout)
+                response = await self._client.request(method, url, json=body, timeout=timeout)
         except httpx.HTTPError as exc:
-            logger.debug("Graph POST action=%s failed: %r", action, exc)
+            logger.debug("Graph %s action=%s failed: %r", method, action, exc)
             raise self._failed(
                 action, GraphTransportError(f"{action} request failed: {type(exc).__name__}: {exc}")
             ) from exc
-        logger.debug("Graph POST action=%s -> %d", action, response.status_code)
+        logger.debug("Graph %s action=%s -> %d", method, action, response.status_code)
         if not response.is_success:
             raise self._failed(action, _error_from_response(response))
         try:

@@ -41,6 +41,7 @@ __all__ = [
     "TimeRange",
     "UserCallingState",
     "bic_blocked_country",
+    "button_window_refusal",
     "check_can_call",
     "check_can_request_permission",
     "check_capacity",
@@ -183,6 +184,7 @@ RULE_NAMES: Mapping[str, str] = {
     "permission.request_limit_24h": "call-permission request limit per 24 h",
     "permission.request_limit_7d": "call-permission request limit per 7 days",
     "permission.window_closed": "customer-service window closed",
+    "button.window_closed": "customer-service window closed",
     "permission.already_permanent": "permanent call permission already granted",
     "bic.daily_connected_limit": "connected business-initiated call limit per 24 h",
     "bic.country_blocked": "business-initiated calls unavailable in the business number's country",
@@ -630,6 +632,19 @@ def check_can_request_permission(
             clears_at=at,
         )
     return None
+
+
+def button_window_refusal(state: UserCallingState, limits: CallingLimits = DEFAULT_LIMITS) -> Refusal:
+    """A free-form call button to a user whose window is closed (§6.1, §8.1): Meta would fail it with 131047."""
+    window = state.window(limits)
+    closed = "has never been opened" if window.closes_at is None else f"closed at {_iso(window.closes_at)}"
+    return _refuse(
+        "button.window_closed",
+        "a free-form call button needs an open 24 h customer-service window (§6.1, §8.1); "
+        f"the window with user {state.user} {closed}; configure call_button.template (an approved template "
+        "with a voice-call button) or wait for the user to write or call",
+        code=131047,
+    )
 
 
 def check_can_call(
