@@ -337,6 +337,18 @@ class BusinessHours(_Model):
     close: dt.time = DEFAULT_CLOSE
 
 
+class RecordingConfig(_Model):
+    """Whether this flow's calls are recorded, and the line that tells the caller so.
+
+    ``enabled`` None follows the server's ``recordings.enabled``; a flow may force it either way (a flow
+    for a sensitive line can refuse recording whatever the server does). ``announce`` is spoken first,
+    before the greeting and without barge-in, on every call that is recorded.
+    """
+
+    enabled: bool | None = None
+    announce: str = ""
+
+
 class Flow(_Model):
     """A whole call script, as loaded from one YAML file."""
 
@@ -353,6 +365,7 @@ class Flow(_Model):
     #: Questions callers ask in passing, answered from any question node.
     faq: list[FaqEntry] = Field(default_factory=list)
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     source: str = "<string>"
 
     @property

@@ -28,6 +28,7 @@ from agent.dialogue.flow import (
     LLM_KEYS,
     NODE_KEYS,
     PARAM_TYPES,
+    RECORDING_KEYS,
     TOOL_KEYS,
 )
 from agent.dialogue.model import HTTP_METHODS, SLOT_TYPES
@@ -332,6 +333,17 @@ def flow_schema() -> dict[str, Any]:
                     "Questions callers ask in passing, answered from any question; the bot then asks its "
                     "question again.",
                     {"type": "array", "items": {"$ref": "#/definitions/faq"}},
+                ),
+                "recording": _d(
+                    "Call recording for this flow: `enabled` (default: the server's recordings.enabled) and "
+                    "`announce`, a line said before the greeting on every recorded call.",
+                    _object(
+                        {
+                            "enabled": _d("Record this flow's calls (overrides the server).", {"type": "boolean"}),
+                            "announce": _d("Said first on a recorded call, without barge-in.", _TEXT),
+                        },
+                        RECORDING_KEYS,
+                    ),
                 ),
                 "nodes": _d(
                     "The steps of the call, by name.",
