@@ -118,7 +118,7 @@ def test_version_3_file_migrates_and_its_events_count_as_handled(tmp_path: Path)
             "('wacid.OLD', 'connect', '2026-01-01T00:00:00+00:00', NULL, 'k-old', '2026-01-01T00:00:00+00:00')"
         )
     with SqliteStore(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         [old] = store.list_events("wacid.OLD")
         assert old.handled is True and old.envelope is None
         assert store.unhandled_events() == []
