@@ -84,7 +84,9 @@ class OggOpusWriter:
                 self._stopped = self._queue.get() is _STOP
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Private: recordings are personal data, readable by the service's user only.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.touch(mode=0o600)
         # flush_packets: each finished Ogg page goes to the file at once instead of waiting in a 32 kB buffer.
         container = av.open(str(self.path), "w", format="ogg", options={"flush_packets": "1"})
         try:
