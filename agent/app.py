@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from agent.call import CallEnded
@@ -307,7 +307,21 @@ def _without_sdp(value: Any) -> Any:
     return value
 
 
-def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
+def _recording_json(call_id: str, recording: Any, live: bool) -> dict[str, Any] | None:
+    """Whether the call has a recording and what it is; the file's place on the server is not the API's business."""
+    if recording is None:
+        return None
+    return {
+        "started_at": _iso(recording.started_at),
+        "ended_at": _iso(recording.ended_at),
+        "duration_s": recording.duration_s,
+        "bytes": recording.bytes,
+        "in_progress": live,
+        "download": f"/v1/calls/{call_id}/recording",
+    }
+
+
+def _detail_json(record: Any, events: list[Any], recording: dict[str, Any] | None = None) -> dict[str, Any]:
     """One call's record with its events, transcript, slots and per-turn latency.
 
     Turn timings are stored as events of kind "turn" (`Ledger.record_turn`), so they are lifted out of the event
@@ -338,6 +352,7 @@ def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
             for e in shown[:MAX_DETAIL_EVENTS]
         ],
         "events_truncated": len(shown) > MAX_DETAIL_EVENTS,
+        "recording": recording,
     }
 
 
@@ -348,6 +363,7 @@ def create_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     # A stand-in runtime (tests) may have none: then there is no /metrics and webhooks are not timed.
     metrics = getattr(runtime, "metrics", None)
+    recordings = getattr(runtime, "recordings", None)  # a stand-in runtime may have none: no recordings then
 
     async def verify(request: Request) -> Response:
         challenge = verify_subscription(request.query_params, settings.verify_token)
@@ -500,14 +516,65 @@ def create_app(runtime: Runtime) -> Starlette:
         if not 1 <= len(call_id) <= MAX_FILTER_CHARS:
             return not_found
 
-        def read() -> tuple[Any, list[Any]]:
+        def read() -> tuple[Any, list[Any], Any]:
             record = runtime.store.get_call(call_id)
-            return record, runtime.store.list_events(call_id) if record is not None else []
+            if record is None:
+                return None, [], None
+            recording = recordings.store.get_recording(call_id) if recordings is not None else None
+            return record, runtime.store.list_events(call_id), recording
 
-        record, events = await asyncio.to_thread(read)
+        record, events, recording = await asyncio.to_thread(read)
         if record is None:
             return not_found
-        return JSONResponse(_detail_json(record, events))
+        live = recordings is not None and recordings.is_live(call_id)
+        return JSONResponse(_detail_json(record, events, _recording_json(call_id, recording, live)))
+
+    async def _recording_request(request: Request) -> tuple[str, Any] | Response:
+        """Bearer check and the call's recording reference (404 when there is none)."""
+        denied = authorised(request)
+        if denied:
+            return denied
+        call_id = request.path_params["call_id"]
+        if recordings is None or not 1 <= len(call_id) <= MAX_FILTER_CHARS:
+            return JSONResponse({"error": "this call has no recording"}, status_code=404)
+        if recordings.is_live(call_id):
+            return JSONResponse({"error": "the call is still being recorded; try again when it has ended"}, 409)
+        recording = await recordings.find(call_id)
+        if recording is None:
+            return JSONResponse({"error": "this call has no recording"}, status_code=404)
+        return call_id, recording
+
+    async def download_recording(request: Request) -> Response:
+        found = await _recording_request(request)
+        if isinstance(found, Response):
+            return found
+        call_id, recording = found
+        path = Path(recording.path)
+        if not await asyncio.to_thread(path.is_file):
+            log.warning("call %s: the recording's file %s is missing", call_id, path.name)
+            return JSONResponse({"error": "the recording's file is missing on the server"}, status_code=404)
+        # Streamed from disk in chunks (FileResponse reads in a worker thread), never loaded whole.
+        return FileResponse(
+            path,
+            media_type="audio/ogg",
+            filename=re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:100] + ".ogg",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def delete_recording(request: Request) -> Response:
+        found = await _recording_request(request)
+        if isinstance(found, Response):
+            return found
+        call_id, _ = found
+        assert recordings is not None
+        try:
+            deleted = await recordings.delete(call_id)
+        except ValueError as exc:  # recording started again in between: refuse, as above
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        if not deleted:
+            return JSONResponse({"error": "this call has no recording"}, status_code=404)
+        log.info("call %s: recording deleted through the API", call_id)
+        return Response(status_code=204)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -532,6 +599,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/v1/calls", place_call, methods=["POST"]),
         Route("/v1/calls", list_calls, methods=["GET"]),
         Route("/v1/calls/{call_id}", call_detail, methods=["GET"]),
+        Route("/v1/calls/{call_id}/recording", download_recording, methods=["GET"]),
+        Route("/v1/calls/{call_id}/recording", delete_recording, methods=["DELETE"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -93,6 +93,21 @@ _EVENT: dict[str, Any] = {
     },
 }
 
+_RECORDING: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "description": "the call's recording (stereo Ogg/Opus: caller left, bot or agent right); null: none",
+    "required": ["started_at", "ended_at", "duration_s", "bytes", "in_progress", "download"],
+    "properties": {
+        "started_at": {"type": "string", "format": "date-time"},
+        "ended_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "duration_s": _NULLABLE_NUMBER,
+        "bytes": {"type": "integer", "nullable": True},
+        "in_progress": {"type": "boolean", "description": "the call is still being recorded"},
+        "download": {"type": "string", "description": "the path to GET the file from"},
+    },
+}
+
 _CALL_DETAIL: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -105,6 +120,7 @@ _CALL_DETAIL: dict[str, Any] = {
         "turns",
         "events",
         "events_truncated",
+        "recording",
     ],
     "properties": {
         **_CALL_PROPERTIES,
@@ -127,6 +143,7 @@ _CALL_DETAIL: dict[str, Any] = {
         "turns": {"type": "array", "items": _TURN},
         "events": {"type": "array", "items": _EVENT},
         "events_truncated": {"type": "boolean"},
+        "recording": _RECORDING,
     },
 }
 
@@ -214,6 +231,15 @@ _PERMISSION_BODY: dict[str, Any] = {
 }
 
 _API = [{"apiToken": []}]
+
+_CALL_ID: dict[str, Any] = {
+    "name": "call_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "example": "wacid.ABC",
+}
+_STILL_RECORDING = _json(_ERROR, "the call is still being recorded")
 
 _PATHS: dict[str, Any] = {
     "/webhook": {
@@ -323,6 +349,33 @@ _PATHS: dict[str, Any] = {
             ],
             "responses": {"200": _json(_CALL_DETAIL, "the call"), **_errors(401, 403, 404)},
         }
+    },
+    "/v1/calls/{call_id}/recording": {
+        "get": {
+            "summary": "Download the call's recording (Ogg/Opus, stereo: caller left, bot or agent right)",
+            "operationId": "getCallRecording",
+            "security": _API,
+            "parameters": [_CALL_ID],
+            "responses": {
+                "200": {
+                    "description": "the recording",
+                    "content": {"audio/ogg": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(401, 403, 404),
+                "409": _STILL_RECORDING,
+            },
+        },
+        "delete": {
+            "summary": "Delete the call's recording: the file and the reference to it",
+            "operationId": "deleteCallRecording",
+            "security": _API,
+            "parameters": [_CALL_ID],
+            "responses": {
+                "204": {"description": "deleted"},
+                **_errors(401, 403, 404),
+                "409": _STILL_RECORDING,
+            },
+        },
     },
     "/v1/call-permissions": {
         "post": {
