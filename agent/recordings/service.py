@@ -138,8 +138,11 @@ class Recordings:
                 break
         # Files without a reference (its write lost with a killed process, a reference deleted by hand): a file
         # last written before the cutoff began before it too, so its reference, if any, has just been swept.
+        growing = {Path(r.path) for r in list(self._live.values())}
         with contextlib.suppress(FileNotFoundError):
             for path in self.directory.glob("*.ogg"):
+                if path in growing:
+                    continue
                 with contextlib.suppress(OSError):
                     if datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff:
                         path.unlink()
