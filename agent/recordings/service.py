@@ -92,11 +92,12 @@ class Recordings:
         return info
 
     def _save(self, record: RecordingRecord) -> None:
-        submit = getattr(self.store, "submit", None)
-        if submit is None:  # a store without a writer thread (tests' stand-ins)
-            self.store.save_recording(record)
-            return
-        submit(lambda tx: tx.save_recording(record)).add_done_callback(_log_failure)
+        """Queued on the store's writer thread; a store that refuses (closing, failing) costs the reference only,
+        never the call."""
+        try:
+            self.store.submit(lambda tx: tx.save_recording(record)).add_done_callback(_log_failure)
+        except Exception as exc:
+            log.error("call %s: recording reference not saved: %s", record.call_id, exc)
 
     def is_live(self, call_id: str) -> bool:
         return call_id in self._live

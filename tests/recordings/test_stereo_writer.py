@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from agent.recordings.recorder import CallRecorder
+from agent.recordings.recorder import CallRecorder, RecordingInfo
 from agent.recordings.timeline import RATE, StereoTimeline
 
 FRAME = 960
@@ -40,7 +40,7 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
 
 
-async def record(path: Path, left: np.ndarray | None, right: np.ndarray | None, seconds: float) -> object:
+async def record(path: Path, left: np.ndarray | None, right: np.ndarray | None, seconds: float) -> RecordingInfo:
     """Feed both taps in 20 ms steps on a fake clock, as a live call would."""
     now = [100.0]
     recorder = CallRecorder(path, clock=lambda: now[0])
@@ -113,3 +113,10 @@ def test_a_silent_caller_is_padded_so_both_sides_stay_in_step() -> None:
     starts = [loud[0], loud[np.flatnonzero(np.diff(loud) > 1)[0] + 1]]
     assert abs(starts[0] / RATE - 0.5) < 0.03 and abs(starts[1] / RATE - 2.0) < 0.03, [s / RATE for s in starts]
     assert abs(pcm.shape[0] / RATE - 3.0) < 0.05
+
+
+async def test_a_file_that_cannot_be_written_costs_the_recording_not_the_call(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the recordings folder should be")
+    info = await record(blocker / "call.ogg", tone(0.5), None, 0.5)  # every frame still accepted, no hang
+    assert info.complete is False and info.bytes == 0
