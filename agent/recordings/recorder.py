@@ -59,13 +59,19 @@ class CallRecorder:
             return
         for out in self._resampler.resample(frame):
             self._timeline.push(self._timeline.left, out.to_ndarray().reshape(-1), t)
+        self._write_ready(t)
 
     def sent_frame(self, samples: np.ndarray | None, t: float) -> None:
-        """A 20 ms frame the outbound track sent (None: silence); it also paces the writing."""
+        """A 20 ms frame the outbound track sent (None: silence)."""
         if self._stopped:
             return
         pcm = np.zeros(960, dtype=np.int16) if samples is None else samples
         self._timeline.push(self._timeline.right, pcm, t)
+        self._write_ready(t)
+
+    def _write_ready(self, t: float) -> None:
+        # Either side's arrival moves the writing on, so neither side's audio piles up in memory should the
+        # other stop coming (a stalled sender, a phone that sends nothing).
         block = self._timeline.ready(t)
         if block is not None:
             self._writer.put(block)

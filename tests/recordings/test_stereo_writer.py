@@ -120,3 +120,14 @@ async def test_a_file_that_cannot_be_written_costs_the_recording_not_the_call(tm
     blocker.write_text("a file where the recordings folder should be")
     info = await record(blocker / "call.ogg", tone(0.5), None, 0.5)  # every frame still accepted, no hang
     assert info.complete is False and info.bytes == 0
+
+
+def test_one_side_stopping_never_holds_the_others_audio_in_memory() -> None:
+    timeline = StereoTimeline(0.0)
+    written = 0
+    for i in range(1, 101):  # two seconds of the caller; the bot's track has stopped sending
+        timeline.push(timeline.left, np.full(FRAME, 500, dtype=np.int16), i * 0.02)
+        block = timeline.ready(i * 0.02)
+        written += 0 if block is None else block.shape[0]
+    assert abs(written / RATE - (2.0 - 0.3)) < 0.05, written / RATE
+    assert timeline.left.pending <= 0.35 * RATE
