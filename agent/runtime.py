@@ -298,8 +298,9 @@ class Runtime:
     async def warm_up(self) -> None:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say.
 
-        Also starts the event-loop lag measurement: every server (and simulation) warms up in the loop it
-        then serves from, right before serving; `aclose` stops it."""
+        Also starts the event-loop lag measurement and the recordings' retention sweep (first run at once, so
+        expired recordings go at start-up): every server (and simulation) warms up in the loop it then serves
+        from, right before serving; `aclose` stops both."""
         self.metrics.start_loop_lag()
         if not any(t.get_name() == "recordings-retention" for t in self._tasks):
             self._spawn(self.recordings.keep_sweeping(), "recordings-retention")  # cancelled by `aclose`
