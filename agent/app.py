@@ -10,14 +10,14 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from agent.call import CallEnded
@@ -307,6 +307,26 @@ def _without_sdp(value: Any) -> Any:
     return value
 
 
+DOWNLOAD_CHUNK = 1 << 16
+
+
+async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """`size` bytes of a file, read in a worker thread chunk by chunk: never the whole file in memory, never a
+    disk read on the loop. asyncio's default executor rather than Starlette's FileResponse (AnyIO's own thread
+    pool), so the process keeps to the thread pools it already has."""
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        remaining = size
+        while remaining > 0:
+            chunk = await asyncio.to_thread(handle.read, min(DOWNLOAD_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
 def _recording_json(call_id: str, recording: Any, live: bool) -> dict[str, Any] | None:
     """Whether the call has a recording and what it is; the file's place on the server is not the API's business."""
     if recording is None:
@@ -550,15 +570,21 @@ def create_app(runtime: Runtime) -> Starlette:
             return found
         call_id, recording = found
         path = Path(recording.path)
-        if not await asyncio.to_thread(path.is_file):
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except OSError:
             log.warning("call %s: the recording's file %s is missing", call_id, path.name)
             return JSONResponse({"error": "the recording's file is missing on the server"}, status_code=404)
-        # Streamed from disk in chunks (FileResponse reads in a worker thread), never loaded whole.
-        return FileResponse(
-            path,
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:100] + ".ogg"
+        return StreamingResponse(
+            _file_chunks(path, size),
             media_type="audio/ogg",
-            filename=re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:100] + ".ogg",
-            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+            headers={
+                "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     async def delete_recording(request: Request) -> Response:

@@ -21,6 +21,7 @@ import pytest
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
 from agent.simulator.session import Simulation
+from tests.e2e.test_faults import nothing_left_running
 from tests.wer import normalise, wer
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +84,7 @@ async def test_a_recorded_call_is_announced_streamed_to_disk_split_by_side_and_s
 ) -> None:
     flow_file = tmp_path / "recorded_e2e.yaml"
     flow_file.write_text(FLOW, encoding="utf-8")
+    threads_before = {t.ident for t in threading.enumerate()}
     async with Simulation.start(models, flow=str(flow_file), api_token=TOKEN) as sim:
         user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
         try:
@@ -123,6 +125,9 @@ async def test_a_recorded_call_is_announced_streamed_to_disk_split_by_side_and_s
     assert deleted.status_code == 204 and not path.exists()
     assert after["recording"] is None and again.status_code == 404
 
+    # Nothing of the call, its recording or the retention task is left running.
+    await nothing_left_running(threads_before)
+
     # Stereo Opus: the caller on the left, the bot on the right, nothing of either on the other side.
     assert codec == "opus"
     left, right = pcm[0], pcm[1]
@@ -139,8 +144,6 @@ async def test_a_recorded_call_is_announced_streamed_to_disk_split_by_side_and_s
     assert caller_starts > bot_starts + 2.0, (bot_starts, caller_starts)
     assert 1.0 < caller_ends - caller_starts < 5.0, (caller_starts, caller_ends)
     assert caller_ends - 0.2 < goodbye_starts < caller_ends + 3.0, (caller_ends, goodbye_starts)
-    # The writer thread ended with the call.
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("rec-")]
 
 
 def _offset(channel: np.ndarray, rate: int = 16000) -> float:
