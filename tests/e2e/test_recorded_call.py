@@ -1,6 +1,6 @@
 """A recorded call through the real stack (issue 15, recordings): the caller hears the notice first, the file
 grows during the call, and afterwards holds the caller on the left channel and the bot on the right, on one
-timeline; the calls API downloads it and deletes it.
+timeline; the calls API downloads it and deletes it, and the runtime's retention deletes an old one.
 
 Each channel of the finished file is transcribed with the bundled Whisper: the caller's words must be on the
 left only, the bot's on the right only.
@@ -9,7 +9,9 @@ left only, the bot's on the right only.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
 from agent.simulator.session import Simulation
+from agent.store.base import RecordingRecord
 from tests.e2e.test_faults import nothing_left_running
 from tests.wer import normalise, wer
 
@@ -103,6 +106,7 @@ async def test_a_recorded_call_is_announced_streamed_to_disk_split_by_side_and_s
                 after = (await api.get(f"/v1/calls/{sim_call.id}")).json()
                 again = await api.get(f"/v1/calls/{sim_call.id}/recording")
                 codec, pcm = _read_bytes(tmp_path, downloaded.content)
+            swept = await _retention_sweeps_an_old_copy(sim, path, downloaded.content)
         finally:
             await user.close()
 
@@ -128,6 +132,9 @@ async def test_a_recorded_call_is_announced_streamed_to_disk_split_by_side_and_s
     # Nothing of the call, its recording or the retention task is left running.
     await nothing_left_running(threads_before)
 
+    # The runtime's retention (30 days by default) deleted a recording made 40 days ago, file and reference.
+    assert swept
+
     # Stereo Opus: the caller on the left, the bot on the right, nothing of either on the other side.
     assert codec == "opus"
     left, right = pcm[0], pcm[1]
@@ -144,6 +151,19 @@ async def test_a_recorded_call_is_announced_streamed_to_disk_split_by_side_and_s
     assert caller_starts > bot_starts + 2.0, (bot_starts, caller_starts)
     assert 1.0 < caller_ends - caller_starts < 5.0, (caller_starts, caller_ends)
     assert caller_ends - 0.2 < goodbye_starts < caller_ends + 3.0, (caller_ends, goodbye_starts)
+
+
+async def _retention_sweeps_an_old_copy(sim: Simulation, path: Path, content: bytes) -> bool:
+    """The same recording as if made 40 days ago (its reference's start and its file's mtime): the runtime's own
+    retention deletes it at its next sweep, which is run here rather than waited for."""
+    old = path.with_name("old-call.ogg")
+    old.write_bytes(content)
+    then = datetime.now(UTC) - timedelta(days=40)
+    os.utime(old, (then.timestamp(), then.timestamp()))
+    store = sim.runtime.store
+    store.save_recording(RecordingRecord(call_id="wacid.OLD", path=str(old), started_at=then, duration_s=5.0))
+    await sim.runtime.recordings.sweep()
+    return not old.exists() and store.get_recording("wacid.OLD") is None
 
 
 def _offset(channel: np.ndarray, rate: int = 16000) -> float:
