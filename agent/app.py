@@ -11,14 +11,14 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from agent.call import CallEnded
@@ -325,7 +325,41 @@ def _without_sdp(value: Any) -> Any:
     return value
 
 
-def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
+DOWNLOAD_CHUNK = 1 << 16
+
+
+async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """`size` bytes of a file, read in a worker thread chunk by chunk: never the whole file in memory, never a
+    disk read on the loop. asyncio's default executor rather than Starlette's FileResponse (AnyIO's own thread
+    pool), so the process keeps to the thread pools it already has."""
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        remaining = size
+        while remaining > 0:
+            chunk = await asyncio.to_thread(handle.read, min(DOWNLOAD_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+def _recording_json(call_id: str, recording: Any, live: bool) -> dict[str, Any] | None:
+    """Whether the call has a recording and what it is; the file's place on the server is not the API's business."""
+    if recording is None:
+        return None
+    return {
+        "started_at": _iso(recording.started_at),
+        "ended_at": _iso(recording.ended_at),
+        "duration_s": recording.duration_s,
+        "bytes": recording.bytes,
+        "in_progress": live,
+        "download": f"/v1/calls/{call_id}/recording",
+    }
+
+
+def _detail_json(record: Any, events: list[Any], recording: dict[str, Any] | None = None) -> dict[str, Any]:
     """One call's record with its events, transcript, slots and per-turn latency.
 
     Turn timings are stored as events of kind "turn" (`Ledger.record_turn`), so they are lifted out of the event
@@ -356,6 +390,7 @@ def _detail_json(record: Any, events: list[Any]) -> dict[str, Any]:
             for e in shown[:MAX_DETAIL_EVENTS]
         ],
         "events_truncated": len(shown) > MAX_DETAIL_EVENTS,
+        "recording": recording,
     }
 
 
@@ -369,6 +404,7 @@ def create_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     # A stand-in runtime (tests) may have none: then there is no /metrics and webhooks are not timed.
     metrics = getattr(runtime, "metrics", None)
+    recordings = getattr(runtime, "recordings", None)  # a stand-in runtime may have none: no recordings then
 
     async def verify(request: Request) -> Response:
         challenge = verify_subscription(request.query_params, settings.verify_token)
@@ -534,14 +570,71 @@ def create_app(runtime: Runtime) -> Starlette:
         if not 1 <= len(call_id) <= MAX_FILTER_CHARS:
             return not_found
 
-        def read() -> tuple[Any, list[Any]]:
+        def read() -> tuple[Any, list[Any], Any]:
             record = runtime.store.get_call(call_id)
-            return record, runtime.store.list_events(call_id) if record is not None else []
+            if record is None:
+                return None, [], None
+            recording = recordings.store.get_recording(call_id) if recordings is not None else None
+            return record, runtime.store.list_events(call_id), recording
 
-        record, events = await asyncio.to_thread(read)
+        record, events, recording = await asyncio.to_thread(read)
         if record is None:
             return not_found
-        return JSONResponse(_detail_json(record, events))
+        live = recordings is not None and recordings.is_live(call_id)
+        return JSONResponse(_detail_json(record, events, _recording_json(call_id, recording, live)))
+
+    async def _recording_request(request: Request) -> tuple[str, Any] | Response:
+        """Bearer check and the call's recording reference (404 when there is none)."""
+        denied = authorised(request)
+        if denied:
+            return denied
+        call_id = request.path_params["call_id"]
+        if recordings is None or not 1 <= len(call_id) <= MAX_FILTER_CHARS:
+            return JSONResponse({"error": "this call has no recording"}, status_code=404)
+        if recordings.is_live(call_id):
+            return JSONResponse({"error": "the call is still being recorded; try again when it has ended"}, 409)
+        recording = await recordings.find(call_id)
+        if recording is None:
+            return JSONResponse({"error": "this call has no recording"}, status_code=404)
+        return call_id, recording
+
+    async def download_recording(request: Request) -> Response:
+        found = await _recording_request(request)
+        if isinstance(found, Response):
+            return found
+        call_id, recording = found
+        path = Path(recording.path)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except OSError:
+            log.warning("call %s: the recording's file %s is missing", call_id, path.name)
+            return JSONResponse({"error": "the recording's file is missing on the server"}, status_code=404)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:100] + ".ogg"
+        return StreamingResponse(
+            _file_chunks(path, size),
+            media_type="audio/ogg",
+            headers={
+                "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    async def delete_recording(request: Request) -> Response:
+        found = await _recording_request(request)
+        if isinstance(found, Response):
+            return found
+        call_id, _ = found
+        assert recordings is not None
+        try:
+            deleted = await recordings.delete(call_id)
+        except ValueError as exc:  # recording started again in between: refuse, as above
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        if not deleted:
+            return JSONResponse({"error": "this call has no recording"}, status_code=404)
+        log.info("call %s: recording deleted through the API", call_id)
+        return Response(status_code=204)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -603,6 +696,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/v1/calls", list_calls, methods=["GET"]),
         Route("/v1/calls/campaigns", campaigns, methods=["GET"]),  # before {call_id}, which would match it
         Route("/v1/calls/{call_id}", call_detail, methods=["GET"]),
+        Route("/v1/calls/{call_id}/recording", download_recording, methods=["GET"]),
+        Route("/v1/calls/{call_id}/recording", delete_recording, methods=["DELETE"]),
         Route("/v1/call-permissions", request_permission, methods=["POST"]),
         Route("/v1/analytics", analytics, methods=["GET"]),
         Route("/v1/call-buttons", call_button, methods=["POST"]),

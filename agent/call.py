@@ -27,6 +27,8 @@ from agent.media.dtmf import KeyPress
 from agent.media.peer import MediaError, MediaPeer
 from agent.media.sdp import SdpError, normalise_bic_answer, shape_offer
 from agent.media.tracks import InboundAudio
+from agent.recordings.recorder import CallRecorder, RecordingInfo
+from agent.recordings.service import Recordings
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
 from agent.whatsapp.graph import GraphClient, GraphError, retryable
@@ -77,6 +79,8 @@ class CallServices:
     on_handover_keys: Callable[[Call, str], None] | None = None
     # Carries out a flow's `http` steps: the real business systems, or canned answers (`wacall simulate`).
     http: Callable[[HttpRequest], Awaitable[tuple[bool, Any]]] = run_http
+    # Call recordings (always set by the runtime; whether a call is recorded depends on its flow and settings).
+    recordings: Recordings | None = None
 
 
 class Call:
@@ -127,6 +131,10 @@ class Call:
         # Why Meta never acknowledged our terminate (every retry failed); None when it did or was not asked.
         self.ending_owed: str | None = None
         self.wall_accepted_at: datetime | None = None
+        # Decided once, up front: the flow's opening then includes the recording notice.
+        self.recorded = services.recordings is not None and services.recordings.wanted(flow)
+        self._recorder: CallRecorder | None = None
+        self.recording: RecordingInfo | None = None
 
     @property
     def user_number(self) -> str | None:
@@ -261,6 +269,7 @@ class Call:
                 caller=caller,
                 call=self.context.as_template_data() if self.context else None,
                 llm_available=self.services.llm is not None,
+                recorded=self.recorded,
             ),
             transcriber=self.services.transcriber,
             synthesizer=self.services.synthesizer,
@@ -284,6 +293,8 @@ class Call:
 
     async def _start_media(self) -> None:
         assert self.peer is not None and self.conversation is not None
+        if self.recorded:
+            self._start_recording()
         # Media may flow only now: accept has returned 200 OK.
         self.peer.outbound.open()
         try:
@@ -293,11 +304,23 @@ class Call:
             await self.hangup("no_caller_audio")
             return
         self._inbound = InboundAudio(track, self._on_caller_audio, clock=self._clock)
+        if self._recorder is not None:
+            self._inbound.frame_taps.append(self._recorder.caller_frame)
         self.spawn(self._watch_media(), "watch-media")
         if self.services.no_rtp_timeout_s:
             self.spawn(self._watch_rtp(self.services.no_rtp_timeout_s), "watch-rtp")
         if self.services.max_call_s:
             self.spawn(self._watch_length(self.services.max_call_s), "watch-length")
+
+    def _start_recording(self) -> None:
+        """Before the first frame goes out, so the recording notice is in the recording from its first word."""
+        assert self.peer is not None and self.services.recordings is not None
+        try:
+            self._recorder = self.services.recordings.open(self.id, clock=self._clock)
+        except Exception:
+            log.exception("call %s: could not start recording; the call goes on unrecorded", self.id)
+            return
+        self.peer.outbound.on_frame = self._recorder.sent_frame
 
     # what other parts (handover, bridge) may do with a live call -------------------
     def _on_caller_audio(self, pcm16k: np.ndarray, t: float) -> None:
@@ -479,6 +502,9 @@ class Call:
         self.end_reason = reason
         self.ended_at = self._clock()
         current = asyncio.current_task()
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.stop()  # at once and synchronously: the file is closed even if this ending is cut short
         try:
             if self.conversation is not None:
                 await self.conversation.close()
@@ -489,6 +515,8 @@ class Call:
                     task.cancel()
             if self.peer is not None:
                 await self.peer.close()
+            if recorder is not None and self.services.recordings is not None:
+                self.recording = await self.services.recordings.finish(self.id, recorder)
         finally:
             # Even when cut short (a shutdown deadline cancels us): the record is written and the slot freed.
             log.info("call %s ended: %s", self.id, reason)
@@ -529,4 +557,11 @@ class Call:
                 {"who": e.who, "text": e.text, "at_s": round(max(0.0, e.t - self.created_at), 2)} for e in transcript
             ],
             "turns": [t.as_dict() for t in turns],
+            "recording": None
+            if self.recording is None
+            else {
+                "path": str(self.recording.path),
+                "duration_s": self.recording.duration_s,
+                "bytes": self.recording.bytes,
+            },
         }

@@ -123,6 +123,22 @@ class ShutdownSettings(BaseModel):
     checkpoint_s: float = Field(5.0, ge=0.5, le=300)
 
 
+class RecordingSettings(BaseModel):
+    """Call recordings (stereo Ogg/Opus: caller left, bot or agent right). Off unless turned on here or by a
+    flow's `recording.enabled`: recording people needs a legal basis and, in many places, telling them."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False  # record every call whose flow does not say otherwise
+    dir: str | None = None  # default: <data_dir>/recordings
+    # Recordings older than this are deleted with their reference (None: kept until deleted through the API).
+    retention_days: float | None = Field(30.0, gt=0, le=36500)
+    sweep_every_s: float = Field(3600.0, ge=1, le=86400)  # how often expired recordings are looked for
+    bitrate: int = Field(32000, ge=12000, le=256000)  # Opus, both channels together (32 kbit/s: ~14 MB an hour)
+
+    def directory(self, data_dir: str | Path) -> Path:
+        return Path(self.dir) if self.dir else Path(data_dir) / "recordings"
+
+
 class Settings(BaseModel):
     """Everything `wacall serve` needs; one instance per process."""
 
@@ -167,6 +183,7 @@ class Settings(BaseModel):
     # The number's call settings at Meta (`wacall settings push`) and how call buttons are sent.
     call_settings: CallSettingsConfig = Field(default_factory=CallSettingsConfig)
     call_button: CallButtonSettings = Field(default_factory=CallButtonSettings)
+    recordings: RecordingSettings = Field(default_factory=RecordingSettings)
 
     @field_validator("business_hours")
     @classmethod
@@ -320,6 +337,18 @@ def load_settings(
         }.items()
         if env.get(name)
     }
+    recordings_env = {
+        field: env[name]
+        for name, field in {
+            "WACALL_RECORDINGS_ENABLED": "enabled",
+            "WACALL_RECORDINGS_DIR": "dir",
+            "WACALL_RECORDINGS_RETENTION_DAYS": "retention_days",
+        }.items()
+        if env.get(name)
+    }
+    if recordings_env and isinstance(data.get("recordings") or {}, dict):
+        data["recordings"] = {**(data.get("recordings") or {}), **recordings_env}
+        sources["recordings"] = ", ".join(f"WACALL_RECORDINGS_{k.upper()}" for k in recordings_env)
     # A non-mapping `speech:` in the file is left for validation to report; merging into it would crash.
     if speech_env and isinstance(data.get("speech") or {}, dict):
         data["speech"] = {**(data.get("speech") or {}), **speech_env}

@@ -107,6 +107,21 @@ _EVENT: dict[str, Any] = {
     },
 }
 
+_RECORDING: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "description": "the call's recording (stereo Ogg/Opus: caller left, bot or agent right); null: none",
+    "required": ["started_at", "ended_at", "duration_s", "bytes", "in_progress", "download"],
+    "properties": {
+        "started_at": {"type": "string", "format": "date-time"},
+        "ended_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "duration_s": _NULLABLE_NUMBER,
+        "bytes": {"type": "integer", "nullable": True},
+        "in_progress": {"type": "boolean", "description": "the call is still being recorded"},
+        "download": {"type": "string", "description": "the path to GET the file from"},
+    },
+}
+
 _CALL_DETAIL: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -119,6 +134,7 @@ _CALL_DETAIL: dict[str, Any] = {
         "turns",
         "events",
         "events_truncated",
+        "recording",
     ],
     "properties": {
         **_CALL_PROPERTIES,
@@ -141,6 +157,7 @@ _CALL_DETAIL: dict[str, Any] = {
         "turns": {"type": "array", "items": _TURN},
         "events": {"type": "array", "items": _EVENT},
         "events_truncated": {"type": "boolean"},
+        "recording": _RECORDING,
     },
 }
 
@@ -341,6 +358,14 @@ _ANALYTICS_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "integer", "minimum": 1, "maximum": 366},
     },
 ]
+_CALL_ID: dict[str, Any] = {
+    "name": "call_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "example": "wacid.ABC",
+}
+_STILL_RECORDING = _json(_ERROR, "the call is still being recorded")
 
 _PATHS: dict[str, Any] = {
     "/webhook": {
@@ -479,6 +504,33 @@ _PATHS: dict[str, Any] = {
             "parameters": _ANALYTICS_PARAMETERS,
             "responses": {"200": _json(_ANALYTICS, "the report"), **_errors(400, 401, 403, 404)},
         }
+    },
+    "/v1/calls/{call_id}/recording": {
+        "get": {
+            "summary": "Download the call's recording (Ogg/Opus, stereo: caller left, bot or agent right)",
+            "operationId": "getCallRecording",
+            "security": _API,
+            "parameters": [_CALL_ID],
+            "responses": {
+                "200": {
+                    "description": "the recording",
+                    "content": {"audio/ogg": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(401, 403, 404),
+                "409": _STILL_RECORDING,
+            },
+        },
+        "delete": {
+            "summary": "Delete the call's recording: the file and the reference to it",
+            "operationId": "deleteCallRecording",
+            "security": _API,
+            "parameters": [_CALL_ID],
+            "responses": {
+                "204": {"description": "deleted"},
+                **_errors(401, 403, 404),
+                "409": _STILL_RECORDING,
+            },
+        },
     },
     "/v1/call-permissions": {
         "post": {

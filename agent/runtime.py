@@ -29,6 +29,7 @@ from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
 from agent.logs import call_id_var
 from agent.metrics import Metrics
+from agent.recordings.service import Recordings
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
 from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
@@ -81,6 +82,9 @@ def static_lines(flow: Flow) -> list[str]:
     """Every line a flow can say that does not depend on the call (no {{placeholders}})."""
     lines: list[str] = []
     candidates: list[str] = list(getattr(flow, "fallback", []) or [])
+    announce = getattr(getattr(flow, "recording", None), "announce", "")
+    if announce:
+        candidates.append(announce)
     for node in flow.nodes.values():
         candidates.extend(getattr(node, "say", []) or [])
     for line in candidates:
@@ -210,6 +214,17 @@ class Runtime:
             self.services.http = http
         self.llm = self._make_llm(settings)
         self.services.llm = self.llm
+        # Always there, even with recording off in the settings: a flow may turn it on, and recordings made
+        # earlier must still be downloadable, deletable and expire.
+        self.recordings = Recordings(
+            directory=settings.recordings.directory(settings.data_dir),
+            store=self.store,
+            enabled=settings.recordings.enabled,
+            retention_days=settings.recordings.retention_days,
+            sweep_every_s=settings.recordings.sweep_every_s,
+            bitrate=settings.recordings.bitrate,
+        )
+        self.services.recordings = self.recordings
         self.services.on_permission_request = self._permission_requested_by_flow
         self.services.on_call_button = self._call_button_by_flow
         self.calls: dict[str, Call] = {}
@@ -292,9 +307,12 @@ class Runtime:
     async def warm_up(self) -> None:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say.
 
-        Also starts the event-loop lag measurement: every server (and simulation) warms up in the loop it
-        then serves from, right before serving; `aclose` stops it."""
+        Also starts the event-loop lag measurement and the recordings' retention sweep (first run at once, so
+        expired recordings go at start-up): every server (and simulation) warms up in the loop it then serves
+        from, right before serving; `aclose` stops both."""
         self.metrics.start_loop_lag()
+        if not any(t.get_name() == "recordings-retention" for t in self._tasks):
+            self._spawn(self.recordings.keep_sweeping(), "recordings-retention")  # cancelled by `aclose`
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
             extra = [q.hold_message for q in self.settings.handover.queues] if self.handover is not None else []

@@ -16,8 +16,9 @@ from starlette.applications import Starlette
 
 from agent.app import create_app
 from agent.config import DEFAULT_FLOW, Settings
+from agent.recordings.service import Recordings
 from agent.runtime import Runtime
-from agent.store.base import CallRecord
+from agent.store.base import CallRecord, RecordingRecord
 from agent.store.sqlite import SqliteStore
 from tests.test_http_hardening import API_TOKEN, APP_SECRET, ApiRuntime
 
@@ -111,6 +112,27 @@ def seed(store: SqliteStore) -> None:
     )
 
 
+OGG_BYTES = b"OggS" + bytes(60)  # the API serves the file as it is; its content is not looked at
+
+
+def seed_recording(store: SqliteStore, folder: Path) -> Path:
+    """A finished recording for wacid.IN1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "wacid.IN1.ogg"
+    path.write_bytes(OGG_BYTES)
+    store.save_recording(
+        RecordingRecord(
+            call_id="wacid.IN1",
+            path=str(path),
+            started_at=datetime(2026, 3, 1, 9, 0, 2, tzinfo=UTC),
+            ended_at=datetime(2026, 3, 1, 9, 4, tzinfo=UTC),
+            duration_s=238.0,
+            bytes=len(OGG_BYTES),
+        )
+    )
+    return path
+
+
 def make_records_app(tmp: Path) -> tuple[Starlette, SqliteStore]:
     """The app over a seeded store in `tmp`; the caller closes the store."""
     prompts = tmp / "prompts"
@@ -121,5 +143,7 @@ def make_records_app(tmp: Path) -> tuple[Starlette, SqliteStore]:
     )
     store = SqliteStore.in_data_dir(tmp)
     seed(store)
+    seed_recording(store, tmp / "recordings")
     runtime = ApiRuntime(settings=settings, store=store)  # type: ignore[arg-type]
+    runtime.recordings = Recordings(directory=tmp / "recordings", store=store)  # type: ignore[attr-defined]
     return create_app(cast(Runtime, runtime)), store

@@ -186,3 +186,30 @@ def test_a_finished_calls_transcript_has_seconds_from_the_calls_start() -> None:
         {"who": "bot", "text": "Hola", "at_s": 1.23},
         {"who": "caller", "text": "Hi", "at_s": 4.5},
     ]
+
+
+async def test_the_detail_says_whether_a_call_has_a_recording(client: httpx.AsyncClient) -> None:
+    with_recording = (await client.get("/v1/calls/wacid.IN1", headers=AUTH)).json()["recording"]
+    assert with_recording["download"] == "/v1/calls/wacid.IN1/recording"
+    assert with_recording["duration_s"] == 238.0 and with_recording["in_progress"] is False
+    assert "path" not in with_recording  # where files live on the server is not the API's business
+    assert (await client.get("/v1/calls/wacid.OUT1", headers=AUTH)).json()["recording"] is None
+
+
+async def test_a_recording_is_downloaded_then_deleted_with_the_token_only(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from tests.records_fixture import OGG_BYTES
+
+    url = "/v1/calls/wacid.IN1/recording"
+    assert (await client.get(url)).status_code == 401
+    assert (await client.delete(url)).status_code == 401
+    response = await client.get(url, headers=AUTH)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/ogg"
+    assert response.content == OGG_BYTES
+    assert (await client.delete(url, headers=AUTH)).status_code == 204
+    assert not any((tmp_path / "recordings").iterdir())  # the file went with the reference
+    assert (await client.get(url, headers=AUTH)).status_code == 404
+    assert (await client.delete(url, headers=AUTH)).status_code == 404
+    assert (await client.get("/v1/calls/wacid.IN1", headers=AUTH)).json()["recording"] is None

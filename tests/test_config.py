@@ -257,3 +257,20 @@ def test_require_production_passes_when_configured() -> None:
 def test_settings_can_be_built_directly_with_defaults() -> None:
     """Tests and the model loader construct Settings() without any environment."""
     assert Settings().graph_version == "v23.0"
+
+
+def test_recordings_are_off_by_default_and_set_by_file_then_environment(tmp_path: Path) -> None:
+    defaults = load_settings(env={})
+    assert defaults.recordings.enabled is False
+    assert defaults.recordings.directory(defaults.data_dir) == Path("data") / "recordings"
+    config = tmp_path / "wacall.yaml"
+    config.write_text("recordings: {enabled: true, retention_days: 90, dir: /srv/rec}\n", encoding="utf-8")
+    from_file = load_settings(config, env={})
+    assert (from_file.recordings.enabled, from_file.recordings.retention_days) == (True, 90)
+    assert from_file.recordings.directory("data") == Path("/srv/rec")
+    env = {"WACALL_RECORDINGS_ENABLED": "false", "WACALL_RECORDINGS_RETENTION_DAYS": "7"}
+    overridden = load_settings(config, env=env)
+    assert (overridden.recordings.enabled, overridden.recordings.retention_days) == (False, 7)
+    assert overridden.recordings.dir == "/srv/rec"
+    with pytest.raises(ConfigError, match="WACALL_RECORDINGS_RETENTION_DAYS"):
+        load_settings(env={"WACALL_RECORDINGS_RETENTION_DAYS": "-1"})

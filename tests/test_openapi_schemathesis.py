@@ -58,3 +58,13 @@ def test_every_seeded_calls_detail_matches_the_schema(call_id: str) -> None:
     )
     assert response.status_code == 200
     assert response.json()["id"] == call_id
+
+
+def test_the_seeded_recordings_download_matches_the_schema() -> None:
+    operation = schema["/v1/calls/{call_id}/recording"]["GET"]
+    case = schema.make_case(operation=operation, path_parameters={"call_id": "wacid.IN1"})
+    response = case.call_and_validate(
+        headers=AUTH, checks=[not_a_server_error, status_code_conformance, response_schema_conformance]
+    )
+    assert response.status_code == 200
+    assert response.content.startswith(b"OggS")

@@ -123,7 +123,10 @@ class FlowEngine(Asking):
         today: dt.date | Callable[[], dt.date] | None = None,
         llm_available: bool = True,
         classifier: Classifier | None = None,
+        recorded: bool | None = None,
     ) -> None:
+        """`recorded`: whether this call is being recorded (the runtime decides, from the flow and the
+        server's settings); None takes the flow's own `recording.enabled`, as `wacall flows test` does."""
         # Flows from load_flow are already checked; this catches hand-built ones before a
         # caller hits a dead end mid-call.
         issues = check_flow(flow)
@@ -143,6 +146,7 @@ class FlowEngine(Asking):
         self._today = today
         self._llm_available = llm_available
         self._classifier = classifier
+        self._recorded = bool(flow.recording.enabled) if recorded is None else recorded
         self._slot_types = flow.slot_types()
         self._queues: dict[str, list[str]] = {}
         for node in flow.nodes.values():
@@ -389,7 +393,14 @@ class FlowEngine(Asking):
         self._started = True
         turn = Turn()
         self._run(self.entry_node, turn)
-        return self._reply(turn)
+        reply = self._reply(turn)
+        announce = self.flow.recording.announce
+        if self._recorded and announce:
+            # Kept out of what the engine counts as said, so "say that again" repeats the greeting, not the
+            # notice; the whole opening is not interruptible so a caller's "hello?" cannot cut the notice off.
+            reply.lines = [announce, *reply.lines]
+            reply.interruptible = False
+        return reply
 
     def handle(self, text: str, *, classified: str | None = None) -> Reply:
         """Advance the conversation by one caller utterance.

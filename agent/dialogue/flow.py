@@ -47,6 +47,7 @@ from agent.dialogue.model import (
     LlmConfig,
     LlmTool,
     Node,
+    RecordingConfig,
     SayItem,
     SlotValue,
     ToolParam,
@@ -99,6 +100,7 @@ FLOW_KEYS = (
     "global_intents",
     "faq",
     "entry_points",
+    "recording",
     "nodes",
 )
 NODE_KEYS = (
@@ -124,6 +126,7 @@ ASK_KEYS = ("slot", "type", "choices", "min", "max", "length", "confirm", "keypa
 KEYPAD_ENTRY_KEYS = ("max_digits", "terminator", "timeout")
 FAQ_KEYS = ("name", "examples", "keywords", "answer")
 HOURS_KEYS = ("open", "close")
+RECORDING_KEYS = ("enabled", "announce")
 LENGTH_KEYS = ("min", "max")
 BRANCH_KEYS = ("if", "goto")
 HANDOVER_KEYS = ("queue", "skills", "reason")
@@ -566,6 +569,19 @@ class _Reader:
                 values[key] = self.clock(value, f"`{key}` of `business_hours`")
         return BusinessHours(**values)
 
+    def recording(self, node: yaml.Node, path: PathKey) -> RecordingConfig:
+        fields = self.entries(node, path, "`recording`", RECORDING_KEYS)
+        enabled_node = self.optional(fields, "enabled")
+        announce_node = self.optional(fields, "announce")
+        announce = "" if announce_node is None else self.spoken(announce_node, "`announce` of `recording`")
+        if "{{" in announce:
+            assert announce_node is not None
+            raise self.error(announce_node.start_mark, "`announce` of `recording` cannot use {{placeholders}}")
+        return RecordingConfig(
+            enabled=None if enabled_node is None else self.boolean(enabled_node, "`enabled` of `recording`"),
+            announce=announce,
+        )
+
     def length(self, node: yaml.Node, path: PathKey, what: str) -> DigitLength:
         """``length: 5`` or ``length: {min: 6, max: 10}``."""
         if isinstance(node, yaml.MappingNode):
@@ -877,6 +893,9 @@ class _Reader:
             patterns = self.entries(fields["entry_points"], ("entry_points",), "`entry_points`", None)
             for pattern, target in patterns.items():
                 entry_points[pattern] = self.identifier(target, f"the node for payload '{pattern}'")
+        recording = RecordingConfig()
+        if not _is_null(fields.get("recording")):
+            recording = self.recording(fields["recording"], ("recording",))
 
         node_map = self.entries(fields["nodes"], ("nodes",), "`nodes`", None)
         if not node_map:
@@ -895,6 +914,7 @@ class _Reader:
             faq=faq,
             business_hours=hours,
             entry_points=entry_points,
+            recording=recording,
             source=self.source,
         )
 

@@ -347,6 +347,18 @@ class BusinessHours(_Model):
     close: dt.time = DEFAULT_CLOSE
 
 
+class RecordingConfig(_Model):
+    """Whether this flow's calls are recorded, and the line that tells the caller so.
+
+    ``enabled`` None follows the server's ``recordings.enabled``; a flow may force it either way (a flow
+    for a sensitive line can refuse recording whatever the server does). ``announce`` is spoken first,
+    before the greeting and without barge-in, on every call that is recorded.
+    """
+
+    enabled: bool | None = None
+    announce: str = ""
+
+
 class Flow(_Model):
     """A whole call script, as loaded from one YAML file."""
 
@@ -366,6 +378,7 @@ class Flow(_Model):
     #: Where a call starts when it carries a call button's or deep link's payload: payload pattern (exact, or
     #: a glob such as ``summer-*``) -> node. Exact patterns win over globs; globs are tried in file order.
     entry_points: dict[str, str] = Field(default_factory=dict)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     source: str = "<string>"
 
     def entry_node(self, payload: str | None) -> str:

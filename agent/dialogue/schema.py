@@ -28,6 +28,7 @@ from agent.dialogue.flow import (
     LLM_KEYS,
     NODE_KEYS,
     PARAM_TYPES,
+    RECORDING_KEYS,
     TOOL_KEYS,
 )
 from agent.dialogue.model import HTTP_METHODS, SLOT_TYPES
@@ -350,6 +351,17 @@ def flow_schema() -> dict[str, Any]:
                     "Where a call starts when it came from a call button or deep link: the payload (exactly, or "
                     "a pattern like 'summer-*') -> the node. Other calls start at `start`.",
                     {"type": "object", "additionalProperties": _NAME},
+                ),
+                "recording": _d(
+                    "Call recording for this flow: `enabled` (default: the server's recordings.enabled) and "
+                    "`announce`, a line said before the greeting on every recorded call.",
+                    _object(
+                        {
+                            "enabled": _d("Record this flow's calls (overrides the server).", {"type": "boolean"}),
+                            "announce": _d("Said first on a recorded call, without barge-in.", _TEXT),
+                        },
+                        RECORDING_KEYS,
+                    ),
                 ),
                 "nodes": _d(
                     "The steps of the call, by name.",

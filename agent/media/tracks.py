@@ -58,6 +58,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.on_play_start: Callable[[float], None] | None = None
         self.on_play_end: Callable[[float], None] | None = None
+        # Each 20 ms frame as it is sent (None: silence), e.g. for the call's recording: what the caller heard.
+        self.on_frame: Callable[[np.ndarray | None, float], None] | None = None
         self._enqueued = 0  # samples ever queued: positions for `when_played`
         self._consumed = 0  # samples ever taken from the queue (played or flushed)
         self._watchers: list[tuple[int, Callable[[float], None]]] = []
@@ -180,6 +182,12 @@ class OutboundAudioTrack(MediaStreamTrack):
             self._idle.set()
         if self._watchers:
             self._notify_played(now)
+        if self.on_frame is not None:
+            try:
+                self.on_frame(samples, now)
+            except Exception:  # a failing listener must not end aiortc's sender loop (a silent call)
+                log.exception("outbound frame listener failed; detaching it")
+                self.on_frame = None
         if self._encoder is not None:
             try:
                 packet = self._encoder.packet(samples, self._pts)
@@ -221,6 +229,8 @@ class InboundAudio:
         self._clock = clock
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=IN_RATE)
         self.frames = 0
+        # Decoded frames as they arrive, before downsampling (e.g. the call's recording, at full 48 kHz).
+        self.frame_taps: list[Callable[[av.AudioFrame, float], None]] = []
         # When the last frame came in: one per RTP packet (silence and DTX comfort noise included), so a
         # watchdog can tell a silent caller, who still sends packets, from a peer that sends none.
         self.last_frame_at: float | None = None
@@ -234,6 +244,13 @@ class InboundAudio:
                 return
             now = self.last_frame_at = self._clock()
             self.frames += 1
+            for tap in self.frame_taps:
+                try:
+                    tap(frame, now)
+                except Exception:  # the caller's audio must keep reaching the conversation
+                    log.exception("inbound frame tap failed; removing it")
+                    self.frame_taps.remove(tap)
+                    break
             for out in self._resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
                 result = self._sink(pcm, now)

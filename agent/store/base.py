@@ -30,6 +30,7 @@ __all__ = [
     "CallRecord",
     "CampaignCount",
     "ContactEvent",
+    "RecordingRecord",
     "Store",
     "StoreError",
     "UserStateRecord",
@@ -104,6 +105,19 @@ class CampaignCount:
     calls: int
     answered: int
     handed_over: int
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    """A call's recording file. Written when recording starts (so a crash still leaves the partial file
+    referenced, and retention finds it), completed with its length and size when the call ends."""
+
+    call_id: str
+    path: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,12 @@ class Store(Protocol):
     # per-user calling state
     def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None: ...
     def put_user_state(self, state: UserStateRecord) -> None: ...
+
+    # recordings
+    def save_recording(self, recording: RecordingRecord) -> None: ...
+    def get_recording(self, call_id: str) -> RecordingRecord | None: ...
+    def delete_recording(self, call_id: str) -> RecordingRecord | None: ...
+    def recordings_started_before(self, cutoff: datetime, limit: int = 1000) -> list[RecordingRecord]: ...
 
     # contact events
     def add_contact_event(self, event: ContactEvent) -> int: ...

@@ -52,6 +52,7 @@ from agent.store.base import (
     CallRecord,
     CampaignCount,
     ContactEvent,
+    RecordingRecord,
     StoreError,
     UserStateRecord,
     default_db_path,
@@ -179,8 +180,30 @@ ALTER TABLE calls ADD COLUMN payload_source TEXT;
 CREATE INDEX calls_by_payload ON calls (payload) WHERE payload IS NOT NULL;
 """
 
+# Call recordings: one row per recorded call, written when recording starts and completed when it ends. A table
+# of its own (not columns of `calls`) so deleting a recording, by the API or by retention, is one row, and the
+# retention sweep has its own index on when each recording started.
+_SCHEMA_RECORDINGS = """
+CREATE TABLE recordings (
+    call_id     TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    duration_s  REAL,
+    bytes       INTEGER
+);
+CREATE INDEX recordings_by_started ON recordings (started_at);
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5_CALL_CONTEXT)
+_MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_V1,
+    _SCHEMA_V2,
+    _SCHEMA_V3,
+    _SCHEMA_V4,
+    _SCHEMA_V5_CALL_CONTEXT,
+    _SCHEMA_RECORDINGS,
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -300,6 +323,17 @@ def _event_from_row(r: sqlite3.Row) -> CallEventRecord:
     )
 
 
+def _recording_from_row(row: sqlite3.Row) -> RecordingRecord:
+    return RecordingRecord(
+        call_id=row["call_id"],
+        path=row["path"],
+        started_at=datetime.fromisoformat(row["started_at"]),
+        ended_at=_dt(row["ended_at"]),
+        duration_s=row["duration_s"],
+        bytes=row["bytes"],
+    )
+
+
 def _user_state_from_row(row: sqlite3.Row) -> UserStateRecord:
     return UserStateRecord(
         phone_number_id=row["phone_number_id"],
@@ -391,6 +425,27 @@ class StoreTx:
             "UPDATE call_events SET handled = 1 WHERE dedupe_key = ? AND handled = 0", [(k,) for k in dedupe_keys]
         )
         return cursor.rowcount
+
+    def save_recording(self, recording: RecordingRecord) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO recordings (call_id, path, started_at, ended_at, duration_s, bytes) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                recording.call_id,
+                recording.path,
+                _ts(recording.started_at, "started_at"),
+                _ts(recording.ended_at, "ended_at"),
+                recording.duration_s,
+                recording.bytes,
+            ),
+        )
+
+    def delete_recording(self, call_id: str) -> RecordingRecord | None:
+        row = self.conn.execute("SELECT * FROM recordings WHERE call_id = ?", (call_id,)).fetchone()
+        if row is None:
+            return None
+        self.conn.execute("DELETE FROM recordings WHERE call_id = ?", (call_id,))
+        return _recording_from_row(row)
 
     def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None:
         row = self.conn.execute(
@@ -914,6 +969,23 @@ class SqliteStore:
         return self._write(lambda tx: tx.mark_handled(keys))
 
     # per-user calling state ----------------------------------------------------------------------------
+    def save_recording(self, recording: RecordingRecord) -> None:
+        """Insert or overwrite a call's recording reference."""
+        self._write(lambda tx: tx.save_recording(recording))
+
+    def get_recording(self, call_id: str) -> RecordingRecord | None:
+        rows = self._rows("SELECT * FROM recordings WHERE call_id = ?", (call_id,))
+        return _recording_from_row(rows[0]) if rows else None
+
+    def delete_recording(self, call_id: str) -> RecordingRecord | None:
+        """Remove the reference (the caller deletes the file); returns what was removed, if anything."""
+        return self._write(lambda tx: tx.delete_recording(call_id))
+
+    def recordings_started_before(self, cutoff: datetime, limit: int = 1000) -> list[RecordingRecord]:
+        """Oldest first: what a retention sweep deletes."""
+        query = "SELECT * FROM recordings WHERE started_at < ? ORDER BY started_at LIMIT ?"
+        return [_recording_from_row(r) for r in self._rows(query, (_ts(cutoff, "cutoff"), max(0, int(limit))))]
+
     def get_user_state(self, phone_number_id: str, user: str) -> UserStateRecord | None:
         query = "SELECT * FROM user_states WHERE phone_number_id = ? AND user_id = ?"
         rows = self._rows(query, (phone_number_id, user))
