@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, load_settings
+from agent.store.base import StoreError
 
 if TYPE_CHECKING:
     from agent.simulator.http_answers import CannedAnswer, HttpAnswers
@@ -211,10 +212,11 @@ def cmd_permission(args: argparse.Namespace) -> int:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     """Read the call records straight from the store: works with the server stopped."""
-    from agent.store.sqlite import SqliteStore
+    from agent.store.select import open_configured_store
 
     settings = load_settings(args.config)
-    store = SqliteStore.in_data_dir(args.data_dir or settings.data_dir)
+    # --data-dir names a SQLite file to read; otherwise the store the settings name, PostgreSQL included.
+    store = open_configured_store("" if args.data_dir else settings.database_url, args.data_dir or settings.data_dir)
     try:
         records = store.recent_calls(args.limit)
     finally:
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:  # a bad setting, or a database that cannot be used
         print(f"wacall: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ the store backends (SQLite, and PostgreSQL from tests/pg_server.py) that store t
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,18 @@ from agent.store.sqlite import SqliteStore
 from tests import pg_server as pg
 
 BACKENDS = ("sqlite", "postgres")
+
+
+def _db_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+#: What either backend raises for a failed statement.
+DB_ERRORS = _db_errors()
 
 #: Opens a store on the test's own database (the same one every time, as a restart would).
 StoreOpener = Callable[..., SqliteStore]
