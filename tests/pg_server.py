@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 ENV_URL = "WACALL_TEST_DATABASE_URL"
 TEMPLATE = "wacall_test_template"
@@ -43,9 +43,8 @@ class PgServer:
     _template_ready: bool = False
 
     def url_for(self, dbname: str) -> str:
-        import psycopg.conninfo
-
-        return psycopg.conninfo.make_conninfo(self.url, dbname=dbname)
+        """The server's URL naming another database (a URL, as WACALL_DATABASE_URL must be)."""
+        return urlunsplit(urlsplit(self.url)._replace(path=f"/{dbname}"))
 
     def admin(self, sql: str) -> None:
         import psycopg

@@ -1,6 +1,7 @@
 """Webhook deliveries under faults: a delivery is stored whole or not at all, stored events are handled
 exactly once even across a crash, another number's events leave our users alone, and a database locked
-by another process delays the delivery, never the event loop.
+by another process delays the delivery, never the event loop. The exactly-once tests run on SQLite and on
+PostgreSQL (`database_url`).
 
 The runtime is real (ledger, SQLite store, app) but its speech models are stand-ins: these tests exercise
 the webhook path, and connect handling is replaced by a recorder so no WebRTC is involved.
@@ -29,6 +30,7 @@ from agent.config import Settings
 from agent.ledger import CallLedger
 from agent.runtime import Models, Runtime
 from agent.store.base import default_db_path
+from agent.store.select import open_configured_store
 from agent.store.sqlite import SqliteStore, StoreTx
 from agent.whatsapp.webhooks import CallWebhook, parse_webhook
 
@@ -53,12 +55,21 @@ class NoSynthesizer:
         return np.zeros(480, dtype=np.int16)
 
 
-def settings_for(data_dir: Path) -> Settings:
-    return Settings(data_dir=str(data_dir), app_secret=APP_SECRET, phone_number_id=OUR_NUMBER)
+def settings_for(data_dir: Path, database_url: str = "") -> Settings:
+    return Settings(
+        data_dir=str(data_dir), app_secret=APP_SECRET, phone_number_id=OUR_NUMBER, database_url=database_url
+    )
 
 
-def make_runtime(data_dir: Path) -> Runtime:
-    return Runtime(settings_for(data_dir), Models(transcriber=NoTranscriber(), synthesizer=NoSynthesizer()))
+def make_runtime(data_dir: Path, database_url: str = "") -> Runtime:
+    models = Models(transcriber=NoTranscriber(), synthesizer=NoSynthesizer())
+    return Runtime(settings_for(data_dir, database_url), models)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """"" for the SQLite file in the data dir, else a fresh PostgreSQL database: each test runs on both."""
+    return "" if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
 
 
 def call_event(call_id: str, event: str = "connect", ts: int | None = None) -> dict[str, Any]:
@@ -221,9 +232,9 @@ async def test_an_event_that_can_never_be_stored_fails_the_whole_delivery(tmp_pa
 # ---- stored but not handled ------------------------------------------------------------------------
 
 
-async def store_without_handling(data_dir: Path, payload: dict[str, Any]) -> None:
+async def store_without_handling(data_dir: Path, payload: dict[str, Any], database_url: str = "") -> None:
     """What a crash right after the commit leaves behind: the delivery stored, nothing handled."""
-    store = SqliteStore.in_data_dir(data_dir)
+    store = open_configured_store(database_url, data_dir)
     try:
         ledger = CallLedger(store, phone_number_id=OUR_NUMBER)
         fresh = await ledger.record_webhook(parse_webhook(json.dumps(payload).encode()))
@@ -233,13 +244,14 @@ async def store_without_handling(data_dir: Path, payload: dict[str, Any]) -> Non
 
 
 async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_once(
-    tmp_path: Path, connects: list[str]
+    tmp_path: Path, connects: list[str], database_url: str
 ) -> None:
     payload = delivery([call_event("wacid.CRASH")])
-    await store_without_handling(tmp_path, payload)
-    assert [e.handled for e in SqliteStore.in_data_dir(tmp_path).list_events("wacid.CRASH")] == [False]
+    await store_without_handling(tmp_path, payload, database_url)
+    with open_configured_store(database_url, tmp_path) as store:
+        assert [e.handled for e in store.list_events("wacid.CRASH")] == [False]
 
-    runtime = make_runtime(tmp_path)  # start-up, inside a running loop: pending events are handled
+    runtime = make_runtime(tmp_path, database_url)  # start-up, inside a running loop: pending events are handled
     try:
         await runtime.handle_pending()
         # Meta's retry of the same delivery arrives while or after it is handled: not handled again.
@@ -252,7 +264,7 @@ async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_
     finally:
         await runtime.aclose()
 
-    again = make_runtime(tmp_path)  # a second restart finds nothing left to do
+    again = make_runtime(tmp_path, database_url)  # a second restart finds nothing left to do
     try:
         await again.handle_pending()
         await settled(again)
@@ -262,12 +274,12 @@ async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_
 
 
 async def test_redelivery_of_a_stored_but_unhandled_event_is_handled_exactly_once(
-    tmp_path: Path, connects: list[str]
+    tmp_path: Path, connects: list[str], database_url: str
 ) -> None:
     """Start-up built outside the loop (as `wacall serve` does): the redelivery is what finds the event."""
     payload = delivery([call_event("wacid.REDELIVERED")])
-    await store_without_handling(tmp_path, payload)
-    runtime = await asyncio.to_thread(make_runtime, tmp_path)  # no running loop in __init__
+    await store_without_handling(tmp_path, payload, database_url)
+    runtime = await asyncio.to_thread(make_runtime, tmp_path, database_url)  # no running loop in __init__
     body, headers = signed(payload)
     try:
         async with client_for(runtime) as client:

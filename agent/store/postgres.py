@@ -71,24 +71,35 @@ def redacted_url(url: str) -> str:
 
 
 class PgConnection:
-    """A psycopg connection with the `sqlite3.Connection` calls the store makes, in SQLite's parameter style."""
+    """A psycopg connection with the `sqlite3.Connection` calls the store makes, in SQLite's parameter style.
 
-    def __init__(self, raw: psycopg.Connection[dict[str, Any]]) -> None:
-        self.raw = raw
+    A connection the server dropped (a restart, a failover, an idle timeout) is replaced when a statement
+    outside any transaction finds it gone, and that statement is sent again: outside a transaction the store
+    only reads or begins one, which are safe to repeat. Inside one the error stands, and the job fails (the
+    writer retries nothing it cannot know was not committed).
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[dict[str, Any]]]) -> None:
+        self._connect = connect
+        self.raw = connect()
 
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
-    @property
-    def broken(self) -> bool:
-        return self.raw.closed or self.raw.broken
-
     def execute(self, sql: str, parameters: Any = None, /) -> psycopg.Cursor[dict[str, Any]]:
         # Without parameters the text is sent as written (DDL, BEGIN): nothing to translate.
-        if parameters is None:
-            return self.raw.execute(sql)
-        return self.raw.execute(postgres_params(sql), parameters)
+        query = sql if parameters is None else postgres_params(sql)
+        idle = not self.raw.closed and not self.in_transaction
+        try:
+            return self.raw.execute(query, parameters)
+        except psycopg.OperationalError:
+            if not (idle and self.raw.broken):
+                raise
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        self.raw = self._connect()
+        return self.raw.execute(query, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> psycopg.Cursor[dict[str, Any]]:
         cursor = self.raw.cursor()
@@ -132,6 +143,12 @@ class PostgresStore(SqliteStore):
             raise
 
     def _connect(self) -> PgConnection:  # type: ignore[override]  # a PgConnection, not a sqlite3 one
+        return PgConnection(self._open_raw)
+
+    def _connect_writer(self) -> PgConnection:
+        return PgConnection(lambda: self._open_raw(lock_timeout_ms=self._lock_timeout_ms))
+
+    def _open_raw(self, lock_timeout_ms: int | None = None) -> psycopg.Connection[dict[str, Any]]:
         try:
             raw = psycopg.connect(
                 self._url,
@@ -146,33 +163,11 @@ class PostgresStore(SqliteStore):
             raise StoreError(
                 f"cannot reach the PostgreSQL server for {self.path} (WACALL_DATABASE_URL): {_first_line(exc)}"
             ) from None
-        return PgConnection(raw)
-
-    def _connect_writer(self) -> PgConnection:
-        conn = self._connect()
-        conn.execute(f"SET lock_timeout = {int(self._lock_timeout_ms)}")
-        return conn
+        if lock_timeout_ms is not None:  # only the writer waits for locks, and only that long per attempt
+            raw.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+        return raw
 
     # plumbing ------------------------------------------------------------------------------------------
-    def _db(self) -> PgConnection:  # type: ignore[override]
-        conn = super()._db()
-        assert isinstance(conn, PgConnection)
-        if conn.broken:  # the server restarted or dropped us: a new connection, not failures forever
-            with contextlib.suppress(Exception):
-                conn.close()
-            self._conn = conn = self._connect_writer()
-        return conn
-
-    def _read_db(self) -> PgConnection:  # type: ignore[override]
-        self._db()  # refuses a closed store
-        reader = self._reader
-        assert isinstance(reader, PgConnection)
-        if reader.broken:
-            with contextlib.suppress(Exception):
-                reader.close()
-            self._reader = reader = self._connect()
-        return reader
-
     def _begin_write(self, conn: Any) -> None:
         conn.execute("BEGIN")
         try:
