@@ -58,10 +58,10 @@ def postgres_server() -> Iterator[pg.PgServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: pg.PgServer) -> Iterator[str]:
-    """A fresh, migrated database of the test's own, dropped afterwards."""
-    url = postgres_server.new_database()
+    """An empty, migrated database of the test's own (from the pool, see tests/pg_server.py)."""
+    url = postgres_server.checkout()
     yield url
-    postgres_server.drop(url)
+    postgres_server.checkin(url)
 
 
 @pytest.fixture(params=BACKENDS)
