@@ -148,7 +148,8 @@ def _throwaway_cluster() -> Iterator[str]:
     bin_dir = _bin_dir()
     assert bin_dir is not None
     as_user: list[str] = []
-    root = tempfile.mkdtemp(prefix="wacall-pg-")  # under /tmp: the postgres user must reach the socket
+    # Directly under /tmp whatever TMPDIR says: the postgres user must reach it, and a socket path is short.
+    root = tempfile.mkdtemp(prefix="wacall-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
         user = pwd.getpwnam("postgres")
