@@ -189,3 +189,18 @@ def test_a_damaged_database_fails_the_batch_and_the_writer_lives_on(tmp_path: Pa
     assert writer_threads(), "the writer thread died"
     assert store.submit(lambda tx: tx.record_event("wacid.LATER", "connect", T0)).result(5).stored
     store.close()
+
+
+def test_unhandled_events_are_listed_oldest_first_and_marked_handled_once(store: SqliteStore) -> None:
+    for call_id in ("wacid.P1", "wacid.P2"):
+        store.submit(lambda tx, c=call_id: tx.record_event(c, "connect", T0, {}, handled=False, envelope={"n": c}))
+    store.record_event("wacid.DONE", "connect", T0, {})
+    pending = store.unhandled_events()
+    assert [(e.call_id, e.handled, e.envelope) for e in pending] == [
+        ("wacid.P1", False, {"n": "wacid.P1"}),
+        ("wacid.P2", False, {"n": "wacid.P2"}),
+    ]
+    keys = [e.dedupe_key for e in pending]
+    assert store.mark_handled([*keys, keys[0]]) == 2  # the count the ledger logs: rows changed, over all keys
+    assert store.mark_handled(keys) == 0
+    assert store.unhandled_events() == []
