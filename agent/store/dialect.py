@@ -3,7 +3,7 @@
 The migrations and queries are written in the SQL both databases share, with SQLite's `?` and `:name`
 parameters. For PostgreSQL this module rewrites the few things that differ:
 
-* **DDL** (`postgres_ddl`): `INTEGER PRIMARY KEY AUTOINCREMENT` becomes an identity column; `REAL` becomes
+* **DDL** (`postgres_ddl`): `INTEGER PRIMARY KEY [AUTOINCREMENT]` becomes an identity column; `REAL` becomes
   `DOUBLE PRECISION` (PostgreSQL's REAL is 4 bytes, SQLite's 8); `BLOB` becomes `BYTEA`; TEXT columns
   compare bytewise (`COLLATE "C"`, SQLite's BINARY) so ISO times and ids sort alike on both; and a table
   without an integer key gets an explicit `rowid` identity column, standing in for SQLite's implicit one
@@ -48,7 +48,8 @@ class Connection(Protocol):
 
 
 _COMMENT = re.compile(r"--[^\n]*")
-_AUTOINCREMENT = re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b", re.IGNORECASE)
+# SQLite numbers an INTEGER PRIMARY KEY itself (AUTOINCREMENT only stops it reusing numbers).
+_AUTOINCREMENT = re.compile(r"\bINTEGER\s+PRIMARY\s+KEY(?:\s+AUTOINCREMENT)?\b", re.IGNORECASE)
 _CREATE_TABLE = re.compile(r"^(\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\w+\s*\()", re.IGNORECASE)
 # A column type, not a word inside a quoted default: DDL in the migrations has no quoted TEXT/REAL/BLOB.
 _TYPES = {

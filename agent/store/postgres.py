@@ -15,7 +15,8 @@ Why these choices:
   workers starting together migrate once, the second finds the work done. The version lives in a
   `schema_version` table, SQLite's `PRAGMA user_version` having no counterpart.
 * **Autocommit connections with explicit BEGIN/COMMIT**, the statements the shared machinery issues; a
-  connection the server dropped is replaced before the next write or read instead of failing every one after.
+  connection the server dropped is replaced by the next read or write that finds it gone (see
+  `PgConnection`), instead of failing every one after.
 * **Messages name the server, never the password**: `path` is the URL without it.
 """
 
