@@ -397,25 +397,56 @@ async def test_loop_stays_responsive_while_another_connection_holds_the_write_lo
         await runtime.aclose()
 
 
+class WriteLockHolder:
+    """Another process holding the database's write lock: SQLite's file lock, or on PostgreSQL the advisory
+    lock every wacall write takes (another worker mid-transaction)."""
+
+    def __init__(self, data_dir: Path, database_url: str) -> None:
+        if database_url:
+            import psycopg
+
+            from agent.store.postgres import WRITE_LOCK_KEY
+
+            self._pg = psycopg.connect(database_url, autocommit=True)
+            self._key = WRITE_LOCK_KEY
+        else:
+            self._sqlite = sqlite3.connect(default_db_path(data_dir), isolation_level=None)
+        self.postgres = bool(database_url)
+
+    def hold(self) -> None:
+        if self.postgres:
+            self._pg.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+        else:
+            self._sqlite.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.postgres:
+            self._pg.execute("SELECT pg_advisory_unlock_all()")
+        elif self._sqlite.in_transaction:
+            self._sqlite.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.release()
+        (self._pg if self.postgres else self._sqlite).close()
+
+
 async def test_delivery_answers_500_when_the_lock_outlasts_its_deadline(
-    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
     monkeypatch.setattr(CallLedger, "delivery_deadline_s", 0.4)
-    runtime = make_runtime(tmp_path)
-    outsider = sqlite3.connect(default_db_path(tmp_path), isolation_level=None)
+    runtime = make_runtime(tmp_path, database_url)
+    outsider = WriteLockHolder(tmp_path, database_url)
     body, headers = signed(delivery([call_event("wacid.LATE500")]))
     try:
-        outsider.execute("BEGIN IMMEDIATE")
+        outsider.hold()
         async with client_for(runtime) as client:
             assert (await client.post("/webhook", content=body, headers=headers)).status_code == 500
-            outsider.execute("COMMIT")
+            outsider.release()
             assert runtime.store.list_events("wacid.LATE500") == []
             assert (await client.post("/webhook", content=body, headers=headers)).status_code == 200  # the retry
         await settled(runtime)
         assert connects == ["wacid.LATE500"]
     finally:
-        if outsider.in_transaction:
-            outsider.execute("ROLLBACK")
         outsider.close()
         await runtime.aclose()
 
