@@ -68,7 +68,7 @@ def make_runtime(data_dir: Path, database_url: str = "") -> Runtime:
 
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest) -> str:
-    """"" for the SQLite file in the data dir, else a fresh PostgreSQL database: each test runs on both."""
+    """Empty for the SQLite file in the data dir, else a fresh PostgreSQL database: each test runs on both."""
     return "" if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
 
 
