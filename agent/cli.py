@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, load_settings
 from agent.link_cli import add_link_parser, payload_arg
+from agent.store.base import StoreError
 
 if TYPE_CHECKING:
     from agent.simulator.http_answers import CannedAnswer, HttpAnswers
@@ -225,10 +226,11 @@ def cmd_button(args: argparse.Namespace) -> int:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     """Read the call records straight from the store: works with the server stopped."""
-    from agent.store.sqlite import SqliteStore
+    from agent.store.select import open_configured_store
 
     settings = load_settings(args.config)
-    store = SqliteStore.in_data_dir(args.data_dir or settings.data_dir)
+    # --data-dir names a SQLite file to read; otherwise the store the settings name, PostgreSQL included.
+    store = open_configured_store("" if args.data_dir else settings.database_url, args.data_dir or settings.data_dir)
     try:
         records = store.recent_calls(args.limit)
     finally:
@@ -388,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:  # a bad setting, or a database that cannot be used
         print(f"wacall: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ SECRET_ENV = {
     "api_token": "WACALL_API_TOKEN",
     "metrics_token": "WACALL_METRICS_TOKEN",
     "llm_api_key": "WACALL_LLM_API_KEY",
+    "database_url": "WACALL_DATABASE_URL",  # a URL carries the database password
 }
 
 
@@ -158,6 +159,9 @@ class Settings(BaseModel):
     max_concurrent_calls: int = Field(8, ge=1, le=1000)
     answer_timeout_s: float = Field(20.0, gt=0, le=25.0)
     data_dir: str = "data"
+    # postgresql://user:password@host/db: calls, events and user state in PostgreSQL instead of
+    # <data_dir>/wacall.sqlite3, so several wacall processes can share them (WACALL_DATABASE_URL).
+    database_url: str = Field("", repr=False)
     business_hours: dict[str, Any] | None = None  # {timezone, weekly: {monday: ["09:00-17:00"]}, holidays: [...]}
     rate_card: str | None = None  # CSV path; default: the rate card shipped with wacall
     sandbox_limits: bool = False  # Meta's looser limits for sandbox/test numbers

@@ -44,7 +44,7 @@ def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from agent.store.sqlite import SqliteStore
+    from agent.store.select import open_configured_store
     from agent.whatsapp.pricing import RateCard
 
     try:
@@ -53,7 +53,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wacall report: {exc}", file=sys.stderr)
         return 2
     settings = load_settings(getattr(args, "config", None))
-    store = SqliteStore.in_data_dir(args.data_dir or settings.data_dir)
+    store = open_configured_store("" if args.data_dir else settings.database_url, args.data_dir or settings.data_dir)
     try:
         report = compute_report(store, period, card=RateCard.load(settings.rate_card), simulated=args.simulated)
     finally:

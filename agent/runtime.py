@@ -35,7 +35,7 @@ from agent.speech.stt import Transcriber, WhisperTranscriber
 from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
 from agent.speech.vad import VadConfig
 from agent.store.base import CallRecord, Store
-from agent.store.sqlite import SqliteStore
+from agent.store.select import open_configured_store
 from agent.tracing import CallTrace, make_tracer
 from agent.whatsapp.graph import GraphClient, GraphError, retryable
 from agent.whatsapp.payloads import CallContext
@@ -99,8 +99,9 @@ def static_lines(flow: Flow) -> list[str]:
 
 
 def open_store(settings: Settings) -> Store:
+    """PostgreSQL when `database_url` is set (WACALL_DATABASE_URL), else `<data_dir>/wacall.sqlite3`."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    return SqliteStore.in_data_dir(settings.data_dir)
+    return open_configured_store(settings.database_url, settings.data_dir)
 
 
 class Runtime:

@@ -133,15 +133,15 @@ def seed_recording(store: SqliteStore, folder: Path) -> Path:
     return path
 
 
-def make_records_app(tmp: Path) -> tuple[Starlette, SqliteStore]:
-    """The app over a seeded store in `tmp`; the caller closes the store."""
+def make_records_app(tmp: Path, store: SqliteStore | None = None) -> tuple[Starlette, SqliteStore]:
+    """The app over a seeded store (`store`, else a SQLite one in `tmp`); the caller closes the store."""
     prompts = tmp / "prompts"
     prompts.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEFAULT_FLOW, prompts / "demo.yaml")
     settings = Settings(
         app_secret=APP_SECRET, verify_token="verify", api_token=API_TOKEN, flow=str(prompts / "demo.yaml")
     )
-    store = SqliteStore.in_data_dir(tmp)
+    store = store or SqliteStore.in_data_dir(tmp)
     seed(store)
     seed_recording(store, tmp / "recordings")
     runtime = ApiRuntime(settings=settings, store=store)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from agent.analytics import Period, compute_report, percentile, report_period
 from agent.cli import main
 from agent.store.sqlite import SqliteStore
 from tests.analytics_fixture import FIRST, LAST, seed_analytics
+from tests.conftest import BACKENDS, StoreOpener
+from tests.pg_server import PgServer
 
 D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
 
@@ -28,9 +30,26 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def store(data_dir: Path) -> Iterator[SqliteStore]:
-    store = SqliteStore.in_data_dir(data_dir)
+@pytest.fixture(scope="module")
+def postgres_analytics_url(postgres_server: PgServer) -> Iterator[str]:
+    from agent.store.postgres import PostgresStore
+
+    url = postgres_server.checkout()
+    with PostgresStore(url) as store:
+        seed_analytics(store)
+    yield url
+    postgres_server.checkin(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[SqliteStore]:
+    """The seeded calls on SQLite and on PostgreSQL: the facts query is the one piece of SQL that differs."""
+    if request.param == "sqlite":
+        store = SqliteStore.in_data_dir(data_dir)
+    else:
+        from agent.store.postgres import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("postgres_analytics_url"))
     yield store
     store.close()
 
@@ -159,13 +178,13 @@ def test_report_with_no_calls_and_a_bad_range(tmp_path: Path, capsys: pytest.Cap
     assert "since must not be after until" in capsys.readouterr().err
 
 
-def test_turns_without_a_measured_latency_are_left_out(tmp_path: Path) -> None:
+def test_turns_without_a_measured_latency_are_left_out(open_store: StoreOpener) -> None:
     """Older or odd turn events (no number, a payload that is not an object, none at all) never break a report."""
     from datetime import UTC, datetime
 
     from agent.store.base import CallRecord
 
-    store = SqliteStore.in_data_dir(tmp_path)
+    store = open_store()
     at = datetime(2026, 3, 1, 12, tzinfo=UTC)
     store.save_call(CallRecord(id="X", direction="USER_INITIATED", from_number="34600111222", created_at=at))
     for n, payload in enumerate(

@@ -13,16 +13,17 @@ from starlette.routing import Mount, Route
 
 from agent.app import create_app
 from agent.runtime import Runtime
+from tests.conftest import StoreOpener
 from tests.records_fixture import AUTH, SDP, make_records_app
 from tests.test_http_hardening import ApiRuntime, make_settings
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app, store = make_records_app(tmp_path)
+async def client(tmp_path: Path, open_store: StoreOpener) -> AsyncIterator[httpx.AsyncClient]:
+    """The calls API over the seeded records, on SQLite and on PostgreSQL (the filters are SQL)."""
+    app, _ = make_records_app(tmp_path, open_store())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wacall.test") as c:
         yield c
-    store.close()
 
 
 async def ids(client: httpx.AsyncClient, **params: str) -> list[str]:

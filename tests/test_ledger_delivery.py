@@ -1,6 +1,7 @@
 """Webhook deliveries under faults: a delivery is stored whole or not at all, stored events are handled
 exactly once even across a crash, another number's events leave our users alone, and a database locked
-by another process delays the delivery, never the event loop.
+by another process delays the delivery, never the event loop. The exactly-once tests run on SQLite and on
+PostgreSQL (`database_url`).
 
 The runtime is real (ledger, SQLite store, app) but its speech models are stand-ins: these tests exercise
 the webhook path, and connect handling is replaced by a recorder so no WebRTC is involved.
@@ -29,6 +30,7 @@ from agent.config import Settings
 from agent.ledger import CallLedger
 from agent.runtime import Models, Runtime
 from agent.store.base import default_db_path
+from agent.store.select import open_configured_store
 from agent.store.sqlite import SqliteStore, StoreTx
 from agent.whatsapp.webhooks import CallWebhook, parse_webhook
 
@@ -53,12 +55,21 @@ class NoSynthesizer:
         return np.zeros(480, dtype=np.int16)
 
 
-def settings_for(data_dir: Path) -> Settings:
-    return Settings(data_dir=str(data_dir), app_secret=APP_SECRET, phone_number_id=OUR_NUMBER)
+def settings_for(data_dir: Path, database_url: str = "") -> Settings:
+    return Settings(
+        data_dir=str(data_dir), app_secret=APP_SECRET, phone_number_id=OUR_NUMBER, database_url=database_url
+    )
 
 
-def make_runtime(data_dir: Path) -> Runtime:
-    return Runtime(settings_for(data_dir), Models(transcriber=NoTranscriber(), synthesizer=NoSynthesizer()))
+def make_runtime(data_dir: Path, database_url: str = "") -> Runtime:
+    models = Models(transcriber=NoTranscriber(), synthesizer=NoSynthesizer())
+    return Runtime(settings_for(data_dir, database_url), models)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """Empty for the SQLite file in the data dir, else a fresh PostgreSQL database: each test runs on both."""
+    return "" if backend == "sqlite" else str(request.getfixturevalue("postgres_url"))
 
 
 def call_event(call_id: str, event: str = "connect", ts: int | None = None) -> dict[str, Any]:
@@ -221,9 +232,9 @@ async def test_an_event_that_can_never_be_stored_fails_the_whole_delivery(tmp_pa
 # ---- stored but not handled ------------------------------------------------------------------------
 
 
-async def store_without_handling(data_dir: Path, payload: dict[str, Any]) -> None:
+async def store_without_handling(data_dir: Path, payload: dict[str, Any], database_url: str = "") -> None:
     """What a crash right after the commit leaves behind: the delivery stored, nothing handled."""
-    store = SqliteStore.in_data_dir(data_dir)
+    store = open_configured_store(database_url, data_dir)
     try:
         ledger = CallLedger(store, phone_number_id=OUR_NUMBER)
         fresh = await ledger.record_webhook(parse_webhook(json.dumps(payload).encode()))
@@ -233,13 +244,14 @@ async def store_without_handling(data_dir: Path, payload: dict[str, Any]) -> Non
 
 
 async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_once(
-    tmp_path: Path, connects: list[str]
+    tmp_path: Path, connects: list[str], database_url: str
 ) -> None:
     payload = delivery([call_event("wacid.CRASH")])
-    await store_without_handling(tmp_path, payload)
-    assert [e.handled for e in SqliteStore.in_data_dir(tmp_path).list_events("wacid.CRASH")] == [False]
+    await store_without_handling(tmp_path, payload, database_url)
+    with open_configured_store(database_url, tmp_path) as store:
+        assert [e.handled for e in store.list_events("wacid.CRASH")] == [False]
 
-    runtime = make_runtime(tmp_path)  # start-up, inside a running loop: pending events are handled
+    runtime = make_runtime(tmp_path, database_url)  # start-up, inside a running loop: pending events are handled
     try:
         await runtime.handle_pending()
         # Meta's retry of the same delivery arrives while or after it is handled: not handled again.
@@ -252,7 +264,7 @@ async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_
     finally:
         await runtime.aclose()
 
-    again = make_runtime(tmp_path)  # a second restart finds nothing left to do
+    again = make_runtime(tmp_path, database_url)  # a second restart finds nothing left to do
     try:
         await again.handle_pending()
         await settled(again)
@@ -262,12 +274,12 @@ async def test_crash_between_commit_and_handling_is_handled_at_start_up_exactly_
 
 
 async def test_redelivery_of_a_stored_but_unhandled_event_is_handled_exactly_once(
-    tmp_path: Path, connects: list[str]
+    tmp_path: Path, connects: list[str], database_url: str
 ) -> None:
     """Start-up built outside the loop (as `wacall serve` does): the redelivery is what finds the event."""
     payload = delivery([call_event("wacid.REDELIVERED")])
-    await store_without_handling(tmp_path, payload)
-    runtime = await asyncio.to_thread(make_runtime, tmp_path)  # no running loop in __init__
+    await store_without_handling(tmp_path, payload, database_url)
+    runtime = await asyncio.to_thread(make_runtime, tmp_path, database_url)  # no running loop in __init__
     body, headers = signed(payload)
     try:
         async with client_for(runtime) as client:
@@ -385,25 +397,56 @@ async def test_loop_stays_responsive_while_another_connection_holds_the_write_lo
         await runtime.aclose()
 
 
+class WriteLockHolder:
+    """Another process holding the database's write lock: SQLite's file lock, or on PostgreSQL the advisory
+    lock every wacall write takes (another worker mid-transaction)."""
+
+    def __init__(self, data_dir: Path, database_url: str) -> None:
+        if database_url:
+            import psycopg
+
+            from agent.store.postgres import WRITE_LOCK_KEY
+
+            self._pg = psycopg.connect(database_url, autocommit=True)
+            self._key = WRITE_LOCK_KEY
+        else:
+            self._sqlite = sqlite3.connect(default_db_path(data_dir), isolation_level=None)
+        self.postgres = bool(database_url)
+
+    def hold(self) -> None:
+        if self.postgres:
+            self._pg.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+        else:
+            self._sqlite.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.postgres:
+            self._pg.execute("SELECT pg_advisory_unlock_all()")
+        elif self._sqlite.in_transaction:
+            self._sqlite.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.release()
+        (self._pg if self.postgres else self._sqlite).close()
+
+
 async def test_delivery_answers_500_when_the_lock_outlasts_its_deadline(
-    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, connects: list[str], monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
     monkeypatch.setattr(CallLedger, "delivery_deadline_s", 0.4)
-    runtime = make_runtime(tmp_path)
-    outsider = sqlite3.connect(default_db_path(tmp_path), isolation_level=None)
+    runtime = make_runtime(tmp_path, database_url)
+    outsider = WriteLockHolder(tmp_path, database_url)
     body, headers = signed(delivery([call_event("wacid.LATE500")]))
     try:
-        outsider.execute("BEGIN IMMEDIATE")
+        outsider.hold()
         async with client_for(runtime) as client:
             assert (await client.post("/webhook", content=body, headers=headers)).status_code == 500
-            outsider.execute("COMMIT")
+            outsider.release()
             assert runtime.store.list_events("wacid.LATE500") == []
             assert (await client.post("/webhook", content=body, headers=headers)).status_code == 200  # the retry
         await settled(runtime)
         assert connects == ["wacid.LATE500"]
     finally:
-        if outsider.in_transaction:
-            outsider.execute("ROLLBACK")
         outsider.close()
         await runtime.aclose()
 

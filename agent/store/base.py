@@ -2,9 +2,9 @@
 
 The named methods are synchronous, for the CLI, tests and start-up: each is one short transaction. The
 event loop instead uses `submit`, which runs a job on the store's writer thread and returns a future, so a
-slow disk or a database locked by another process never stalls the loop (and so every call's audio). A
-server database can replace SQLite by implementing the same methods; nothing outside `agent/store/` knows
-about SQL.
+slow disk or a database locked by another process never stalls the loop (and so every call's audio). The
+SQLite store (`agent/store/sqlite.py`) and the PostgreSQL one (`agent/store/postgres.py`) implement it with
+the same SQL and machinery; nothing outside `agent/store/` knows about SQL.
 
 The records are plain data (str, int, Decimal, aware datetimes, JSON-able dicts/lists) so this module has no
 imports from the rest of wacall: the domain (`agent.whatsapp.rules`) converts to and from them, never the

@@ -9,12 +9,13 @@ each call's per-turn voice-to-voice latency (the `first_audio_sent_ms` of its "t
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-__all__ = ["CALL_FACTS_QUERY", "CallFacts", "facts_from_row"]
+__all__ = ["CALL_FACTS_QUERY", "CALL_FACTS_QUERY_POSTGRES", "CallFacts", "facts_from_row"]
 
 #: `?` 1 and 2: since (inclusive) and until (exclusive), as the store's fixed-width UTC text; `?` 3: 1 to
 #: include simulated calls, 0 to leave them out.
@@ -26,6 +27,21 @@ SELECT c.id, c.direction, c.from_number, c.to_number, c.outcome, c.end_reason, c
          WHERE e.call_id = c.id AND e.event = 'turn'
            AND json_valid(e.payload)
            AND json_type(e.payload, '$.first_audio_sent_ms') IN ('integer', 'real')) AS v2v_ms
+  FROM calls c
+ WHERE c.created_at >= ? AND c.created_at < ? AND (? = 1 OR c.simulated = 0)
+ ORDER BY c.created_at, c.rowid
+"""
+
+#: The same query for PostgreSQL, whose JSON functions differ. Payloads are stored as text the store wrote
+#: with `json.dumps`, so they parse; `->` on a payload that is not an object gives NULL, as SQLite's
+#: `json_type` does, so odd payloads are left out alike.
+CALL_FACTS_QUERY_POSTGRES = """
+SELECT c.id, c.direction, c.from_number, c.to_number, c.outcome, c.end_reason, c.created_at, c.answered_at,
+       c.duration_s, c.cost, c.currency, c.handover_queue, c.queue_wait_s, c.handover_outcome,
+       (SELECT json_agg(e.payload::jsonb -> 'first_audio_sent_ms' ORDER BY e.seq)::text
+          FROM call_events e
+         WHERE e.call_id = c.id AND e.event = 'turn'
+           AND jsonb_typeof(e.payload::jsonb -> 'first_audio_sent_ms') = 'number') AS v2v_ms
   FROM calls c
  WHERE c.created_at >= ? AND c.created_at < ? AND (? = 1 OR c.simulated = 0)
  ORDER BY c.created_at, c.rowid
@@ -52,7 +68,7 @@ class CallFacts:
     v2v_ms: tuple[float, ...]  # one per turn that got a spoken reply, in the order they were stored
 
 
-def facts_from_row(row: sqlite3.Row) -> CallFacts:
+def facts_from_row(row: Mapping[str, Any]) -> CallFacts:
     inbound = row["direction"] == "USER_INITIATED"
     return CallFacts(
         id=row["id"],

@@ -19,7 +19,9 @@ Why these choices:
 * **WAL + synchronous=FULL.** WAL lets a reader (`wacall calls`) run during writes; FULL makes a committed
   webhook survive power loss too, at a cost of one fsync per write, which this volume can afford.
 * **`user_version` migrations.** Each schema change is one entry in `_MIGRATIONS`; a file written by a newer
-  wacall is refused instead of being silently misread.
+  wacall is refused instead of being silently misread. The same entries build the PostgreSQL schema
+  (`agent/store/postgres.py`, translated in `agent/store/dialect.py`), so they are written in the SQL both
+  understand: TEXT/INTEGER/REAL columns, `INSERT … ON CONFLICT`, `RETURNING`, `?`/`:name` parameters.
 * **Times as ISO-8601 UTC text, money as decimal text.** Both sort and read correctly in the sqlite3 shell,
   and neither loses precision.
 """
@@ -57,6 +59,7 @@ from agent.store.base import (
     UserStateRecord,
     default_db_path,
 )
+from agent.store.dialect import Connection, Row, split_script
 from agent.store.facts import CALL_FACTS_QUERY, CallFacts, facts_from_row
 
 __all__ = ["SCHEMA_VERSION", "EventWrite", "SqliteStore", "StoreBusyError", "StoreTx", "default_db_path"]
@@ -195,7 +198,8 @@ CREATE TABLE recordings (
 CREATE INDEX recordings_by_started ON recordings (started_at);
 """
 
-#: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry.
+#: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry. PostgreSQL
+#: applies the same entries (see agent/store/dialect.py for what is translated), so keep to portable SQL.
 _MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     _SCHEMA_V2,
@@ -242,7 +246,7 @@ def _times(text: str | None) -> tuple[datetime, ...]:
     return tuple(datetime.fromisoformat(t) for t in json.loads(text or "[]"))
 
 
-def _call_from_row(row: sqlite3.Row) -> CallRecord:
+def _call_from_row(row: Row) -> CallRecord:
     return CallRecord(
         id=row["id"],
         direction=row["direction"],
@@ -309,7 +313,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _event_from_row(r: sqlite3.Row) -> CallEventRecord:
+def _event_from_row(r: Row) -> CallEventRecord:
     return CallEventRecord(
         call_id=r["call_id"],
         event=r["event"],
@@ -323,7 +327,7 @@ def _event_from_row(r: sqlite3.Row) -> CallEventRecord:
     )
 
 
-def _recording_from_row(row: sqlite3.Row) -> RecordingRecord:
+def _recording_from_row(row: Row) -> RecordingRecord:
     return RecordingRecord(
         call_id=row["call_id"],
         path=row["path"],
@@ -334,7 +338,7 @@ def _recording_from_row(row: sqlite3.Row) -> RecordingRecord:
     )
 
 
-def _user_state_from_row(row: sqlite3.Row) -> UserStateRecord:
+def _user_state_from_row(row: Row) -> UserStateRecord:
     return UserStateRecord(
         phone_number_id=row["phone_number_id"],
         user=row["user_id"],
@@ -358,7 +362,7 @@ class StoreTx:
     a user's state needs; everything a job does is kept or rolled back together.
     """
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
+    def __init__(self, conn: Connection, clock: Callable[[], datetime]) -> None:
         self.conn = conn
         self._clock = clock
 
@@ -401,9 +405,9 @@ class StoreTx:
     ) -> EventWrite:
         """Store an event once. `handled=False` for a webhook event the runtime has yet to act on."""
         key = dedupe_key or default_dedupe_key(call_id, event, at, payload)
-        cursor = self.conn.execute(
+        inserted = self.conn.execute(
             "INSERT INTO call_events (call_id, event, at, payload, dedupe_key, received_at, handled, envelope) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(dedupe_key) DO NOTHING",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(dedupe_key) DO NOTHING RETURNING seq",
             (
                 call_id,
                 event,
@@ -414,9 +418,9 @@ class StoreTx:
                 int(handled),
                 None if envelope is None else _json(envelope),
             ),
-        )
-        if cursor.rowcount == 1:
-            return EventWrite(stored=True, handled=handled, seq=cursor.lastrowid)
+        ).fetchone()
+        if inserted is not None:
+            return EventWrite(stored=True, handled=handled, seq=inserted["seq"])
         row = self.conn.execute("SELECT seq, handled FROM call_events WHERE dedupe_key = ?", (key,)).fetchone()
         return EventWrite(stored=False, handled=bool(row["handled"]), seq=row["seq"])
 
@@ -428,8 +432,10 @@ class StoreTx:
 
     def save_recording(self, recording: RecordingRecord) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO recordings (call_id, path, started_at, ended_at, duration_s, bytes) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO recordings (call_id, path, started_at, ended_at, duration_s, bytes) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE SET path = excluded.path, "
+            "started_at = excluded.started_at, ended_at = excluded.ended_at, duration_s = excluded.duration_s, "
+            "bytes = excluded.bytes",
             (
                 recording.call_id,
                 recording.path,
@@ -471,12 +477,18 @@ class StoreTx:
         }
         columns = ", ".join(values)
         marks = ", ".join(f":{n}" for n in values)
-        self.conn.execute(f"INSERT OR REPLACE INTO user_states ({columns}) VALUES ({marks})", values)
+        key = ("phone_number_id", "user_id")
+        updates = ", ".join(f"{n} = excluded.{n}" for n in values if n not in key)
+        self.conn.execute(
+            f"INSERT INTO user_states ({columns}) VALUES ({marks}) "
+            f"ON CONFLICT({', '.join(key)}) DO UPDATE SET {updates}",
+            values,
+        )
 
     def add_contact_event(self, event: ContactEvent) -> int:
-        cursor = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO contact_events (at, phone_number_id, user_id, kind, reason, call_id, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 _ts(event.at, "at"),
                 event.phone_number_id,
@@ -486,8 +498,8 @@ class StoreTx:
                 event.call_id,
                 _json(dict(event.detail)),
             ),
-        )
-        return int(cursor.lastrowid or 0)
+        ).fetchone()
+        return int(row["id"])
 
     def mark_live_calls_ended(self, *, now: datetime, reason: str, simulated: bool | None) -> list[str]:
         stamp = _ts(now, "now")
@@ -521,7 +533,15 @@ def _fail(job: _Job, exc: BaseException) -> None:
 
 
 class SqliteStore:
-    """`Store` on a SQLite file (or ":memory:" for throwaway use)."""
+    """`Store` on a SQLite file (or ":memory:" for throwaway use).
+
+    Also the machinery every backend shares (writer thread, group commit, the queries): a server backend
+    (`agent.store.postgres.PostgresStore`) overrides only how to connect, begin a write, tell "busy" from
+    broken, and migrate.
+    """
+
+    #: The facts query in this backend's dialect (SQLite's JSON functions differ from PostgreSQL's).
+    _facts_query = CALL_FACTS_QUERY
 
     def __init__(
         self,
@@ -531,22 +551,8 @@ class SqliteStore:
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         sync_write_deadline_s: float = SYNC_WRITE_DEADLINE_S,
     ) -> None:
-        self.path = str(path)
-        self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
-        self._sync_deadline_s = sync_write_deadline_s
-        self._lock = threading.RLock()  # the write connection
-        self._conn: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._rlock = self._lock
-        # The writer thread, started by the first `submit`; `_queued`/`_done` count jobs for read-your-writes.
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
-        self._settled = threading.Condition()
-        self._queued = 0
-        self._done = 0
-        self._closed = False
+        self._init_plumbing(str(path), clock, sync_write_deadline_s)
         if self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -565,6 +571,24 @@ class SqliteStore:
             self.close()
             raise StoreError(f"cannot open the wacall database {self.path}: {exc}") from exc
 
+    def _init_plumbing(self, path: str, clock: Callable[[], datetime], sync_write_deadline_s: float) -> None:
+        """The state every backend needs before it connects; `path` names the database in messages."""
+        self.path = path
+        self._clock = clock
+        self._sync_deadline_s = sync_write_deadline_s
+        self._lock = threading.RLock()  # the write connection
+        self._conn: Connection | None = None
+        self._reader: Connection | None = None
+        self._rlock = self._lock
+        # The writer thread, started by the first `submit`; `_queued`/`_done` count jobs for read-your-writes.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._settled = threading.Condition()
+        self._queued = 0
+        self._done = 0
+        self._closed = False
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
@@ -578,30 +602,42 @@ class SqliteStore:
         return cls(default_db_path(data_dir), **kwargs)
 
     # plumbing ------------------------------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> Connection:
         if self._conn is None:
             raise StoreError(f"store {self.path} is closed")
         return self._conn
 
-    def _read_db(self) -> sqlite3.Connection:
+    def _read_db(self) -> Connection:
         conn = self._db()
         return self._reader or conn
 
-    def _begin(self, conn: sqlite3.Connection, deadline: float) -> None:
-        """BEGIN IMMEDIATE, retried past SQLite's short busy timeout until `deadline`."""
+    def _begin_write(self, conn: Connection) -> None:
+        """Open a transaction that holds the write lock, so it never fails half-way for want of it.
+
+        IMMEDIATE takes SQLite's lock up front, waiting at most the short busy timeout; `_is_busy_error`
+        tells the callers whether what this raised is worth retrying.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _is_busy_error(self, exc: BaseException) -> bool:
+        """The database is locked by someone else (retry until the deadline), not broken (fail now)."""
+        return isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)
+
+    def _begin(self, conn: Connection, deadline: float) -> None:
+        """`_begin_write`, retried past the database's short lock wait until `deadline`."""
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin_write(conn)
                 return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+            except Exception as exc:
+                if not self._is_busy_error(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(f"{self.path} stayed locked: {exc}") from exc
                 time.sleep(0.01)
 
     @contextmanager
-    def _tx(self, deadline: float | None = None) -> Iterator[sqlite3.Connection]:
+    def _tx(self, deadline: float | None = None) -> Iterator[Connection]:
         """One write transaction; IMMEDIATE takes the write lock up front so it never fails half-way."""
         with self._lock:
             conn = self._db()
@@ -623,9 +659,8 @@ class SqliteStore:
             )
         for target in range(version, SCHEMA_VERSION):
             with self._tx() as tx:
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
+                for statement in split_script(_MIGRATIONS[target]):
+                    tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {target + 1}")
 
     @property
@@ -714,10 +749,10 @@ class SqliteStore:
                 return
             while True:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    self._begin_write(conn)
                     break
-                except sqlite3.DatabaseError as exc:  # busy/locked, but also a damaged file or a full disk
-                    if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                except Exception as exc:  # busy/locked, but also a damaged file, a full disk, a lost server
+                    if not self._is_busy_error(exc):
                         for job in batch:
                             _fail(job, exc)
                         return
@@ -748,7 +783,7 @@ class SqliteStore:
                 conn.execute("COMMIT")
             except BaseException as exc:  # the transaction itself failed: nothing of the batch is stored
                 if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):  # after an I/O error SQLite may have rolled back
+                    with contextlib.suppress(Exception):  # after an I/O error SQLite may have rolled back
                         conn.execute("ROLLBACK")
                 for job in batch:
                     future = job.future
@@ -805,7 +840,7 @@ class SqliteStore:
             raise ValueError(f"unknown call field(s): {', '.join(unknown)}")
         return self._write(lambda tx: tx.update_call(call_id, **changes))
 
-    def _rows(self, query: str, params: Sequence[Any] = (), *, settle: bool = True) -> list[sqlite3.Row]:
+    def _rows(self, query: str, params: Sequence[Any] = (), *, settle: bool = True) -> list[Row]:
         """Every read: after the writes queued before it (unless `settle=False`), on the read connection."""
         if settle:
             self._settle()
@@ -872,7 +907,8 @@ class SqliteStore:
         `since` is inclusive and `until` exclusive, as in `find_calls`; simulated calls only when asked for.
         """
         params = (_ts(since, "since"), _ts(until, "until"), int(simulated))
-        return [facts_from_row(r) for r in self._rows(CALL_FACTS_QUERY, params)]
+        return [facts_from_row(r) for r in self._rows(self._facts_query, params)]
+
     def campaign_counts(
         self, *, since: datetime | None = None, until: datetime | None = None, simulated: bool | None = None
     ) -> list[CampaignCount]:
@@ -892,7 +928,8 @@ class SqliteStore:
             params.append(int(simulated))
         query = (
             "SELECT payload, payload_source, COUNT(*) AS calls, "
-            "SUM(answered_at IS NOT NULL) AS answered, SUM(handover_queue IS NOT NULL) AS handed_over "
+            "SUM(CASE WHEN answered_at IS NOT NULL THEN 1 ELSE 0 END) AS answered, "
+            "SUM(CASE WHEN handover_queue IS NOT NULL THEN 1 ELSE 0 END) AS handed_over "
             f"FROM calls WHERE {' AND '.join(where)} GROUP BY payload, payload_source"
         )
         merged: dict[str, tuple[list[int], dict[str | None, int]]] = {}

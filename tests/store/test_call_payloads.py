@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent.store.base import CallRecord, CampaignCount, default_db_path
 from agent.store.sqlite import SqliteStore
+from tests.conftest import StoreOpener
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -24,8 +25,8 @@ def call(n: int, payload: str | None, source: str | None = "button", **fields: o
     )
 
 
-def test_payload_round_trips_and_filters(tmp_path: Path) -> None:
-    with SqliteStore.in_data_dir(tmp_path) as store:
+def test_payload_round_trips_and_filters(open_store: StoreOpener) -> None:
+    with open_store() as store:
         store.save_call(call(1, "summer-sale"))
         store.save_call(call(2, "winter", "link"))
         store.save_call(call(3, None))
@@ -36,8 +37,8 @@ def test_payload_round_trips_and_filters(tmp_path: Path) -> None:
         assert len(store.find_calls()) == 3
 
 
-def test_campaign_counts(tmp_path: Path) -> None:
-    with SqliteStore.in_data_dir(tmp_path) as store:
+def test_campaign_counts(open_store: StoreOpener) -> None:
+    with open_store() as store:
         store.save_call(call(1, "summer", answered_at=T0))
         store.save_call(call(2, "summer", answered_at=T0, handover_queue="sales"))
         store.save_call(call(3, "summer", "link", outcome="unanswered"))

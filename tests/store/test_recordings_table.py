@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from agent.store.base import RecordingRecord, Store
-from agent.store.sqlite import SqliteStore
+from tests.conftest import StoreOpener
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-def test_a_recording_is_saved_completed_found_by_age_and_deleted(tmp_path: Path) -> None:
-    with SqliteStore.in_data_dir(tmp_path) as store:
+def test_a_recording_is_saved_completed_found_by_age_and_deleted(open_store: StoreOpener) -> None:
+    with open_store() as store:
         assert isinstance(store, Store)
         started = RecordingRecord(call_id="wacid.A", path="/r/a.ogg", started_at=T0)
         store.save_recording(started)

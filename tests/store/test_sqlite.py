@@ -1,5 +1,6 @@
-"""The SQLite store: survives a restart intact, stores a re-delivered webhook once, and takes writes from
-many threads at once."""
+"""The store, on SQLite and on PostgreSQL alike (the `open_store` fixture runs each test on both): survives a
+restart intact, stores a re-delivered webhook once, and takes writes from many threads at once. Tests of the
+SQLite file itself (its location, WAL, old versions, damage) run on SQLite only."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from agent.whatsapp.rules import (
     record_permission_request,
     record_user_message,
 )
+from tests.conftest import StoreOpener
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 PNID = "106540000000002"
@@ -50,10 +52,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(data_dir: Path) -> SqliteStore:
-    s = SqliteStore(default_db_path(data_dir), clock=FixedClock(T0))
-    yield s
-    s.close()
+def store(open_store: StoreOpener) -> SqliteStore:
+    return open_store(clock=FixedClock(T0))
 
 
 def connect_payload(call_id: str, ts: int = 1760681506) -> dict[str, object]:
@@ -85,18 +85,18 @@ def connect_payload(call_id: str, ts: int = 1760681506) -> dict[str, object]:
     }
 
 
-def test_new_database_is_created_under_the_data_dir(data_dir: Path, store: SqliteStore) -> None:
+def test_new_database_is_created_under_the_data_dir(data_dir: Path) -> None:
+    with SqliteStore(default_db_path(data_dir), clock=FixedClock(T0)) as store:
+        assert store.schema_version == SCHEMA_VERSION == 6
+        assert isinstance(store, Store)
     assert default_db_path(data_dir) == data_dir / "wacall.sqlite3"
     assert (data_dir / "wacall.sqlite3").exists()
-    assert store.schema_version == SCHEMA_VERSION == 6
-    assert isinstance(store, Store)
     with sqlite3.connect(data_dir / "wacall.sqlite3") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert SqliteStore.in_data_dir(data_dir).path == str(data_dir / "wacall.sqlite3")
 
 
-def test_restart_keeps_everything_and_ends_live_calls(data_dir: Path) -> None:
-    path = default_db_path(data_dir)
+def test_restart_keeps_everything_and_ends_live_calls(open_store: StoreOpener) -> None:
     card = RateCard.from_csv("country,calling_code,usd_per_minute\nES,34,0.0313\n")
     cost = price_call(BUSINESS_INITIATED, "34600000001", 61, card)
     completed = CallRecord(
@@ -151,7 +151,7 @@ def test_restart_keeps_everything_and_ends_live_calls(data_dir: Path) -> None:
         ContactEvent(at=T0 + timedelta(hours=11), user="15550003333", reason="over_capacity", phone_number_id=PNID),
     ]
 
-    first = SqliteStore(path, clock=FixedClock(T0))
+    first = open_store(clock=FixedClock(T0))
     for call in (completed, active, ringing):
         first.save_call(call)
     assert first.record_event("wacid.DONE", "connect", T0, connect_payload("wacid.DONE"))
@@ -163,7 +163,7 @@ def test_restart_keeps_everything_and_ends_live_calls(data_dir: Path) -> None:
     first.close()
 
     restart_at = T0 + timedelta(hours=12)
-    second = SqliteStore(path, clock=FixedClock(restart_at))
+    second = open_store(clock=FixedClock(restart_at))
     assert sorted(second.mark_live_calls_ended(now=restart_at)) == ["wacid.LIVE", "wacid.RING"]
 
     assert second.get_call("wacid.DONE") == completed
@@ -200,7 +200,7 @@ def test_restart_keeps_everything_and_ends_live_calls(data_dir: Path) -> None:
     assert not second.record_event("wacid.DONE", "connect", T0, connect_payload("wacid.DONE"))
     second.close()
 
-    third = SqliteStore(path)
+    third = open_store()
     assert third.mark_live_calls_ended(now=restart_at + timedelta(hours=1)) == []
     assert third.get_call("wacid.LIVE").ended_at == restart_at
     assert [c.id for c in third.recent_calls()] == ["wacid.RING", "wacid.LIVE", "wacid.DONE"]
@@ -407,9 +407,9 @@ def test_in_memory_store() -> None:
         assert mem.get_call("wacid.M") is not None
 
 
-def test_simulated_calls_are_flagged_and_restarts_only_end_their_own_kind(data_dir: Path) -> None:
+def test_simulated_calls_are_flagged_and_restarts_only_end_their_own_kind(open_store: StoreOpener) -> None:
     """`wacall simulate` writes to the same data dir as `serve`: neither may end the other's live calls."""
-    with SqliteStore.in_data_dir(data_dir) as store:
+    with open_store() as store:
         store.save_call(CallRecord(id="wacid.REAL", direction="USER_INITIATED", state="active", created_at=T0))
         store.save_call(
             CallRecord(id="wacid.SIM", direction="USER_INITIATED", state="active", created_at=T0, simulated=True)

@@ -1,5 +1,9 @@
 """The store's writer thread: jobs commit together but fail alone, the thread stops on close, sync callers keep
-their order with queued writes, and a v3 database migrates with its events counted as handled."""
+their order with queued writes, and a v3 database migrates with its events counted as handled.
+
+The writer is shared by both backends, so these run on SQLite and PostgreSQL (the `open_store` fixture);
+what is about the SQLite file (an outside lock on it, a damaged one, an old version) runs on SQLite only,
+with PostgreSQL's counterparts in test_postgres.py."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 
 from agent.store.base import CallRecord, default_db_path
 from agent.store.sqlite import SCHEMA_VERSION, SqliteStore, StoreBusyError, StoreTx
+from tests.conftest import DB_ERRORS, StoreOpener
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -23,22 +28,20 @@ def writer_threads() -> list[threading.Thread]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(default_db_path(tmp_path))
-    yield s
-    s.close()
+def store(open_store: StoreOpener) -> SqliteStore:
+    return open_store()
 
 
-def test_no_thread_until_an_asynchronous_write_and_none_after_close(tmp_path: Path) -> None:
+def test_no_thread_until_an_asynchronous_write_and_none_after_close(open_store: StoreOpener) -> None:
     before = len(writer_threads())
-    store = SqliteStore(default_db_path(tmp_path))
+    store = open_store()
     store.save_call(CallRecord(id="wacid.SYNC", direction="USER_INITIATED", created_at=T0))
     assert len(writer_threads()) == before  # the CLI and sync-only users never start it
     store.submit(lambda tx: tx.save_call(CallRecord(id="wacid.ASYNC", direction="USER_INITIATED", created_at=T0)))
     assert len(writer_threads()) == before + 1
     store.close()
     assert len(writer_threads()) == before
-    reopened = SqliteStore(default_db_path(tmp_path))
+    reopened = open_store()
     assert reopened.get_call("wacid.ASYNC") is not None  # close committed what was queued
     reopened.close()
 
@@ -152,7 +155,7 @@ def test_a_job_that_breaks_the_transaction_fails_its_whole_batch_and_the_writer_
     after = store.submit(lambda tx: tx.record_event("wacid.AFTER", "connect", T0))
     gate.set()
     for future in (before, broken, after):
-        with pytest.raises(sqlite3.Error):  # nobody is left waiting
+        with pytest.raises(DB_ERRORS):  # nobody is left waiting
             future.result(5)
     assert store.list_events("wacid.BEFORE") == [] and store.list_events("wacid.AFTER") == []
     assert store.submit(lambda tx: tx.record_event("wacid.LATER", "connect", T0)).result(5).stored
@@ -174,9 +177,10 @@ class _DamagedOnce:
         return getattr(self._real, name)
 
 
-def test_a_damaged_database_fails_the_batch_and_the_writer_lives_on(store: SqliteStore) -> None:
+def test_a_damaged_database_fails_the_batch_and_the_writer_lives_on(tmp_path: Path) -> None:
     """Before: a DatabaseError other than 'locked' killed the writer thread, and every later write (webhook
     deliveries included) waited for ever."""
+    store = SqliteStore(default_db_path(tmp_path))
     store.submit(lambda tx: None).result(5)  # the writer is running
     store._conn = _DamagedOnce(store._conn)  # type: ignore[assignment]
     failed = store.submit(lambda tx: tx.record_event("wacid.LOST", "connect", T0))
@@ -184,3 +188,19 @@ def test_a_damaged_database_fails_the_batch_and_the_writer_lives_on(store: Sqlit
         failed.result(5)
     assert writer_threads(), "the writer thread died"
     assert store.submit(lambda tx: tx.record_event("wacid.LATER", "connect", T0)).result(5).stored
+    store.close()
+
+
+def test_unhandled_events_are_listed_oldest_first_and_marked_handled_once(store: SqliteStore) -> None:
+    for call_id in ("wacid.P1", "wacid.P2"):
+        store.submit(lambda tx, c=call_id: tx.record_event(c, "connect", T0, {}, handled=False, envelope={"n": c}))
+    store.record_event("wacid.DONE", "connect", T0, {})
+    pending = store.unhandled_events()
+    assert [(e.call_id, e.handled, e.envelope) for e in pending] == [
+        ("wacid.P1", False, {"n": "wacid.P1"}),
+        ("wacid.P2", False, {"n": "wacid.P2"}),
+    ]
+    keys = [e.dedupe_key for e in pending]
+    assert store.mark_handled([*keys, keys[0]]) == 2  # the count the ledger logs: rows changed, over all keys
+    assert store.mark_handled(keys) == 0
+    assert store.unhandled_events() == []
