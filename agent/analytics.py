@@ -14,8 +14,9 @@ never hold up a call's audio. Every figure has one definition, here, and the REA
   where *placed* is every outbound call Meta accepted (a record exists only once the user's phone rang).
 * **Containment.** Answered calls the bot finished on its own / answered calls: never handed over (no
   handover queue) and ended by the flow itself, i.e. the flow reached an ``end: true`` node and the bot hung
-  up after its last words (end reason "bot_ended"). The record does not keep which end node that was, so a
-  flow's give-up ending counts as contained too; a caller hanging up before the end does not.
+  up after its last words (end reason "bot_ended"), without having given up on the way: a call the flow sent
+  to its `no_match` node (out of retries; its `flow_result` event says `gave_up`) is not contained, whatever
+  that node promised. A caller hanging up before the end is not contained either.
 * **Handover rate.** Answered calls handed to the human queue / answered calls.
 * **Queue abandon rate.** Handed-over calls whose caller hung up while still queued for a person (handover
   outcome "abandoned") / handed-over calls.
@@ -200,7 +201,7 @@ class Figures:
             if call.queue_wait_s is not None:
                 self.queue_wait_s += call.queue_wait_s
                 self.queue_wait_calls += 1
-        elif call.end_reason == "bot_ended":
+        elif call.end_reason == "bot_ended" and not call.gave_up:
             self.contained += 1
 
     def as_dict(self) -> dict[str, Any]:

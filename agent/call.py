@@ -537,6 +537,14 @@ class Call:
         slots = getattr(policy, "slots", None)
         return dict(slots) if isinstance(slots, dict) else {}
 
+    @property
+    def flow_result(self) -> dict[str, Any] | None:
+        """Where the flow left the call, for reports: its last node, and whether it gave up (`no_match`)."""
+        policy = self.conversation.policy if self.conversation else None
+        if policy is None:
+            return None
+        return {"node": getattr(policy, "node", None), "gave_up": bool(getattr(policy, "gave_up", False))}
+
     def summary(self) -> dict[str, Any]:
         transcript = [] if self.conversation is None else self.conversation.transcript
         turns = [] if self.conversation is None else self.conversation.turns

@@ -472,6 +472,14 @@ class CallLedger:
             ),
         )
 
+    def record_flow_result(self, call_id: str, result: dict[str, Any]) -> None:
+        """Where the flow left the call (`flow_result` event), read by reports for containment."""
+        at = self.now()
+        self._background(
+            f"call {call_id}'s flow result",
+            lambda tx: tx.record_event(call_id, "flow_result", at, result, dedupe_key=f"{call_id}:flow_result"),
+        )
+
     def record_turn(self, call_id: str, n: int, turn: dict[str, Any]) -> None:
         """One turn's stage timings as an event of the call, queued like every other runtime write."""
         at = self.now()

@@ -718,6 +718,9 @@ class Runtime:
             for n, turn in enumerate(summary.get("turns", []), 1):
                 log.debug("call %s turn %d: %s", call.id, n, turn)
                 self.ledger.record_turn(call.id, n, turn)
+            result = call.flow_result
+            if result is not None and call.accepted_at is not None:
+                self.ledger.record_flow_result(call.id, result)
         except Exception as exc:
             self.store_health.failed(exc)
             log.exception("call %s: could not write the call record", call.id)

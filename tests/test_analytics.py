@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -210,3 +210,23 @@ def test_report_counts_simulated_calls_when_asked(data_dir: Path, capsys: pytest
     argv = ["report", "--data-dir", str(data_dir), "--since", "2026-03-01", "--days", "3", "--simulated"]
     assert main(argv) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(": 8 calls, simulated ones included")
+
+
+def test_a_call_the_flow_gave_up_on_is_not_contained(store: SqliteStore) -> None:
+    """The flow ran out of retries and its `no_match` node ended the call politely (bot_ended): the caller's
+    task was not done, whatever that node promised."""
+    ended = datetime(2026, 3, 1, 9, 5, tzinfo=UTC)
+    store.record_event("A", "flow_result", ended, {"node": "agent", "gave_up": True})
+    total = compute_report(store, Period(FIRST, LAST)).total
+    assert (total.answered, total.contained) == (5, 1)
+
+
+def test_the_engine_says_when_the_flow_gave_up() -> None:
+    from agent.dialogue.engine import FlowEngine
+    from agent.dialogue.flow import load_flow
+
+    engine = FlowEngine(load_flow("prompts/demo.yaml"))
+    engine.start()
+    for _ in range(3):  # demo: max_retries 2, then no_match
+        engine.handle("purple elephants dancing")
+    assert engine.gave_up and engine.node == "no_match"

@@ -137,6 +137,9 @@ class FlowEngine(Asking):
         self.ended = False
         self.history: list[tuple[str, str]] = []
         self.misses = 0  # unmatched utterances in a row at the current node
+        # The flow ran out of retries and went to its `no_match` node: whatever that node says, the caller's
+        # task was not done by the bot (reports leave the call out of containment).
+        self.gave_up = False
         self._slots: dict[str, Any] = {k: v for k, v in flow.slots.items() if v is not None}
         self._slots.update(slots or {})
         self._caller: dict[str, Any] = dict(caller or {})
@@ -760,6 +763,7 @@ class FlowEngine(Asking):
         limit = node.max_retries if node.max_retries is not None else self.flow.max_retries
         target = node.no_match or self.flow.no_match
         if self.misses > limit and target is not None:
+            self.gave_up = True
             turn = Turn()
             self._run(target, turn)
             return self._reply(turn, score=score, scores=scores)

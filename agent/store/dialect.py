@@ -84,7 +84,7 @@ def postgres_params(sql: str) -> str:
     def one(match: re.Match[str]) -> str:
         token = match.group(0)
         if token.startswith("'"):
-            return token
+            return token.replace("%", "%%")  # psycopg reads `%` inside string literals too
         if token.startswith("--"):
             return ""
         if token == "?":

@@ -26,7 +26,10 @@ SELECT c.id, c.direction, c.from_number, c.to_number, c.outcome, c.end_reason, c
           FROM call_events e
          WHERE e.call_id = c.id AND e.event = 'turn'
            AND json_valid(e.payload)
-           AND json_type(e.payload, '$.first_audio_sent_ms') IN ('integer', 'real')) AS v2v_ms
+           AND json_type(e.payload, '$.first_audio_sent_ms') IN ('integer', 'real')) AS v2v_ms,
+       EXISTS (SELECT 1 FROM call_events g
+                WHERE g.call_id = c.id AND g.event = 'flow_result' AND json_valid(g.payload)
+                  AND json_extract(g.payload, '$.gave_up') = 1) AS gave_up
   FROM calls c
  WHERE c.created_at >= ? AND c.created_at < ? AND (? = 1 OR c.simulated = 0)
  ORDER BY c.created_at, c.rowid
@@ -41,7 +44,10 @@ SELECT c.id, c.direction, c.from_number, c.to_number, c.outcome, c.end_reason, c
        (SELECT json_agg(e.payload::jsonb -> 'first_audio_sent_ms' ORDER BY e.seq)::text
           FROM call_events e
          WHERE e.call_id = c.id AND e.event = 'turn'
-           AND jsonb_typeof(e.payload::jsonb -> 'first_audio_sent_ms') = 'number') AS v2v_ms
+           AND jsonb_typeof(e.payload::jsonb -> 'first_audio_sent_ms') = 'number') AS v2v_ms,
+       EXISTS (SELECT 1 FROM call_events g
+                WHERE g.call_id = c.id AND g.event = 'flow_result'
+                  AND (g.payload::jsonb ->> 'gave_up') = 'true') AS gave_up
   FROM calls c
  WHERE c.created_at >= ? AND c.created_at < ? AND (? = 1 OR c.simulated = 0)
  ORDER BY c.created_at, c.rowid
@@ -66,6 +72,7 @@ class CallFacts:
     queue_wait_s: float | None
     handover_outcome: str | None
     v2v_ms: tuple[float, ...]  # one per turn that got a spoken reply, in the order they were stored
+    gave_up: bool = False  # the flow ran out of retries and went to its `no_match` node (a `flow_result` event)
 
 
 def facts_from_row(row: Mapping[str, Any]) -> CallFacts:
@@ -85,4 +92,5 @@ def facts_from_row(row: Mapping[str, Any]) -> CallFacts:
         queue_wait_s=row["queue_wait_s"],
         handover_outcome=row["handover_outcome"],
         v2v_ms=tuple(float(v) for v in json.loads(row["v2v_ms"] or "[]")),
+        gave_up=bool(row["gave_up"]),
     )
