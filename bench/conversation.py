@@ -272,6 +272,8 @@ async def main_async(args: argparse.Namespace) -> None:
     flows = [f.strip() for f in args.flows.split(",") if f.strip()] if args.flows else list(FLOWS)
     chosen = pick_scripts(Path(args.callers), flows, args.limit)
     scripts = [(flow, load_script(path)) for flow, path in chosen]
+    if args.style:
+        scripts = [(flow, script) for flow, script in scripts if script.style == args.style]
     print(
         f"{len(scripts)} caller scripts from {Path(args.callers).resolve().relative_to(REPO, walk_up=True)}, "
         f"{args.concurrency} calls at a time; Graph API round trip {graph_round_trip_s() * 1000:.0f} ms; "
@@ -339,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", help=f"comma-separated flows (default: all of {', '.join(FLOWS)})")
     parser.add_argument("--limit", type=int, help="at most this many scripts per flow")
+    parser.add_argument("--style", choices=("clean", "disfluent"), help="only the clean or the disfluent callers")
     parser.add_argument("--concurrency", type=int, default=8, help="calls at a time (default 8)")
     parser.add_argument("--callers", default=str(CALLERS), help="folder of caller scripts, one sub-folder per flow")
     parser.add_argument(
