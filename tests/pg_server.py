@@ -115,7 +115,7 @@ def skip_reason() -> str | None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        return "psycopg is not installed (pip install 'wacall[postgres]')"
+        return "psycopg is not installed (reinstall wacall from the lock)"
     if os.environ.get(ENV_URL):
         return None
     if _bin_dir() is None:

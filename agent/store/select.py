@@ -31,6 +31,6 @@ def open_configured_store(database_url: str, data_dir: str | Path) -> SqliteStor
             raise
         raise StoreError(
             "WACALL_DATABASE_URL names a PostgreSQL database but psycopg is not installed: "
-            "pip install 'wacall[postgres]'"
+            "it is one of wacall's dependencies: reinstall wacall from the lock (bash .ci/install)"
         ) from None
     return PostgresStore(database_url)

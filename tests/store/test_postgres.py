@@ -222,7 +222,7 @@ def test_the_database_url_is_a_secret_kept_out_of_config_files(tmp_path: Path) -
 def test_without_psycopg_the_error_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
     monkeypatch.delitem(sys.modules, "agent.store.postgres")
-    with pytest.raises(StoreError, match=r"pip install 'wacall\[postgres\]'"):
+    with pytest.raises(StoreError, match=r"psycopg is not installed.*reinstall wacall from the lock"):
         open_configured_store("postgres://wacall@db.internal/wacall", tmp_path)
 
 
