@@ -193,7 +193,7 @@ class Settings(BaseModel):
     @classmethod
     def _hours_shape(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
-            from agent.whatsapp.rules import BusinessHours
+            from agent.whatsapp.business_hours import BusinessHours
 
             BusinessHours.from_config(v)  # raises ValueError with the problem
         return v
