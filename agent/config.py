@@ -1,8 +1,11 @@
-"""Typed settings, read from a YAML config file and environment variables.
+"""Typed settings, read from a YAML config file and environment variables (pydantic-settings).
 
 Environment wins over the file so a deployment can override one value without editing files, and secrets
-(token, app secret, verify token, LLM key) are read from the environment only: a config file is easy to
-commit by accident.
+(every `SecretStr` field: token, app secret, verify token, LLM key, database URL) are read from the
+environment only: a config file is easy to commit by accident. Every field `foo` is `WACALL_FOO` in the
+environment, and a section's key `speech.stt_device` is `WACALL_SPEECH__STT_DEVICE`; older names
+(`WHATSAPP_TOKEN`, `WACALL_STT_MODEL_DIR`, …) are in `agent.config_sources.LEGACY_ENV`. Adding a setting is
+adding its field.
 """
 
 from __future__ import annotations
@@ -13,28 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from agent import config_sources
 from agent.calling_config import CallButtonSettings, CallSettingsConfig
 from agent.handover.config import HandoverSettings
 from agent.shipped import shipped_dir
 
 # The checkout's prompts/demo.yaml, or the copy inside an installed wheel (the container image).
 DEFAULT_FLOW = shipped_dir("prompts") / "demo.yaml"
-
-SECRET_ENV = {
-    "whatsapp_token": "WHATSAPP_TOKEN",
-    "app_secret": "WHATSAPP_APP_SECRET",
-    "verify_token": "WHATSAPP_VERIFY_TOKEN",
-    "api_token": "WACALL_API_TOKEN",
-    "metrics_token": "WACALL_METRICS_TOKEN",
-    "llm_api_key": "WACALL_LLM_API_KEY",
-    "database_url": "WACALL_DATABASE_URL",  # a URL carries the database password
-}
-
-
-REQUIRED_SECRETS = {k: SECRET_ENV[k] for k in ("whatsapp_token", "app_secret", "verify_token")}
 
 
 class ConfigError(ValueError):
@@ -140,15 +131,15 @@ class RecordingSettings(BaseModel):
         return Path(self.dir) if self.dir else Path(data_dir) / "recordings"
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Everything `wacall serve` needs; one instance per process."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(extra="forbid")
 
     phone_number_id: str = ""
-    whatsapp_token: str = Field("", repr=False)
-    app_secret: str = Field("", repr=False)
-    verify_token: str = Field("", repr=False)
+    whatsapp_token: SecretStr = SecretStr("")
+    app_secret: SecretStr = SecretStr("")
+    verify_token: SecretStr = SecretStr("")
     graph_base_url: str = "https://graph.facebook.com"
     graph_version: str = "v23.0"
     media_hosts: list[str] | None = None
@@ -161,21 +152,21 @@ class Settings(BaseModel):
     data_dir: str = "data"
     # postgresql://user:password@host/db: calls, events and user state in PostgreSQL instead of
     # <data_dir>/wacall.sqlite3, so several wacall processes can share them (WACALL_DATABASE_URL).
-    database_url: str = Field("", repr=False)
+    database_url: SecretStr = SecretStr("")
     business_hours: dict[str, Any] | None = None  # {timezone, weekly: {monday: ["09:00-17:00"]}, holidays: [...]}
     rate_card: str | None = None  # CSV path; default: the rate card shipped with wacall
     sandbox_limits: bool = False  # Meta's looser limits for sandbox/test numbers
     stale_event_s: float = Field(120.0, gt=0)  # a connect older than this is not answered (spec §1.2)
     business_number: str = ""  # display number (digits); decides which countries allow outbound calls
-    api_token: str = Field("", repr=False)  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
-    metrics_token: str = Field("", repr=False)  # bearer token for GET /metrics (WACALL_METRICS_TOKEN); none: off
+    api_token: SecretStr = SecretStr("")  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
+    metrics_token: SecretStr = SecretStr("")  # bearer token for GET /metrics (WACALL_METRICS_TOKEN); none: off
     # "HOST:PORT" of a listener of its own for /metrics (an internal interface); the public app then has none.
     metrics_listen: str | None = None
     otlp_endpoint: str | None = None  # OTLP/HTTP collector for per-call traces (needs the `otel` extra); none: off
     otel_service_name: str = "wacall"
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
-    llm_api_key: str = Field("", repr=False)
+    llm_api_key: SecretStr = SecretStr("")
     llm_timeout_s: float = Field(1.0, gt=0, le=30)  # first-token deadline: the caller's silence budget
     vad: VadSettings = Field(default_factory=VadSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
@@ -188,6 +179,19 @@ class Settings(BaseModel):
     call_settings: CallSettingsConfig = Field(default_factory=CallSettingsConfig)
     call_button: CallButtonSettings = Field(default_factory=CallButtonSettings)
     recordings: RecordingSettings = Field(default_factory=RecordingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`Settings(...)` is just its arguments: the file and environment are layered by `load_settings`,
+        which knows where each value came from; tests building Settings() never see the real environment."""
+        return (init_settings,)
 
     @field_validator("business_hours")
     @classmethod
@@ -238,33 +242,27 @@ class Settings(BaseModel):
 
     def require_production(self) -> None:
         """`serve` refuses to start half-configured rather than fail on the first call."""
-        missing = [
-            env
-            for field, env in {**REQUIRED_SECRETS, "phone_number_id": "WHATSAPP_PHONE_NUMBER_ID"}.items()
-            if not getattr(self, field)
-        ]
+        missing = [env for field, env in REQUIRED.items() if not _plain(getattr(self, field))]
         if missing:
             raise ConfigError("missing required environment variables: " + ", ".join(missing))
 
 
-ENV_FIELDS: dict[str, str] = {
-    "WHATSAPP_PHONE_NUMBER_ID": "phone_number_id",
-    "WACALL_GRAPH_BASE_URL": "graph_base_url",
-    "WACALL_GRAPH_VERSION": "graph_version",
-    "WACALL_FLOW": "flow",
-    "WACALL_HOST": "host",
-    "WACALL_PORT": "port",
-    "WACALL_MAX_CALLS": "max_concurrent_calls",
-    "WACALL_DATA_DIR": "data_dir",
-    "WACALL_BUSINESS_NUMBER": "business_number",
-    "WACALL_RATE_CARD": "rate_card",
-    "WACALL_LLM_BASE_URL": "llm_base_url",
-    "WACALL_LLM_MODEL": "llm_model",
-    "WACALL_LLM_TIMEOUT_S": "llm_timeout_s",
-    "WACALL_METRICS_LISTEN": "metrics_listen",
-    "WACALL_OTLP_ENDPOINT": "otlp_endpoint",
-    "WACALL_OTEL_SERVICE_NAME": "otel_service_name",
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _env_for(field: str) -> str:
+    """The name to tell an operator: the documented legacy one where there is one."""
+    legacy = [name for name, path in config_sources.LEGACY_ENV.items() if path == field]
+    return legacy[0] if legacy else config_sources.env_name(field)
+
+
+#: Secret field → the environment variable to set it with (the only place a secret may come from).
+SECRET_ENV: dict[str, str] = {
+    name: _env_for(name) for name, info in Settings.model_fields.items() if info.annotation is SecretStr
 }
+REQUIRED_SECRETS = {k: SECRET_ENV[k] for k in ("whatsapp_token", "app_secret", "verify_token")}
+REQUIRED = {**REQUIRED_SECRETS, "phone_number_id": _env_for("phone_number_id")}
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -286,10 +284,6 @@ def _is_ip_address(value: str) -> bool:
     return True
 
 
-def _split_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def load_settings(
     config_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -298,76 +292,31 @@ def load_settings(
     """Merge file < environment < explicit overrides (CLI flags), then validate once."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
-    # Where each top-level setting came from, so an invalid value can be traced to what to fix.
-    sources: dict[str, str] = {}
-    path = config_file or env.get("WACALL_CONFIG")
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a mapping of settings")
-        leaked = sorted(set(loaded) & set(SECRET_ENV))
-        if leaked:
-            raise ConfigError(
-                f"config file {path} sets secrets ({', '.join(leaked)}); "
-                "put them in the environment instead: " + ", ".join(SECRET_ENV[k] for k in leaked)
-            )
-        data.update(loaded)
-        sources.update(dict.fromkeys(loaded, f"config file {path}"))
-    for name, field in ENV_FIELDS.items():
-        if env.get(name):
-            data[field] = env[name]
-            sources[field] = name
-    for field, name in SECRET_ENV.items():
-        if env.get(name):
-            data[field] = env[name]
-            sources[field] = name
-    if env.get("WACALL_MEDIA_HOSTS"):
-        data["media_hosts"] = _split_list(env["WACALL_MEDIA_HOSTS"])
-        sources["media_hosts"] = "WACALL_MEDIA_HOSTS"
-    if env.get("WACALL_ICE_SERVERS"):
-        data["ice_servers"] = _split_list(env["WACALL_ICE_SERVERS"])
-        sources["ice_servers"] = "WACALL_ICE_SERVERS"
-    speech_env = {
-        field: env[name]
-        for name, field in {
-            "WACALL_STT_MODEL_DIR": "stt_model_dir",
-            "WACALL_TTS_MODEL": "tts_model",
-            "WACALL_TTS_CONFIG": "tts_config",
-        }.items()
-        if env.get(name)
-    }
-    recordings_env = {
-        field: env[name]
-        for name, field in {
-            "WACALL_RECORDINGS_ENABLED": "enabled",
-            "WACALL_RECORDINGS_DIR": "dir",
-            "WACALL_RECORDINGS_RETENTION_DAYS": "retention_days",
-        }.items()
-        if env.get(name)
-    }
-    if recordings_env and isinstance(data.get("recordings") or {}, dict):
-        data["recordings"] = {**(data.get("recordings") or {}), **recordings_env}
-        sources["recordings"] = ", ".join(f"WACALL_RECORDINGS_{k.upper()}" for k in recordings_env)
-    # A non-mapping `speech:` in the file is left for validation to report; merging into it would crash.
-    if speech_env and isinstance(data.get("speech") or {}, dict):
-        data["speech"] = {**(data.get("speech") or {}), **speech_env}
+    # Where each setting came from, so an invalid value can be traced to what to fix.
+    origins: config_sources.Origins = {}
+    path = config_file or env.get(config_sources.FILE_ENV)
+    try:
+        if path:
+            loaded, origins = config_sources.read_config_file(path, SECRET_ENV)
+            data = dict(loaded)
+        from_env, env_origins = config_sources.read_environment(Settings, env)
+    except config_sources.SourceError as exc:
+        raise ConfigError(str(exc)) from exc
+    except SettingsError as exc:  # a JSON value that does not parse
+        raise ConfigError(f"invalid settings in the environment: {exc}") from exc
+    data = config_sources.merge(data, from_env)
+    origins.update(env_origins)
     overridden = {k: v for k, v in overrides.items() if v is not None}
     data.update(overridden)
-    sources.update(dict.fromkeys(overridden, "an explicit override (CLI flag)"))
+    origins.update({(k,): "an explicit override (CLI flag)" for k in overridden})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe_error(err, sources) for err in exc.errors())
+        problems = "; ".join(_describe_error(err, origins) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
 
 
-def _describe_error(err: Any, sources: Mapping[str, str]) -> str:
-    loc = err["loc"]
-    where = ".".join(str(p) for p in loc)
-    source = sources.get(str(loc[0])) if loc else None
+def _describe_error(err: Any, origins: config_sources.Origins) -> str:
+    where = ".".join(str(p) for p in err["loc"])
+    source = config_sources.origin_of(tuple(err["loc"]), origins)
     return f"{where} (from {source}): {err['msg']}" if source else f"{where}: {err['msg']}"

@@ -101,7 +101,7 @@ def static_lines(flow: Flow) -> list[str]:
 def open_store(settings: Settings) -> Store:
     """PostgreSQL when `database_url` is set (WACALL_DATABASE_URL), else `<data_dir>/wacall.sqlite3`."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    return open_configured_store(settings.database_url, settings.data_dir)
+    return open_configured_store(settings.database_url.get_secret_value(), settings.data_dir)
 
 
 class Runtime:
@@ -140,7 +140,7 @@ class Runtime:
             base_url=settings.graph_base_url,
             version=settings.graph_version,
             phone_number_id=settings.phone_number_id,
-            token=settings.whatsapp_token,
+            token=settings.whatsapp_token.get_secret_value(),
             on_error=self.metrics.graph_error,
         )
         self.store = store or open_store(settings)
@@ -300,7 +300,7 @@ class Runtime:
             LlmSettings(
                 base_url=settings.llm_base_url,
                 model=settings.llm_model,
-                api_key=settings.llm_api_key or "none",
+                api_key=settings.llm_api_key.get_secret_value() or "none",
                 first_token_timeout_s=settings.llm_timeout_s,
             )
         )
