@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,15 @@ from agent import config_sources
 from agent.calling_config import CallButtonSettings, CallSettingsConfig
 from agent.handover.config import HandoverSettings
 from agent.shipped import shipped_dir
+from agent.turn_config import ConversationConfig, VadConfig
 
 # The checkout's prompts/demo.yaml, or the copy inside an installed wheel (the container image).
 DEFAULT_FLOW = shipped_dir("prompts") / "demo.yaml"
+
+
+# The one set of turn-handling defaults (agent/turn_config.py); the sections below only bound them.
+_VAD = VadConfig()
+_TURN = ConversationConfig()
 
 
 class ConfigError(ValueError):
@@ -33,17 +40,20 @@ class ConfigError(ValueError):
 
 
 class VadSettings(BaseModel):
+    """When the caller has started and stopped talking (agent/speech/vad.py)."""
+
     model_config = ConfigDict(extra="forbid")
-    aggressiveness: int = Field(3, ge=0, le=3)
-    onset_frames: int = Field(3, ge=1, le=20)
-    end_silence_ms: int = Field(500, ge=100, le=3000)
-    min_speech_ms: int = Field(200, ge=20, le=5000)
-    pause_ms: int | None = Field(100, ge=60, le=3000)  # start STT this far into a silence (None: off)
-    speculative_stt: bool = True
-    early_end_on_complete_sentence: bool = True
-    early_end_min_words: int = Field(2, ge=1, le=10)  # shorter answers wait for the full end silence
+    aggressiveness: int = Field(_VAD.aggressiveness, ge=0, le=3)
+    onset_frames: int = Field(_VAD.onset_frames, ge=1, le=20)
+    end_silence_ms: int = Field(_VAD.end_silence_ms, ge=100, le=3000)
+    min_speech_ms: int = Field(_VAD.min_speech_ms, ge=20, le=5000)
+    pause_ms: int | None = Field(_VAD.pause_ms, ge=60, le=3000)  # start STT this far into a silence (None: off)
+    speculative_stt: bool = _TURN.speculative_stt
+    early_end_on_complete_sentence: bool = _TURN.early_end_on_complete_sentence
+    early_end_min_words: int = Field(_TURN.early_end_min_words, ge=1, le=10)  # shorter answers wait it out
     silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)
-    partial_stt_every_ms: int | None = Field(None, ge=300, le=10000)  # partial transcripts while talking
+    # Partial transcripts while talking, every this much speech (None: off).
+    partial_stt_every_ms: int | None = Field(_TURN.partial_stt_every_ms, ge=300, le=10000)
 
 
 class TurnSettings(BaseModel):
@@ -51,26 +61,26 @@ class TurnSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     # Speech this soon after the bot took the turn continues the caller's thought (0: off).
-    continuation_window_s: float = Field(2.0, ge=0, le=10)
+    continuation_window_s: float = Field(_TURN.continuation_window_s, ge=0, le=10)
     # ... unless the bot's answer had already been heard this long (then the caller is reacting to it).
-    continuation_heard_s: float = Field(1.0, ge=0, le=10)
+    continuation_heard_s: float = Field(_TURN.continuation_heard_s, ge=0, le=10)
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits being read out).
-    unfinished_hold_ms: int = Field(1300, ge=100, le=5000)
+    unfinished_hold_ms: int = Field(_TURN.unfinished_hold_ms, ge=100, le=5000)
     # End-of-turn silence after a bare yes or no ("Yes.", "No,"), which callers often go on from
     # ("No, [pause] he's not home"): a little longer than the usual (0: the usual).
-    yes_no_end_silence_ms: int = Field(800, ge=0, le=5000)
+    yes_no_end_silence_ms: int = Field(_TURN.yes_no_end_silence_ms, ge=0, le=5000)
     # End-of-turn silence when the flow can make nothing of the words so far (more often half a sentence,
     # misheard, than a whole one): a "sorry?" waits this long (0: at the usual silence).
-    unclear_hold_ms: int = Field(1000, ge=0, le=5000)
+    unclear_hold_ms: int = Field(_TURN.unclear_hold_ms, ge=0, le=5000)
     # End-of-turn silence, for the rest of the call, once a caller has shown they pause mid-thought (went on
     # after the bot took the turn, or said "um"): a slower answer rather than talking over them (0: off).
-    hesitant_end_silence_ms: int = Field(1200, ge=0, le=5000)
+    hesitant_end_silence_ms: int = Field(_TURN.hesitant_end_silence_ms, ge=0, le=5000)
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
-    closing_quiet_s: float = Field(3.0, ge=0.5, le=30)
+    closing_quiet_s: float = Field(_TURN.closing_quiet_s, ge=0.5, le=30)
     # Silence after a question before a prompt, then as long again before a goodbye (None: never).
-    silence_reprompt_s: float | None = Field(8.0, ge=2, le=120)
-    silence_reprompt: str = "Are you still there?"
-    silence_goodbye: str = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
+    silence_reprompt_s: float | None = Field(_TURN.silence_reprompt_s, ge=2, le=120)
+    silence_reprompt: str = _TURN.silence_reprompt
+    silence_goodbye: str = _TURN.silence_goodbye
 
 
 class SpeechSettings(BaseModel):
@@ -80,15 +90,15 @@ class SpeechSettings(BaseModel):
     tts_model: str | None = None
     tts_config: str | None = None
     inference_threads: int = Field(2, ge=1, le=64)
-    barge_in_min_ms: int = Field(600, ge=0, le=5000)
+    barge_in_min_ms: int = Field(_TURN.barge_in_min_ms, ge=0, le=5000)
     # A transcript not ready this long after the turn was taken (a full or hung pool) is given up: the caller
     # hears "sorry, say that again" from memory instead of dead air.
     # 1.8 s: with the turn's end that is the "fallback within 2 s" promise; Whisper's p95 at 4 calls is ~0.6 s.
-    stt_timeout_s: float = Field(1.8, gt=0, le=60)
+    stt_timeout_s: float = Field(_TURN.stt_timeout_s, gt=0, le=60)
     # A line whose first audio is not synthesised this soon is replaced by the recorded fallback line.
-    tts_first_audio_timeout_s: float = Field(1.5, gt=0, le=60)
+    tts_first_audio_timeout_s: float = Field(_TURN.tts_first_audio_timeout_s, gt=0, le=60)
     # This many speech failures (STT or TTS) in a row end the call, with the recorded fallback line.
-    max_speech_failures: int = Field(3, ge=1, le=20)
+    max_speech_failures: int = Field(_TURN.max_speech_failures, ge=1, le=20)
 
 
 class MediaSettings(BaseModel):
@@ -240,11 +250,24 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return v.rstrip("/")
 
+    def conversation(self) -> ConversationConfig:
+        """The turn-taking tuning a call runs with: every field of `ConversationConfig` (and its `VadConfig`)
+        that a settings section carries, copied by name, so a new setting needs no copying code."""
+        vad = replace(_VAD, **_shared(self.vad, _VAD))
+        values = {**_shared(self.speech, _TURN), **_shared(self.vad, _TURN), **_shared(self.turns, _TURN)}
+        return replace(_TURN, vad=vad, **values)
+
     def require_production(self) -> None:
         """`serve` refuses to start half-configured rather than fail on the first call."""
         missing = [env for field, env in REQUIRED.items() if not _plain(getattr(self, field))]
         if missing:
             raise ConfigError("missing required environment variables: " + ", ".join(missing))
+
+
+def _shared(section: BaseModel, target: Any) -> dict[str, Any]:
+    """The section's values for the fields the dataclass `target` has."""
+    names = {f.name for f in fields(target)}
+    return {name: getattr(section, name) for name in type(section).model_fields if name in names}
 
 
 def _plain(value: Any) -> Any:

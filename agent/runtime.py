@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
-from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
+from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL
 from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
@@ -33,7 +33,6 @@ from agent.recordings.service import Recordings
 from agent.speech.models import resolve_stt_model, resolve_tts_voice
 from agent.speech.stt import Transcriber, WhisperTranscriber
 from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
-from agent.speech.vad import VadConfig
 from agent.store.base import CallRecord, Store
 from agent.store.select import open_configured_store
 from agent.tracing import CallTrace, make_tracer
@@ -169,40 +168,13 @@ class Runtime:
         self.store_health = StoreHealth(on_failure=self.metrics.store_write_failed)
         self.ledger.on_background_write = self.store_health.note
         self.draining = False
-        vad = VadConfig(
-            aggressiveness=settings.vad.aggressiveness,
-            onset_frames=settings.vad.onset_frames,
-            end_silence_ms=settings.vad.end_silence_ms,
-            min_speech_ms=settings.vad.min_speech_ms,
-            pause_ms=settings.vad.pause_ms,
-        )
         self.services = CallServices(
             graph=self.graph,
             transcriber=models.transcriber,
             synthesizer=models.synthesizer,
             media_hosts=settings.media_hosts,
             ice_servers=settings.ice_servers,
-            conversation=ConversationConfig(
-                vad=vad,
-                barge_in_min_ms=settings.speech.barge_in_min_ms,
-                speculative_stt=settings.vad.speculative_stt,
-                early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
-                early_end_min_words=settings.vad.early_end_min_words,
-                partial_stt_every_ms=settings.vad.partial_stt_every_ms,
-                continuation_window_s=settings.turns.continuation_window_s,
-                continuation_heard_s=settings.turns.continuation_heard_s,
-                unfinished_hold_ms=settings.turns.unfinished_hold_ms,
-                unclear_hold_ms=settings.turns.unclear_hold_ms,
-                yes_no_end_silence_ms=settings.turns.yes_no_end_silence_ms,
-                hesitant_end_silence_ms=settings.turns.hesitant_end_silence_ms,
-                closing_quiet_s=settings.turns.closing_quiet_s,
-                silence_reprompt_s=settings.turns.silence_reprompt_s,
-                silence_reprompt=settings.turns.silence_reprompt,
-                silence_goodbye=settings.turns.silence_goodbye,
-                stt_timeout_s=settings.speech.stt_timeout_s,
-                tts_first_audio_timeout_s=settings.speech.tts_first_audio_timeout_s,
-                max_speech_failures=settings.speech.max_speech_failures,
-            ),
+            conversation=settings.conversation(),
             no_rtp_timeout_s=settings.media.no_rtp_timeout_s,
             max_call_s=settings.media.max_call_s,
             max_call_goodbye=settings.media.max_call_goodbye,
