@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -85,8 +85,13 @@ class TurnSettings(BaseModel):
 
 class SpeechSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    manifest: str | None = None  # the model manifest (default: models/manifest.yaml, shipped in the wheel)
+    stt_model: str | None = None  # a name under the manifest's stt.variants (another Whisper size) or a folder
     stt_model_dir: str | None = None
+    stt_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when CTranslate2 finds a CUDA device
     stt_compute_type: str = "int8"
+    tts_voice: str | None = None  # a name under the manifest's tts.variants, or a voice .onnx
+    tts_speaker: int | str | None = None  # a multi-speaker voice's speaker id or name
     tts_model: str | None = None
     tts_config: str | None = None
     inference_threads: int = Field(2, ge=1, le=64)

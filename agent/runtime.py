@@ -30,9 +30,8 @@ from agent.ledger import CallLedger, FreshEvents
 from agent.logs import call_id_var
 from agent.metrics import Metrics
 from agent.recordings.service import Recordings
-from agent.speech.models import resolve_stt_model, resolve_tts_voice
-from agent.speech.stt import Transcriber, WhisperTranscriber
-from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
+from agent.speech.stt import Transcriber
+from agent.speech.tts import Synthesizer, split_for_speech
 from agent.store.base import CallRecord, Store
 from agent.store.select import open_configured_store
 from agent.tracing import CallTrace, make_tracer
@@ -64,12 +63,18 @@ class Models:
 
     @classmethod
     def load(cls, settings: Settings) -> Models:
-        """Load both models once (blocking, at startup: a first call must not pay for it)."""
+        """Load both models once (blocking, at startup: a first call must not pay for it), by the engines the
+        model manifest names (agent/providers)."""
+        from agent.providers.load import make_synthesizer, make_transcriber, manifest_for
+
+        manifest = manifest_for(settings)  # every role's engine checked before anything loads
         executor = ThreadPoolExecutor(max_workers=settings.speech.inference_threads, thread_name_prefix="infer")
-        stt_dir = resolve_stt_model(settings.speech.stt_model_dir)
-        model, config = resolve_tts_voice(settings.speech.tts_model, settings.speech.tts_config)
-        transcriber = WhisperTranscriber(stt_dir, executor=executor, compute_type=settings.speech.stt_compute_type)
-        synthesizer = PiperSynthesizer(model, config, executor=executor, cache_size=256)
+        try:
+            transcriber = make_transcriber(settings, executor, manifest)
+            synthesizer = make_synthesizer(settings, executor, manifest)
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
         return cls(transcriber=transcriber, synthesizer=synthesizer, executor=executor)
 
     def close(self) -> None:
@@ -179,10 +184,11 @@ class Runtime:
             max_call_s=settings.media.max_call_s,
             max_call_goodbye=settings.media.max_call_goodbye,
         )
-        if settings.vad.silero_second_opinion and models.executor is not None:
-            from agent.speech.endpoint_check import SileroEndpointCheck
+        from agent.providers.load import make_end_of_turn
 
-            self.services.endpoint_check = SileroEndpointCheck(models.executor)
+        check = make_end_of_turn(settings, models.executor)
+        if check is not None:
+            self.services.endpoint_check = check
         if http is not None:
             self.services.http = http
         self.llm = self._make_llm(settings)
@@ -264,18 +270,9 @@ class Runtime:
     @staticmethod
     def _make_llm(settings: Settings) -> Any:
         """An LLM client when one is configured; flows without LLM nodes never need it."""
-        if not settings.llm_base_url:
-            return None
-        from agent.dialogue.llm import LlmClient, LlmSettings
+        from agent.providers.load import make_llm
 
-        return LlmClient(
-            LlmSettings(
-                base_url=settings.llm_base_url,
-                model=settings.llm_model,
-                api_key=settings.llm_api_key.get_secret_value() or "none",
-                first_token_timeout_s=settings.llm_timeout_s,
-            )
-        )
+        return make_llm(settings)
 
     async def warm_up(self) -> None:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say.
