@@ -20,7 +20,11 @@ def faster_whisper(request: EngineRequest) -> Any:
 
     speech = request.settings.speech
     device = resolve_device(speech.stt_device)
-    compute_type = resolve_compute_type(device, speech.stt_compute_type or request.entry.get("compute_type", "int8"))
+    # A compute type set in the settings beats the manifest's (or its variant's); the settings' default does not.
+    chosen = speech.stt_compute_type
+    if "stt_compute_type" not in speech.model_fields_set and request.entry.get("compute_type"):
+        chosen = str(request.entry["compute_type"])
+    compute_type = resolve_compute_type(device, chosen)
     model_dir = resolve_stt_model(speech.stt_model_dir, entry=request.entry)
     assert request.executor is not None, "faster-whisper runs in the inference pool"
     return WhisperTranscriber(
