@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from agent.dialogue.model import DEFAULT_KEY_TIMEOUT_S, KEYPAD_KEYS, MASK
 from agent.dialogue.state import KeyEntry
 from agent.key_input import KeyCollector
 from agent.media.dtmf import KeyPress
+from agent.providers.interfaces import EndpointCheck
 from agent.reply_runner import (
     NO_AGENTS,
     SORRY_LLM,
@@ -104,10 +105,6 @@ AUDIO_GAP_CHECK_S = 0.05
 ONSET_GATE_MAX_S = 0.15  # longest a reply's first sound waits for the VAD to tell whether the caller speaks
 JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
 SAMPLE_RATE = 16000
-
-
-class EndpointCheck(Protocol):
-    async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool: ...
 
 
 @dataclass

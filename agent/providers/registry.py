@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.config import Settings
+    from agent.providers.interfaces import EndpointCheck, LlmStream, Synthesizer, Transcriber
 
 
 class UnknownEngineError(ValueError):
@@ -64,9 +65,9 @@ class EngineRegistry[T]:
         return self._factories[self.check(request.entry.get("engine"))](request)
 
 
-STT: EngineRegistry[Any] = EngineRegistry("stt")
-TTS: EngineRegistry[Any] = EngineRegistry("tts")
-LLM: EngineRegistry[Any] = EngineRegistry("llm")
-END_OF_TURN: EngineRegistry[Any] = EngineRegistry("end_of_turn")
+STT: EngineRegistry[Transcriber] = EngineRegistry("stt")
+TTS: EngineRegistry[Synthesizer] = EngineRegistry("tts")
+LLM: EngineRegistry[LlmStream] = EngineRegistry("llm")
+END_OF_TURN: EngineRegistry[EndpointCheck] = EngineRegistry("end_of_turn")
 
 REGISTRIES: dict[str, EngineRegistry[Any]] = {r.role: r for r in (STT, TTS, LLM, END_OF_TURN)}
