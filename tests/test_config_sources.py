@@ -86,3 +86,11 @@ def test_a_section_given_as_json_in_the_environment() -> None:
 
 def test_env_name() -> None:
     assert env_name("speech.stt_device") == "WACALL_SPEECH__STT_DEVICE"
+
+
+def test_settings_built_directly_never_read_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only `load_settings` layers the sources (and knows their origins); `Settings(...)` is its arguments."""
+    monkeypatch.setenv("WACALL_PORT", "9999")
+    monkeypatch.setenv("WHATSAPP_TOKEN", "from-env")
+    assert Settings().port == 8080 and Settings().whatsapp_token.get_secret_value() == ""
+    assert load_settings().port == 9999  # the process environment, when none is passed
