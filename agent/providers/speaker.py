@@ -13,8 +13,9 @@ class SpeakerError(ValueError):
 def resolve_speaker(config_path: Path, speaker: int | str | None) -> int | None:
     """The speaker id for piper, from an id or a name in the voice's `speaker_id_map`.
 
-    Checked against the voice's own config at start-up: piper would pass an id to a single-speaker model
-    unchecked and fail inside onnxruntime on the first line spoken.
+    Checked against the voice's own config at start-up: piper silently ignores a speaker on a single-speaker
+    voice (the operator would hear the wrong voice without a word), and an id past the last speaker would
+    fail inside onnxruntime on the first line spoken.
     """
     if speaker is None or speaker == "":
         return None
