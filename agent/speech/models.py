@@ -132,7 +132,7 @@ def select_variant(entry: Mapping[str, Any], choice: str | None, *, role: str, s
         raise ManifestError(f"{setting} {choice!r} is neither a {role} variant ({known}) nor a local path")
     for key in _SOURCE_KEYS:
         chosen.pop(key, None)
-    chosen["local_dir" if role == "stt" else "local_model"] = str(path.resolve())
+    chosen["local_dir" if role == "stt" else "local_model"] = str(path.absolute())  # a symlink keeps its own config
     chosen["name"] = path.name
     return chosen
 
@@ -170,9 +170,12 @@ def resolve_tts_voice(
     """
     model = model or os.environ.get(TTS_MODEL_ENV) or None
     config = config or os.environ.get(TTS_CONFIG_ENV) or None
+    # The config is looked for beside the path as given, not beside a symlink's target: a voice that links to
+    # another's .onnx with its own .onnx.json (another speed, another speaker) must get its own config.
     if model:
-        model_path = _check_file(Path(model).expanduser(), "TTS voice model (.onnx)")
-        config_path = Path(config).expanduser() if config else model_path.with_name(model_path.name + ".json")
+        given = Path(model).expanduser()
+        model_path = _check_file(given, "TTS voice model (.onnx)")
+        config_path = Path(config).expanduser() if config else given.with_name(given.name + ".json")
         return model_path, _check_file(config_path, "TTS voice config (.onnx.json)")
     if config:
         raise ModelNotFoundError(
@@ -183,12 +186,11 @@ def resolve_tts_voice(
         entry = select_variant(load_manifest(manifest)["tts"], None, role="tts", setting="")
     local_model = entry.get("local_model")
     if local_model:
-        model_path = _check_file(_relative_to_manifest(entry, local_model), "manifest tts.local_model")
+        given = _relative_to_manifest(entry, local_model)
+        model_path = _check_file(given, "manifest tts.local_model")
         local_config = entry.get("local_config")
         config_path = (
-            _relative_to_manifest(entry, local_config)
-            if local_config
-            else model_path.with_name(model_path.name + ".json")
+            _relative_to_manifest(entry, local_config) if local_config else given.with_name(given.name + ".json")
         )
         return model_path, _check_file(config_path, "manifest tts.local_config")
 

@@ -89,7 +89,7 @@ def test_whisper_takes_device_compute_type_and_language_from_settings_and_manife
     tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
     stt = make_transcriber(load_settings(env={"WACALL_SPEECH__STT_DEVICE": "cpu"}), executor)
-    assert (stt._model.model.device, stt._model.model.compute_type) == ("cpu", "int8")
+    assert stt._model.model.device == "cpu" and stt._model.model.compute_type.startswith("int8")
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("stt:\n  variants:\n    exact:\n      compute_type: float32\n")
     exact = make_transcriber(
