@@ -336,6 +336,8 @@ def load_settings(
     origins.update(env_origins)
     overridden = {k: v for k, v in overrides.items() if v is not None}
     data.update(overridden)
+    # An override replaces its whole setting, so what the file or env said inside it no longer applies.
+    origins = {path: where for path, where in origins.items() if path[0] not in overridden}
     origins.update({(k,): "an explicit override (CLI flag)" for k in overridden})
     try:
         return Settings.model_validate(data)
