@@ -29,6 +29,7 @@ from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
 from agent.logs import call_id_var
 from agent.metrics import Metrics
+from agent.providers.load import make_end_of_turn, make_llm, make_synthesizer, make_transcriber, manifest_for
 from agent.recordings.service import Recordings
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer, split_for_speech
@@ -65,8 +66,6 @@ class Models:
     def load(cls, settings: Settings) -> Models:
         """Load both models once (blocking, at startup: a first call must not pay for it), by the engines the
         model manifest names (agent/providers)."""
-        from agent.providers.load import make_synthesizer, make_transcriber, manifest_for
-
         manifest = manifest_for(settings)  # every role's engine checked before anything loads
         executor = ThreadPoolExecutor(max_workers=settings.speech.inference_threads, thread_name_prefix="infer")
         try:
@@ -184,8 +183,6 @@ class Runtime:
             max_call_s=settings.media.max_call_s,
             max_call_goodbye=settings.media.max_call_goodbye,
         )
-        from agent.providers.load import make_end_of_turn
-
         check = make_end_of_turn(settings, models.executor)
         if check is not None:
             self.services.endpoint_check = check
@@ -270,8 +267,6 @@ class Runtime:
     @staticmethod
     def _make_llm(settings: Settings) -> Any:
         """An LLM client when one is configured; flows without LLM nodes never need it."""
-        from agent.providers.load import make_llm
-
         return make_llm(settings)
 
     async def warm_up(self) -> None:
