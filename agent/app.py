@@ -407,7 +407,7 @@ def create_app(runtime: Runtime) -> Starlette:
     recordings = getattr(runtime, "recordings", None)  # a stand-in runtime may have none: no recordings then
 
     async def verify(request: Request) -> Response:
-        challenge = verify_subscription(request.query_params, settings.verify_token)
+        challenge = verify_subscription(request.query_params, settings.verify_token.get_secret_value())
         if challenge is None:
             log.warning("webhook verification refused (wrong mode or verify token)")
             return PlainTextResponse("verification failed", status_code=403)
@@ -428,7 +428,7 @@ def create_app(runtime: Runtime) -> Starlette:
             log.warning("webhook refused: %s", exc)
             return PlainTextResponse("payload too large" if exc.status == 413 else str(exc), status_code=exc.status)
         try:
-            verify_signature(body, request.headers.get("x-hub-signature-256"), settings.app_secret)
+            verify_signature(body, request.headers.get("x-hub-signature-256"), settings.app_secret.get_secret_value())
         except SignatureError as exc:
             log.warning("webhook refused: %s", exc)
             return PlainTextResponse(f"invalid signature: {exc}", status_code=401)
@@ -454,6 +454,7 @@ def create_app(runtime: Runtime) -> Starlette:
         """Prometheus text format behind its own bearer token: numbers of calls and queues are business data,
         and the token differs from the calls API's so a scraper's credential cannot place calls."""
         token = getattr(settings, "metrics_token", "")
+        token = token.get_secret_value() if hasattr(token, "get_secret_value") else token
         if not token:
             return PlainTextResponse(METRICS_OFF + "\n", status_code=404)
         if not bearer_matches(request, token):
@@ -467,9 +468,9 @@ def create_app(runtime: Runtime) -> Starlette:
         return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     def authorised(request: Request) -> Response | None:
-        if not settings.api_token:
+        if not settings.api_token.get_secret_value():
             return JSONResponse({"error": "the calls API is off: set WACALL_API_TOKEN"}, status_code=403)
-        if not bearer_matches(request, settings.api_token):
+        if not bearer_matches(request, settings.api_token.get_secret_value()):
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         return None
 

@@ -86,7 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if settings.metrics_listen:
                 from agent.metrics_server import MetricsListener
 
-                listener = MetricsListener(runtime.metrics, settings.metrics_listen, settings.metrics_token)
+                listener = MetricsListener(
+                    runtime.metrics, settings.metrics_listen, settings.metrics_token.get_secret_value()
+                )
                 await listener.start()
             # Our own socket: uvicorn's would make every response wait for the peer's delayed ACK.
             await server.serve_until_drained(
@@ -230,7 +232,9 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     # --data-dir names a SQLite file to read; otherwise the store the settings name, PostgreSQL included.
-    store = open_configured_store("" if args.data_dir else settings.database_url, args.data_dir or settings.data_dir)
+    store = open_configured_store(
+        "" if args.data_dir else settings.database_url.get_secret_value(), args.data_dir or settings.data_dir
+    )
     try:
         records = store.recent_calls(args.limit)
     finally:

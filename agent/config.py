@@ -1,8 +1,11 @@
-"""Typed settings, read from a YAML config file and environment variables.
+"""Typed settings, read from a YAML config file and environment variables (pydantic-settings).
 
 Environment wins over the file so a deployment can override one value without editing files, and secrets
-(token, app secret, verify token, LLM key) are read from the environment only: a config file is easy to
-commit by accident.
+(every `SecretStr` field: token, app secret, verify token, LLM key, database URL) are read from the
+environment only: a config file is easy to commit by accident. Every field `foo` is `WACALL_FOO` in the
+environment, and a section's key `speech.stt_device` is `WACALL_SPEECH__STT_DEVICE`; older names
+(`WHATSAPP_TOKEN`, `WACALL_STT_MODEL_DIR`, …) are in `agent.config_sources.LEGACY_ENV`. Adding a setting is
+adding its field.
 """
 
 from __future__ import annotations
@@ -10,31 +13,26 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from agent import config_sources
 from agent.calling_config import CallButtonSettings, CallSettingsConfig
 from agent.handover.config import HandoverSettings
 from agent.shipped import shipped_dir
+from agent.turn_config import ConversationConfig, VadConfig
 
 # The checkout's prompts/demo.yaml, or the copy inside an installed wheel (the container image).
 DEFAULT_FLOW = shipped_dir("prompts") / "demo.yaml"
 
-SECRET_ENV = {
-    "whatsapp_token": "WHATSAPP_TOKEN",
-    "app_secret": "WHATSAPP_APP_SECRET",
-    "verify_token": "WHATSAPP_VERIFY_TOKEN",
-    "api_token": "WACALL_API_TOKEN",
-    "metrics_token": "WACALL_METRICS_TOKEN",
-    "llm_api_key": "WACALL_LLM_API_KEY",
-    "database_url": "WACALL_DATABASE_URL",  # a URL carries the database password
-}
 
-
-REQUIRED_SECRETS = {k: SECRET_ENV[k] for k in ("whatsapp_token", "app_secret", "verify_token")}
+# The one set of turn-handling defaults (agent/turn_config.py); the sections below only bound them.
+_VAD = VadConfig()
+_TURN = ConversationConfig()
 
 
 class ConfigError(ValueError):
@@ -42,17 +40,20 @@ class ConfigError(ValueError):
 
 
 class VadSettings(BaseModel):
+    """When the caller has started and stopped talking (agent/speech/vad.py)."""
+
     model_config = ConfigDict(extra="forbid")
-    aggressiveness: int = Field(3, ge=0, le=3)
-    onset_frames: int = Field(3, ge=1, le=20)
-    end_silence_ms: int = Field(500, ge=100, le=3000)
-    min_speech_ms: int = Field(200, ge=20, le=5000)
-    pause_ms: int | None = Field(100, ge=60, le=3000)  # start STT this far into a silence (None: off)
-    speculative_stt: bool = True
-    early_end_on_complete_sentence: bool = True
-    early_end_min_words: int = Field(2, ge=1, le=10)  # shorter answers wait for the full end silence
+    aggressiveness: int = Field(_VAD.aggressiveness, ge=0, le=3)
+    onset_frames: int = Field(_VAD.onset_frames, ge=1, le=20)
+    end_silence_ms: int = Field(_VAD.end_silence_ms, ge=100, le=3000)
+    min_speech_ms: int = Field(_VAD.min_speech_ms, ge=20, le=5000)
+    pause_ms: int | None = Field(_VAD.pause_ms, ge=60, le=3000)  # start STT this far into a silence (None: off)
+    speculative_stt: bool = _TURN.speculative_stt
+    early_end_on_complete_sentence: bool = _TURN.early_end_on_complete_sentence
+    early_end_min_words: int = Field(_TURN.early_end_min_words, ge=1, le=10)  # shorter answers wait it out
     silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)
-    partial_stt_every_ms: int | None = Field(None, ge=300, le=10000)  # partial transcripts while talking
+    # Partial transcripts while talking, every this much speech (None: off).
+    partial_stt_every_ms: int | None = Field(_TURN.partial_stt_every_ms, ge=300, le=10000)
 
 
 class TurnSettings(BaseModel):
@@ -60,44 +61,49 @@ class TurnSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     # Speech this soon after the bot took the turn continues the caller's thought (0: off).
-    continuation_window_s: float = Field(2.0, ge=0, le=10)
+    continuation_window_s: float = Field(_TURN.continuation_window_s, ge=0, le=10)
     # ... unless the bot's answer had already been heard this long (then the caller is reacting to it).
-    continuation_heard_s: float = Field(1.0, ge=0, le=10)
+    continuation_heard_s: float = Field(_TURN.continuation_heard_s, ge=0, le=10)
     # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits being read out).
-    unfinished_hold_ms: int = Field(1300, ge=100, le=5000)
+    unfinished_hold_ms: int = Field(_TURN.unfinished_hold_ms, ge=100, le=5000)
     # End-of-turn silence after a bare yes or no ("Yes.", "No,"), which callers often go on from
     # ("No, [pause] he's not home"): a little longer than the usual (0: the usual).
-    yes_no_end_silence_ms: int = Field(800, ge=0, le=5000)
+    yes_no_end_silence_ms: int = Field(_TURN.yes_no_end_silence_ms, ge=0, le=5000)
     # End-of-turn silence when the flow can make nothing of the words so far (more often half a sentence,
     # misheard, than a whole one): a "sorry?" waits this long (0: at the usual silence).
-    unclear_hold_ms: int = Field(1000, ge=0, le=5000)
+    unclear_hold_ms: int = Field(_TURN.unclear_hold_ms, ge=0, le=5000)
     # End-of-turn silence, for the rest of the call, once a caller has shown they pause mid-thought (went on
     # after the bot took the turn, or said "um"): a slower answer rather than talking over them (0: off).
-    hesitant_end_silence_ms: int = Field(1200, ge=0, le=5000)
+    hesitant_end_silence_ms: int = Field(_TURN.hesitant_end_silence_ms, ge=0, le=5000)
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
-    closing_quiet_s: float = Field(3.0, ge=0.5, le=30)
+    closing_quiet_s: float = Field(_TURN.closing_quiet_s, ge=0.5, le=30)
     # Silence after a question before a prompt, then as long again before a goodbye (None: never).
-    silence_reprompt_s: float | None = Field(8.0, ge=2, le=120)
-    silence_reprompt: str = "Are you still there?"
-    silence_goodbye: str = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
+    silence_reprompt_s: float | None = Field(_TURN.silence_reprompt_s, ge=2, le=120)
+    silence_reprompt: str = _TURN.silence_reprompt
+    silence_goodbye: str = _TURN.silence_goodbye
 
 
 class SpeechSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    manifest: str | None = None  # the model manifest (default: models/manifest.yaml, shipped in the wheel)
+    stt_model: str | None = None  # a name under the manifest's stt.variants (another Whisper size) or a folder
     stt_model_dir: str | None = None
+    stt_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when CTranslate2 finds a CUDA device
     stt_compute_type: str = "int8"
+    tts_voice: str | None = None  # a name under the manifest's tts.variants, or a voice .onnx
+    tts_speaker: int | str | None = None  # a multi-speaker voice's speaker id or name
     tts_model: str | None = None
     tts_config: str | None = None
     inference_threads: int = Field(2, ge=1, le=64)
-    barge_in_min_ms: int = Field(600, ge=0, le=5000)
+    barge_in_min_ms: int = Field(_TURN.barge_in_min_ms, ge=0, le=5000)
     # A transcript not ready this long after the turn was taken (a full or hung pool) is given up: the caller
     # hears "sorry, say that again" from memory instead of dead air.
     # 1.8 s: with the turn's end that is the "fallback within 2 s" promise; Whisper's p95 at 4 calls is ~0.6 s.
-    stt_timeout_s: float = Field(1.8, gt=0, le=60)
+    stt_timeout_s: float = Field(_TURN.stt_timeout_s, gt=0, le=60)
     # A line whose first audio is not synthesised this soon is replaced by the recorded fallback line.
-    tts_first_audio_timeout_s: float = Field(1.5, gt=0, le=60)
+    tts_first_audio_timeout_s: float = Field(_TURN.tts_first_audio_timeout_s, gt=0, le=60)
     # This many speech failures (STT or TTS) in a row end the call, with the recorded fallback line.
-    max_speech_failures: int = Field(3, ge=1, le=20)
+    max_speech_failures: int = Field(_TURN.max_speech_failures, ge=1, le=20)
 
 
 class MediaSettings(BaseModel):
@@ -140,15 +146,15 @@ class RecordingSettings(BaseModel):
         return Path(self.dir) if self.dir else Path(data_dir) / "recordings"
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Everything `wacall serve` needs; one instance per process."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(extra="forbid")
 
     phone_number_id: str = ""
-    whatsapp_token: str = Field("", repr=False)
-    app_secret: str = Field("", repr=False)
-    verify_token: str = Field("", repr=False)
+    whatsapp_token: SecretStr = SecretStr("")
+    app_secret: SecretStr = SecretStr("")
+    verify_token: SecretStr = SecretStr("")
     graph_base_url: str = "https://graph.facebook.com"
     graph_version: str = "v23.0"
     media_hosts: list[str] | None = None
@@ -161,21 +167,21 @@ class Settings(BaseModel):
     data_dir: str = "data"
     # postgresql://user:password@host/db: calls, events and user state in PostgreSQL instead of
     # <data_dir>/wacall.sqlite3, so several wacall processes can share them (WACALL_DATABASE_URL).
-    database_url: str = Field("", repr=False)
+    database_url: SecretStr = SecretStr("")
     business_hours: dict[str, Any] | None = None  # {timezone, weekly: {monday: ["09:00-17:00"]}, holidays: [...]}
     rate_card: str | None = None  # CSV path; default: the rate card shipped with wacall
     sandbox_limits: bool = False  # Meta's looser limits for sandbox/test numbers
     stale_event_s: float = Field(120.0, gt=0)  # a connect older than this is not answered (spec §1.2)
     business_number: str = ""  # display number (digits); decides which countries allow outbound calls
-    api_token: str = Field("", repr=False)  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
-    metrics_token: str = Field("", repr=False)  # bearer token for GET /metrics (WACALL_METRICS_TOKEN); none: off
+    api_token: SecretStr = SecretStr("")  # bearer token for POST /v1/calls (WACALL_API_TOKEN)
+    metrics_token: SecretStr = SecretStr("")  # bearer token for GET /metrics (WACALL_METRICS_TOKEN); none: off
     # "HOST:PORT" of a listener of its own for /metrics (an internal interface); the public app then has none.
     metrics_listen: str | None = None
     otlp_endpoint: str | None = None  # OTLP/HTTP collector for per-call traces (needs the `otel` extra); none: off
     otel_service_name: str = "wacall"
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
-    llm_api_key: str = Field("", repr=False)
+    llm_api_key: SecretStr = SecretStr("")
     llm_timeout_s: float = Field(1.0, gt=0, le=30)  # first-token deadline: the caller's silence budget
     vad: VadSettings = Field(default_factory=VadSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
@@ -189,11 +195,24 @@ class Settings(BaseModel):
     call_button: CallButtonSettings = Field(default_factory=CallButtonSettings)
     recordings: RecordingSettings = Field(default_factory=RecordingSettings)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`Settings(...)` is just its arguments: the file and environment are layered by `load_settings`,
+        which knows where each value came from; tests building Settings() never see the real environment."""
+        return (init_settings,)
+
     @field_validator("business_hours")
     @classmethod
     def _hours_shape(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
-            from agent.whatsapp.rules import BusinessHours
+            from agent.whatsapp.business_hours import BusinessHours
 
             BusinessHours.from_config(v)  # raises ValueError with the problem
         return v
@@ -236,35 +255,42 @@ class Settings(BaseModel):
             raise ValueError("must be an http(s) URL")
         return v.rstrip("/")
 
+    def conversation(self) -> ConversationConfig:
+        """The turn-taking tuning a call runs with: every field of `ConversationConfig` (and its `VadConfig`)
+        that a settings section carries, copied by name, so a new setting needs no copying code."""
+        vad = replace(_VAD, **_shared(self.vad, _VAD))
+        values = {**_shared(self.speech, _TURN), **_shared(self.vad, _TURN), **_shared(self.turns, _TURN)}
+        return replace(_TURN, vad=vad, **values)
+
     def require_production(self) -> None:
         """`serve` refuses to start half-configured rather than fail on the first call."""
-        missing = [
-            env
-            for field, env in {**REQUIRED_SECRETS, "phone_number_id": "WHATSAPP_PHONE_NUMBER_ID"}.items()
-            if not getattr(self, field)
-        ]
+        missing = [env for field, env in REQUIRED.items() if not _plain(getattr(self, field))]
         if missing:
             raise ConfigError("missing required environment variables: " + ", ".join(missing))
 
 
-ENV_FIELDS: dict[str, str] = {
-    "WHATSAPP_PHONE_NUMBER_ID": "phone_number_id",
-    "WACALL_GRAPH_BASE_URL": "graph_base_url",
-    "WACALL_GRAPH_VERSION": "graph_version",
-    "WACALL_FLOW": "flow",
-    "WACALL_HOST": "host",
-    "WACALL_PORT": "port",
-    "WACALL_MAX_CALLS": "max_concurrent_calls",
-    "WACALL_DATA_DIR": "data_dir",
-    "WACALL_BUSINESS_NUMBER": "business_number",
-    "WACALL_RATE_CARD": "rate_card",
-    "WACALL_LLM_BASE_URL": "llm_base_url",
-    "WACALL_LLM_MODEL": "llm_model",
-    "WACALL_LLM_TIMEOUT_S": "llm_timeout_s",
-    "WACALL_METRICS_LISTEN": "metrics_listen",
-    "WACALL_OTLP_ENDPOINT": "otlp_endpoint",
-    "WACALL_OTEL_SERVICE_NAME": "otel_service_name",
+def _shared(section: BaseModel, target: Any) -> dict[str, Any]:
+    """The section's values for the fields the dataclass `target` has."""
+    names = {f.name for f in fields(target)}
+    return {name: getattr(section, name) for name in type(section).model_fields if name in names}
+
+
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _env_for(field: str) -> str:
+    """The name to tell an operator: the documented legacy one where there is one."""
+    legacy = [name for name, path in config_sources.LEGACY_ENV.items() if path == field]
+    return legacy[0] if legacy else config_sources.env_name(field)
+
+
+#: Secret field → the environment variable to set it with (the only place a secret may come from).
+SECRET_ENV: dict[str, str] = {
+    name: _env_for(name) for name, info in Settings.model_fields.items() if info.annotation is SecretStr
 }
+REQUIRED_SECRETS = {k: SECRET_ENV[k] for k in ("whatsapp_token", "app_secret", "verify_token")}
+REQUIRED = {**REQUIRED_SECRETS, "phone_number_id": _env_for("phone_number_id")}
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -286,10 +312,6 @@ def _is_ip_address(value: str) -> bool:
     return True
 
 
-def _split_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def load_settings(
     config_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -298,76 +320,33 @@ def load_settings(
     """Merge file < environment < explicit overrides (CLI flags), then validate once."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
-    # Where each top-level setting came from, so an invalid value can be traced to what to fix.
-    sources: dict[str, str] = {}
-    path = config_file or env.get("WACALL_CONFIG")
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a mapping of settings")
-        leaked = sorted(set(loaded) & set(SECRET_ENV))
-        if leaked:
-            raise ConfigError(
-                f"config file {path} sets secrets ({', '.join(leaked)}); "
-                "put them in the environment instead: " + ", ".join(SECRET_ENV[k] for k in leaked)
-            )
-        data.update(loaded)
-        sources.update(dict.fromkeys(loaded, f"config file {path}"))
-    for name, field in ENV_FIELDS.items():
-        if env.get(name):
-            data[field] = env[name]
-            sources[field] = name
-    for field, name in SECRET_ENV.items():
-        if env.get(name):
-            data[field] = env[name]
-            sources[field] = name
-    if env.get("WACALL_MEDIA_HOSTS"):
-        data["media_hosts"] = _split_list(env["WACALL_MEDIA_HOSTS"])
-        sources["media_hosts"] = "WACALL_MEDIA_HOSTS"
-    if env.get("WACALL_ICE_SERVERS"):
-        data["ice_servers"] = _split_list(env["WACALL_ICE_SERVERS"])
-        sources["ice_servers"] = "WACALL_ICE_SERVERS"
-    speech_env = {
-        field: env[name]
-        for name, field in {
-            "WACALL_STT_MODEL_DIR": "stt_model_dir",
-            "WACALL_TTS_MODEL": "tts_model",
-            "WACALL_TTS_CONFIG": "tts_config",
-        }.items()
-        if env.get(name)
-    }
-    recordings_env = {
-        field: env[name]
-        for name, field in {
-            "WACALL_RECORDINGS_ENABLED": "enabled",
-            "WACALL_RECORDINGS_DIR": "dir",
-            "WACALL_RECORDINGS_RETENTION_DAYS": "retention_days",
-        }.items()
-        if env.get(name)
-    }
-    if recordings_env and isinstance(data.get("recordings") or {}, dict):
-        data["recordings"] = {**(data.get("recordings") or {}), **recordings_env}
-        sources["recordings"] = ", ".join(f"WACALL_RECORDINGS_{k.upper()}" for k in recordings_env)
-    # A non-mapping `speech:` in the file is left for validation to report; merging into it would crash.
-    if speech_env and isinstance(data.get("speech") or {}, dict):
-        data["speech"] = {**(data.get("speech") or {}), **speech_env}
+    # Where each setting came from, so an invalid value can be traced to what to fix.
+    origins: config_sources.Origins = {}
+    path = config_file or env.get(config_sources.FILE_ENV)
+    try:
+        if path:
+            loaded, origins = config_sources.read_config_file(path, SECRET_ENV)
+            data = dict(loaded)
+        from_env, env_origins = config_sources.read_environment(Settings, env)
+    except config_sources.SourceError as exc:
+        raise ConfigError(str(exc)) from exc
+    except SettingsError as exc:  # a JSON value that does not parse
+        raise ConfigError(f"invalid settings in the environment: {exc}") from exc
+    data = config_sources.merge(data, from_env)
+    origins.update(env_origins)
     overridden = {k: v for k, v in overrides.items() if v is not None}
     data.update(overridden)
-    sources.update(dict.fromkeys(overridden, "an explicit override (CLI flag)"))
+    # An override replaces its whole setting, so what the file or env said inside it no longer applies.
+    origins = {path: where for path, where in origins.items() if path[0] not in overridden}
+    origins.update({(k,): "an explicit override (CLI flag)" for k in overridden})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe_error(err, sources) for err in exc.errors())
+        problems = "; ".join(_describe_error(err, origins) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
 
 
-def _describe_error(err: Any, sources: Mapping[str, str]) -> str:
-    loc = err["loc"]
-    where = ".".join(str(p) for p in loc)
-    source = sources.get(str(loc[0])) if loc else None
+def _describe_error(err: Any, origins: config_sources.Origins) -> str:
+    where = ".".join(str(p) for p in err["loc"])
+    source = config_sources.origin_of(tuple(err["loc"]), origins)
     return f"{where} (from {source}): {err['msg']}" if source else f"{where}: {err['msg']}"

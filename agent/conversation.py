@@ -38,8 +38,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from agent.dialogue.model import DEFAULT_KEY_TIMEOUT_S, KEYPAD_KEYS, MASK
 from agent.dialogue.state import KeyEntry
 from agent.key_input import KeyCollector
 from agent.media.dtmf import KeyPress
+from agent.providers.interfaces import EndpointCheck
 from agent.reply_runner import (
     NO_AGENTS,
     SORRY_LLM,
@@ -60,8 +61,9 @@ from agent.reply_runner import (
 )
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
-from agent.speech.vad import Endpointer, VadConfig
+from agent.speech.vad import Endpointer
 from agent.speech_handle import SpeechHandle
+from agent.turn_config import ConversationConfig
 from agent.turn_record import TranscriptEntry, TurnMetrics
 from agent.turn_signals import (
     DIGIT_WORDS,
@@ -97,63 +99,12 @@ SORRY_HEARING = "Sorry, I had trouble hearing that. Could you say it again?"
 KEYS_PREFIX = "[keys] "
 #: The rules for keys when the dialogue policy says nothing about them: one key, one choice.
 _ONE_KEY = KeyEntry(max_digits=1, terminator=None, timeout_s=DEFAULT_KEY_TIMEOUT_S)
-SILENCE_REPROMPT = "Are you still there?"
-SILENCE_GOODBYE = "I can't hear anything, so I will end the call now. Please call us again any time. Goodbye."
 HANGUP_TAIL_S = 0.4
 AUDIO_GAP_S = 0.25  # no caller audio this long while they are mid-utterance: their phone went quiet
 AUDIO_GAP_CHECK_S = 0.05
 ONSET_GATE_MAX_S = 0.15  # longest a reply's first sound waits for the VAD to tell whether the caller speaks
 JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
 SAMPLE_RATE = 16000
-
-
-@dataclass
-class ConversationConfig:
-    vad: VadConfig = field(default_factory=VadConfig)
-    barge_in_min_ms: int = 600  # talking over the bot this long is an interruption, not a backchannel
-    speculative_stt: bool = True
-    # An LLM that has not produced a first sentence this long after the caller stopped talking is replaced
-    # by a spoken fallback: never dead air.
-    llm_first_sentence_budget_s: float = 1.5
-    # End the turn at the first pause when its transcript is a finished sentence ("…my order." / "…?"),
-    # instead of waiting out the whole end-of-turn silence.
-    early_end_on_complete_sentence: bool = True
-    early_end_min_words: int = 2  # a one-word "No." at a pause is often "No, that's all…": wait it out
-    # Partial transcripts while the caller is still talking, every this much speech (None: off; costs CPU).
-    partial_stt_every_ms: int | None = None
-    # The caller talking again this soon after the bot took the turn is still on the same thought (0: off).
-    continuation_window_s: float = 2.0
-    # ... unless the answer has already been heard this long: then it is a reaction to the answer.
-    continuation_heard_s: float = 1.0
-    # End-of-turn silence when the words so far sound unfinished ("…and", "um", digits read out).
-    unfinished_hold_ms: int = 1300
-    # End-of-turn silence after a bare yes or no ("Yes.", "No,"), which callers often go on from (0: usual).
-    yes_no_end_silence_ms: int = 800
-    # End-of-turn silence when the flow can make nothing of the words so far (they are more often half a
-    # sentence, misheard, than a whole one): a "sorry?" waits this long (0: answered at the usual silence).
-    unclear_hold_ms: int = 1000
-    # End-of-turn silence for the rest of the call once the caller has shown they pause mid-thought (0: off).
-    hesitant_end_silence_ms: int = 1200
-    # ... shown by going on after a pause at least this long: a shorter one is a comma's breath that an
-    # early end of turn happened to catch, not a caller who thinks mid-sentence.
-    hesitant_min_pause_ms: int = 500
-    # After the caller talked over an ending line, the call ends once they have been quiet this long.
-    closing_quiet_s: float = 3.0
-    # A caller silent this long after a question hears a prompt; after as long again, a goodbye (None: off).
-    silence_reprompt_s: float | None = 8.0
-    silence_reprompt: str = SILENCE_REPROMPT
-    silence_goodbye: str = SILENCE_GOODBYE
-    max_thought_s: float = 25.0  # fragments are joined up to this much audio (Whisper's window is 30 s)
-    # Deadlines on the shared inference pool (settings `speech.*`, same defaults): a transcript not ready this
-    # long after the turn was taken, or a line with no audio this long after synthesis started, is given up
-    # for a fallback spoken from memory; this many failures of one kind in a row end the call.
-    stt_timeout_s: float = 1.8
-    tts_first_audio_timeout_s: float = 1.5
-    max_speech_failures: int = 3
-
-
-class EndpointCheck(Protocol):
-    async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool: ...
 
 
 @dataclass

@@ -26,6 +26,7 @@ from agent.dialogue.effects import (
     unsafe_url,
 )
 from agent.dialogue.engine import Reply
+from agent.providers.interfaces import LlmStream
 from agent.speech.tts import Synthesizer
 from agent.speech_handle import SpeechHandle
 from agent.turn_record import TranscriptEntry, TurnMetrics
@@ -50,10 +51,6 @@ class AudioOutput(Protocol):
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     async def wait_idle(self) -> None: ...
-
-
-class LlmStream(Protocol):
-    def stream_reply(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Any: ...
 
 
 class RunnerHost(Protocol):

@@ -53,7 +53,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wacall report: {exc}", file=sys.stderr)
         return 2
     settings = load_settings(getattr(args, "config", None))
-    store = open_configured_store("" if args.data_dir else settings.database_url, args.data_dir or settings.data_dir)
+    store = open_configured_store(
+        "" if args.data_dir else settings.database_url.get_secret_value(), args.data_dir or settings.data_dir
+    )
     try:
         report = compute_report(store, period, card=RateCard.load(settings.rate_card), simulated=args.simulated)
     finally:

@@ -22,18 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 from agent.call import Call, CallServices, CallState
 from agent.config import Settings
-from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
+from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL
 from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
 from agent.dialogue.flow import Flow
 from agent.dialogue.reloader import FlowReloader
 from agent.ledger import CallLedger, FreshEvents
 from agent.logs import call_id_var
 from agent.metrics import Metrics
+from agent.providers.load import make_end_of_turn, make_llm, make_synthesizer, make_transcriber, manifest_for
 from agent.recordings.service import Recordings
-from agent.speech.models import resolve_stt_model, resolve_tts_voice
-from agent.speech.stt import Transcriber, WhisperTranscriber
-from agent.speech.tts import PiperSynthesizer, Synthesizer, split_for_speech
-from agent.speech.vad import VadConfig
+from agent.speech.stt import Transcriber
+from agent.speech.tts import Synthesizer, split_for_speech
 from agent.store.base import CallRecord, Store
 from agent.store.select import open_configured_store
 from agent.tracing import CallTrace, make_tracer
@@ -65,12 +64,16 @@ class Models:
 
     @classmethod
     def load(cls, settings: Settings) -> Models:
-        """Load both models once (blocking, at startup: a first call must not pay for it)."""
+        """Load both models once (blocking, at startup: a first call must not pay for it), by the engines the
+        model manifest names (agent/providers)."""
+        manifest = manifest_for(settings)  # every role's engine checked before anything loads
         executor = ThreadPoolExecutor(max_workers=settings.speech.inference_threads, thread_name_prefix="infer")
-        stt_dir = resolve_stt_model(settings.speech.stt_model_dir)
-        model, config = resolve_tts_voice(settings.speech.tts_model, settings.speech.tts_config)
-        transcriber = WhisperTranscriber(stt_dir, executor=executor, compute_type=settings.speech.stt_compute_type)
-        synthesizer = PiperSynthesizer(model, config, executor=executor, cache_size=256)
+        try:
+            transcriber = make_transcriber(settings, executor, manifest)
+            synthesizer = make_synthesizer(settings, executor, manifest)
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
         return cls(transcriber=transcriber, synthesizer=synthesizer, executor=executor)
 
     def close(self) -> None:
@@ -101,7 +104,7 @@ def static_lines(flow: Flow) -> list[str]:
 def open_store(settings: Settings) -> Store:
     """PostgreSQL when `database_url` is set (WACALL_DATABASE_URL), else `<data_dir>/wacall.sqlite3`."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    return open_configured_store(settings.database_url, settings.data_dir)
+    return open_configured_store(settings.database_url.get_secret_value(), settings.data_dir)
 
 
 class Runtime:
@@ -140,7 +143,7 @@ class Runtime:
             base_url=settings.graph_base_url,
             version=settings.graph_version,
             phone_number_id=settings.phone_number_id,
-            token=settings.whatsapp_token,
+            token=settings.whatsapp_token.get_secret_value(),
             on_error=self.metrics.graph_error,
         )
         self.store = store or open_store(settings)
@@ -169,48 +172,20 @@ class Runtime:
         self.store_health = StoreHealth(on_failure=self.metrics.store_write_failed)
         self.ledger.on_background_write = self.store_health.note
         self.draining = False
-        vad = VadConfig(
-            aggressiveness=settings.vad.aggressiveness,
-            onset_frames=settings.vad.onset_frames,
-            end_silence_ms=settings.vad.end_silence_ms,
-            min_speech_ms=settings.vad.min_speech_ms,
-            pause_ms=settings.vad.pause_ms,
-        )
         self.services = CallServices(
             graph=self.graph,
             transcriber=models.transcriber,
             synthesizer=models.synthesizer,
             media_hosts=settings.media_hosts,
             ice_servers=settings.ice_servers,
-            conversation=ConversationConfig(
-                vad=vad,
-                barge_in_min_ms=settings.speech.barge_in_min_ms,
-                speculative_stt=settings.vad.speculative_stt,
-                early_end_on_complete_sentence=settings.vad.early_end_on_complete_sentence,
-                early_end_min_words=settings.vad.early_end_min_words,
-                partial_stt_every_ms=settings.vad.partial_stt_every_ms,
-                continuation_window_s=settings.turns.continuation_window_s,
-                continuation_heard_s=settings.turns.continuation_heard_s,
-                unfinished_hold_ms=settings.turns.unfinished_hold_ms,
-                unclear_hold_ms=settings.turns.unclear_hold_ms,
-                yes_no_end_silence_ms=settings.turns.yes_no_end_silence_ms,
-                hesitant_end_silence_ms=settings.turns.hesitant_end_silence_ms,
-                closing_quiet_s=settings.turns.closing_quiet_s,
-                silence_reprompt_s=settings.turns.silence_reprompt_s,
-                silence_reprompt=settings.turns.silence_reprompt,
-                silence_goodbye=settings.turns.silence_goodbye,
-                stt_timeout_s=settings.speech.stt_timeout_s,
-                tts_first_audio_timeout_s=settings.speech.tts_first_audio_timeout_s,
-                max_speech_failures=settings.speech.max_speech_failures,
-            ),
+            conversation=settings.conversation(),
             no_rtp_timeout_s=settings.media.no_rtp_timeout_s,
             max_call_s=settings.media.max_call_s,
             max_call_goodbye=settings.media.max_call_goodbye,
         )
-        if settings.vad.silero_second_opinion and models.executor is not None:
-            from agent.speech.endpoint_check import SileroEndpointCheck
-
-            self.services.endpoint_check = SileroEndpointCheck(models.executor)
+        check = make_end_of_turn(settings, models.executor)
+        if check is not None:
+            self.services.endpoint_check = check
         if http is not None:
             self.services.http = http
         self.llm = self._make_llm(settings)
@@ -292,18 +267,7 @@ class Runtime:
     @staticmethod
     def _make_llm(settings: Settings) -> Any:
         """An LLM client when one is configured; flows without LLM nodes never need it."""
-        if not settings.llm_base_url:
-            return None
-        from agent.dialogue.llm import LlmClient, LlmSettings
-
-        return LlmClient(
-            LlmSettings(
-                base_url=settings.llm_base_url,
-                model=settings.llm_model,
-                api_key=settings.llm_api_key or "none",
-                first_token_timeout_s=settings.llm_timeout_s,
-            )
-        )
+        return make_llm(settings)
 
     async def warm_up(self) -> None:
         """Synthesise the fallback line now, so a TTS failure mid-call still has something to say.

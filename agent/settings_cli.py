@@ -156,7 +156,7 @@ def _graph(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Gr
     missing = [
         env
         for value, env in (
-            (settings.whatsapp_token, "WHATSAPP_TOKEN"),
+            (settings.whatsapp_token.get_secret_value(), "WHATSAPP_TOKEN"),
             (settings.phone_number_id, "WHATSAPP_PHONE_NUMBER_ID"),
         )
         if not value
@@ -167,7 +167,7 @@ def _graph(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Gr
         base_url=settings.graph_base_url,
         version=settings.graph_version,
         phone_number_id=settings.phone_number_id,
-        token=settings.whatsapp_token,
+        token=settings.whatsapp_token.get_secret_value(),
         transport=transport,
     )
 

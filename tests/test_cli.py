@@ -178,11 +178,15 @@ vad: {{end_silence_ms: 700}}
     assert sim.data_dir == str(tmp_path / "data")
     assert sim.business_hours == base.business_hours and sim.business_hours is not None
     assert sim.max_concurrent_calls == 3 and sim.vad.end_silence_ms == 700
-    assert sim.llm_base_url == "http://127.0.0.1:9/v1" and sim.llm_api_key == "llm-key"
+    assert sim.llm_base_url == "http://127.0.0.1:9/v1" and sim.llm_api_key.get_secret_value() == "llm-key"
     assert [q.name for q in sim.handover.queues] == ["support"]
     # Only what points at Meta, the network and the secrets Meta shares differ.
     assert sim.graph_base_url == "http://127.0.0.1:4567"
     assert sim.media_hosts == ["127.0.0.1"] and sim.ice_servers == []
-    assert (sim.whatsapp_token, sim.app_secret, sim.verify_token) == ("sim-token", "sim-secret", "sim-verify")
+    assert tuple(s.get_secret_value() for s in (sim.whatsapp_token, sim.app_secret, sim.verify_token)) == (
+        "sim-token",
+        "sim-secret",
+        "sim-verify",
+    )
     assert sim.phone_number_id == SIM_PHONE_NUMBER_ID
     assert sim.business_number == "15550001111"

@@ -38,8 +38,8 @@ def test_defaults_without_any_configuration() -> None:
     assert Path(settings.flow).is_file()
     assert settings.host == "127.0.0.1"  # not exposed unless asked
     assert settings.port == 8080
-    assert settings.phone_number_id == settings.whatsapp_token == ""
-    assert settings.app_secret == settings.verify_token == ""
+    assert settings.phone_number_id == settings.whatsapp_token.get_secret_value() == ""
+    assert settings.app_secret.get_secret_value() == settings.verify_token.get_secret_value() == ""
     assert settings.vad.aggressiveness == 3
     assert settings.speech.stt_compute_type == "int8"
     assert settings.answer_timeout_s <= 25  # Meta's window is 30-60 s; budget for the low end (spec §7.4)
@@ -62,10 +62,10 @@ def test_environment_variable_names() -> None:
             "WACALL_TTS_CONFIG": "/models/voice.onnx.json",
         }
     )
-    assert settings.whatsapp_token == "tok-123"
+    assert settings.whatsapp_token.get_secret_value() == "tok-123"
     assert settings.phone_number_id == "106540000000002"
-    assert settings.app_secret == "app-secret-456"
-    assert settings.verify_token == "verify-789"
+    assert settings.app_secret.get_secret_value() == "app-secret-456"
+    assert settings.verify_token.get_secret_value() == "verify-789"
     assert settings.graph_base_url == "http://127.0.0.1:9999"  # trailing slash dropped
     assert settings.graph_version == "v24.0"
     assert settings.media_hosts == ["203.0.113.7", "2001:db8::7"]
@@ -84,7 +84,7 @@ def test_empty_environment_values_are_ignored() -> None:
     settings = load_settings(env={"WACALL_PORT": "", "WACALL_MEDIA_HOSTS": "", "WHATSAPP_TOKEN": ""})
     assert settings.port == 8080
     assert settings.media_hosts is None
-    assert settings.whatsapp_token == ""
+    assert settings.whatsapp_token.get_secret_value() == ""
 
 
 def test_secrets_do_not_appear_in_repr() -> None:

@@ -250,7 +250,7 @@ def test_two_runtimes_metrics_do_not_clash() -> None:
 
 def test_the_token_is_a_secret_from_the_environment() -> None:
     settings = load_settings(env={"WACALL_METRICS_TOKEN": "from-env"})
-    assert settings.metrics_token == "from-env"
+    assert settings.metrics_token.get_secret_value() == "from-env"
     assert "from-env" not in repr(settings)
 
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 VOICED_DBFS = -45.0
 
+
 @dataclass
 class Heard:
     """One stretch of bot speech as the caller heard it."""
@@ -112,7 +113,7 @@ class SimulatedUser:
         self._keypad_ready = False
         self.keys_pressed: list[tuple[str, float]] = []  # (keys, when the last one was sent)
         self.conversation = Conversation()
-        self._endpointer = Endpointer(VadConfig(aggressiveness=3, end_silence_ms=listen_silence_ms))
+        self._endpointer = Endpointer(VadConfig(aggressiveness=3, end_silence_ms=listen_silence_ms, pause_ms=None))
         self._inbound: InboundAudio | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._heard: list[Heard] = []

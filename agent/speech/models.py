@@ -47,7 +47,12 @@ DEFAULT_MANIFEST: dict[str, dict[str, Any]] = {
         "config": "config_path",
         "output_rate": 48000,
     },
+    "llm": {"engine": "openai"},
+    "end_of_turn": {"engine": "silero"},
 }
+
+# Keys that say where a model comes from; a variant that sets any of them replaces all of the role's own.
+_SOURCE_KEYS = ("package", "pip", "resolver", "model", "config", "local_dir", "local_model", "local_config")
 
 # Files faster-whisper needs in a CTranslate2 folder; checking them up front turns a confusing
 # ctranslate2/tokenizers error (or a download attempt) into a clear message.
@@ -96,7 +101,45 @@ def load_manifest(manifest: Path | None = None) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def resolve_stt_model(override: str | None = None, manifest: Path | None = None) -> Path:
+def select_variant(entry: Mapping[str, Any], choice: str | None, *, role: str, setting: str) -> dict[str, Any]:
+    """The role's entry with the chosen variant applied: a name under the entry's `variants:` (another
+    Whisper size, another voice), or a local path (a model folder for stt, a voice .onnx for tts).
+
+    Both the manifest and the settings can choose: the entry's own `variant:` key, overridden by `setting`.
+    """
+    chosen = dict(entry)
+    variants = chosen.pop("variants", None) or {}
+    choice = choice or chosen.pop("variant", None)
+    chosen.pop("variant", None)
+    if not choice:
+        return chosen
+    if not isinstance(variants, Mapping):
+        raise ManifestError(f"model manifest: {role}.variants must be a mapping of names to entries")
+    if choice in variants:
+        variant = variants[choice] or {}
+        if not isinstance(variant, Mapping):
+            raise ManifestError(f"model manifest: {role}.variants.{choice} must be a mapping")
+        if any(key in variant for key in _SOURCE_KEYS):
+            for key in _SOURCE_KEYS:
+                chosen.pop(key, None)
+        chosen.update(variant)
+        chosen["name"] = str(choice)
+        return chosen
+    path = Path(str(choice)).expanduser()
+    looks_like_path = path.is_absolute() or str(choice).startswith(".") or path.suffix == ".onnx" or path.exists()
+    if not looks_like_path:
+        known = ", ".join(sorted(map(str, variants))) or "none in the manifest"
+        raise ManifestError(f"{setting} {choice!r} is neither a {role} variant ({known}) nor a local path")
+    for key in _SOURCE_KEYS:
+        chosen.pop(key, None)
+    chosen["local_dir" if role == "stt" else "local_model"] = str(path.absolute())  # a symlink keeps its own config
+    chosen["name"] = path.name
+    return chosen
+
+
+def resolve_stt_model(
+    override: str | None = None, manifest: Path | None = None, *, entry: Mapping[str, Any] | None = None
+) -> Path:
     """Return the faster-whisper model folder, verified to exist and look like a CTranslate2 model."""
     if override:
         return _check_stt_dir(Path(override).expanduser(), "argument")
@@ -104,7 +147,7 @@ def resolve_stt_model(override: str | None = None, manifest: Path | None = None)
     if env:
         return _check_stt_dir(Path(env).expanduser(), STT_ENV)
 
-    entry = load_manifest(manifest)["stt"]
+    entry = entry if entry is not None else select_variant(load_manifest(manifest)["stt"], None, role="stt", setting="")
     local = entry.get("local_dir")
     if local:
         return _check_stt_dir(_relative_to_manifest(entry, local), "manifest stt.local_dir")
@@ -113,7 +156,11 @@ def resolve_stt_model(override: str | None = None, manifest: Path | None = None)
 
 
 def resolve_tts_voice(
-    model: str | None = None, config: str | None = None, manifest: Path | None = None
+    model: str | None = None,
+    config: str | None = None,
+    manifest: Path | None = None,
+    *,
+    entry: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Return ``(voice.onnx, voice.onnx.json)`` for piper, both verified to exist.
 
@@ -123,24 +170,27 @@ def resolve_tts_voice(
     """
     model = model or os.environ.get(TTS_MODEL_ENV) or None
     config = config or os.environ.get(TTS_CONFIG_ENV) or None
+    # The config is looked for beside the path as given, not beside a symlink's target: a voice that links to
+    # another's .onnx with its own .onnx.json (another speed, another speaker) must get its own config.
     if model:
-        model_path = _check_file(Path(model).expanduser(), "TTS voice model (.onnx)")
-        config_path = Path(config).expanduser() if config else model_path.with_name(model_path.name + ".json")
+        given = Path(model).expanduser()
+        model_path = _check_file(given, "TTS voice model (.onnx)")
+        config_path = Path(config).expanduser() if config else given.with_name(given.name + ".json")
         return model_path, _check_file(config_path, "TTS voice config (.onnx.json)")
     if config:
         raise ModelNotFoundError(
             f"a TTS config was given ({config}) without a TTS model; set {TTS_MODEL_ENV} or pass model="
         )
 
-    entry = load_manifest(manifest)["tts"]
+    if entry is None:
+        entry = select_variant(load_manifest(manifest)["tts"], None, role="tts", setting="")
     local_model = entry.get("local_model")
     if local_model:
-        model_path = _check_file(_relative_to_manifest(entry, local_model), "manifest tts.local_model")
+        given = _relative_to_manifest(entry, local_model)
+        model_path = _check_file(given, "manifest tts.local_model")
         local_config = entry.get("local_config")
         config_path = (
-            _relative_to_manifest(entry, local_config)
-            if local_config
-            else model_path.with_name(model_path.name + ".json")
+            _relative_to_manifest(entry, local_config) if local_config else given.with_name(given.name + ".json")
         )
         return model_path, _check_file(config_path, "manifest tts.local_config")
 

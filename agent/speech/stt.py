@@ -12,12 +12,15 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from agent.speech.audio import int16_to_float32, rms_dbfs
 from agent.speech.models import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from agent.providers.streaming import SttStream
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class Transcriber(Protocol):
 
 
 class WhisperTranscriber:
-    """faster-whisper on CPU, tuned for short conversational turns rather than long recordings.
+    """faster-whisper (CPU or CUDA), tuned for short conversational turns rather than long recordings.
 
     Whisper invents text for near-silence ("Thank you.", "Bye."), and on a phone call that text would be
     answered as if the user had said it. So very short or very quiet audio is rejected before decoding,
@@ -94,6 +97,7 @@ class WhisperTranscriber:
         model_dir: Path,
         *,
         executor: concurrent.futures.Executor,
+        device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 1,
         num_workers: int = 2,
@@ -114,13 +118,18 @@ class WhisperTranscriber:
         t0 = time.perf_counter()
         self._model = WhisperModel(
             str(model_dir),
-            device="cpu",
+            device=device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
             num_workers=num_workers,
             local_files_only=True,
         )
-        logger.info("loaded whisper model %s (%s) in %.2fs", model_dir, compute_type, time.perf_counter() - t0)
+        logger.info(
+            "loaded whisper model %s (%s on %s) in %.2fs", model_dir, compute_type, device, time.perf_counter() - t0
+        )
+        if not self._model.model.is_multilingual and language != "en":
+            # An English-only model (*.en) would silently transcribe every other language as English.
+            raise ValueError(f"whisper model {model_dir} is English-only, but the language is {language!r}")
         self._executor = executor
         self._beam_size = beam_size
         self._language = language
@@ -135,6 +144,12 @@ class WhisperTranscriber:
             self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language
         )
         self._suppress_tokens = list(get_suppressed_tokens(self._tokenizer, [-1]))
+
+    def start_stream(self) -> SttStream:
+        """Whisper decodes whole utterances: a stream is the batch adapter (speculative recognition)."""
+        from agent.providers.streaming import BatchStream
+
+        return BatchStream(self)
 
     async def transcribe(self, audio16k: np.ndarray) -> str:
         """Transcribe in the executor; the event loop only waits."""
@@ -154,8 +169,9 @@ class WhisperTranscriber:
         if self._short_window_frames:
             fast = self._transcribe_short_window(audio)
             if fast is not None:
-                logger.debug("STT (short window) %.2fs -> %r in %.3fs", audio.size / SAMPLE_RATE, fast,
-                             time.perf_counter() - t0)
+                logger.debug(
+                    "STT (short window) %.2fs -> %r in %.3fs", audio.size / SAMPLE_RATE, fast, time.perf_counter() - t0
+                )
                 return fast
         segments, _info = self._model.transcribe(
             audio,

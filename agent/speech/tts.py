@@ -56,6 +56,7 @@ class PiperSynthesizer:
         cache_size: int = 0,
         max_chars: int = 120,
         onnx_threads: int | None = None,
+        speaker_id: int | None = None,
     ) -> None:
         for path, what in ((Path(model), "piper voice model"), (Path(config), "piper voice config")):
             if not path.is_file():
@@ -82,7 +83,9 @@ class PiperSynthesizer:
         self.native_rate: int = int(voice.config.sample_rate)
         self._max_chars = max_chars
         # noise 0 makes output bit-identical across runs, which tests (and the cache) rely on.
+        self.speaker_id = speaker_id
         self._syn_config = SynthesisConfig(
+            speaker_id=speaker_id,
             length_scale=length_scale,
             noise_scale=0.0 if deterministic else None,
             noise_w_scale=0.0 if deterministic else None,

@@ -23,30 +23,13 @@ import numpy as np
 import webrtcvad
 
 from agent.speech.audio import rms_dbfs
+from agent.turn_config import VadConfig
+
+__all__ = ["Endpointer", "VadConfig", "VadEvent"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-
-
-@dataclass
-class VadConfig:
-    """Tuning for :class:`Endpointer`; defaults are those measured to behave on noisy phone audio."""
-
-    aggressiveness: int = 3
-    frame_ms: int = 20
-    onset_frames: int = 3
-    onset_window: int = 5
-    end_silence_ms: int = 400
-    pre_roll_ms: int = 200
-    min_speech_ms: int = 200
-    max_utterance_s: float = 20.0
-    energy_gate_dbfs: float = -55.0
-    # Emit a "pause" event this far into a silence, so STT can start before the turn has surely ended.
-    pause_ms: int | None = None
-    # Trailing audio kept after the last voiced frame (soft word endings fall under the gate).
-    # None: the pre-roll, or the pause if shorter, so a pause can hand out the same audio as the end.
-    post_roll_ms: int | None = None
 
 
 @dataclass

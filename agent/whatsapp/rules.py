@@ -13,21 +13,22 @@ Nothing here does I/O, reads the wall clock or sleeps; persistence of `UserCalli
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from itertools import pairwise
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Literal
 
 from agent.store.base import UserStateRecord
+from agent.whatsapp.business_hours import BusinessHours, Holiday, TimeRange
+from agent.whatsapp.countries import NANP_NON_US_CA, calling_code, country_of_number
+from agent.whatsapp.refusals import RULE_NAMES, Refusal, Refused, _iso, _refuse, _utc
 
 __all__ = [
     "BIC_UNAVAILABLE_COUNTRIES",
     "DEFAULT_LIMITS",
     "MAX_CONCURRENT_CALLS",
+    "NANP_NON_US_CA",
     "RULE_NAMES",
     "BusinessHours",
     "CallingLimits",
@@ -85,35 +86,16 @@ MAX_CONCURRENT_CALLS = 1000
 #: §8.1: the customer-service window lasts 24 h from the last user message, user call or accepted BIC.
 SERVICE_WINDOW = DAY
 
-#: Countries whose *business* numbers cannot place business-initiated calls (error 138013, §3.3).
+#: Countries whose *business* numbers cannot place business-initiated calls (error 138013, §3.3), with
+#: their calling codes (from phonenumbers' metadata, so a code can never be mistyped here).
 #: The spec names the error but not the list (see the report); every source we found agrees on these six:
 #: 360dialog's beta notes, Gupshup (quoted in anchors.md §1b), respond.io, Telnyx (without TR) and Infobip.
 #: Infobip also lists sanctioned places (CU, IR, KP, SY, Crimea/Donetsk/Luhansk) where the Cloud API itself
 #: is unavailable; those are included so a misconfigured number fails here, not at Meta. Crimea and the
 #: Donbas regions share +7/+380 with allowed countries, so they cannot be told apart by calling code.
 BIC_UNAVAILABLE_COUNTRIES: Mapping[str, str] = {
-    "US": "1",
-    "CA": "1",
-    "TR": "90",
-    "EG": "20",
-    "VN": "84",
-    "NG": "234",
-    "CU": "53",
-    "IR": "98",
-    "KP": "850",
-    "SY": "963",
+    country: calling_code(country) for country in ("US", "CA", "TR", "EG", "VN", "NG", "CU", "IR", "KP", "SY")
 }
-
-#: NANP members other than the US and Canada share +1 but are separate countries (and may place BICs).
-#: Area code -> ISO country. US territories (PR, GU, VI, AS, MP) have their own ISO 3166 codes and are
-#: listed too, so they are *not* treated as the US. Whether Meta counts them as US for 138013 is not in
-#: any source we found (UNCERTAIN); allowing them means Meta, not wacall, has the last word there.
-NANP_NON_US_CA: Mapping[str, str] = {
-    "242": "BS", "246": "BB", "264": "AI", "268": "AG", "284": "VG", "340": "VI", "345": "KY",
-    "441": "BM", "473": "GD", "649": "TC", "658": "JM", "664": "MS", "670": "MP", "671": "GU",
-    "684": "AS", "721": "SX", "758": "LC", "767": "DM", "784": "VC", "787": "PR", "809": "DO",
-    "829": "DO", "849": "DO", "868": "TT", "869": "KN", "876": "JM", "939": "PR",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -146,9 +128,9 @@ class CallingLimits:
                 raise ValueError(f"{name} must be at least 1")
         if not 1 <= self.unanswered_system_message <= self.unanswered_revoke:
             raise ValueError("need 1 <= unanswered_system_message <= unanswered_revoke")
-        unknown = sorted(set(self.bic_blocked_countries) - set(BIC_UNAVAILABLE_COUNTRIES))
+        unknown = sorted(c for c in self.bic_blocked_countries if not calling_code(c))
         if unknown:
-            # The country check works from calling codes, so it can only block countries whose code it knows.
+            # The country check works from calling codes, so it can only block countries that have one.
             raise ValueError(f"no calling code known for blocked countries {', '.join(unknown)}")
 
     @classmethod
@@ -168,83 +150,6 @@ class CallingLimits:
 
 
 DEFAULT_LIMITS = CallingLimits()
-
-
-# --------------------------------------------------------------------------------------------------
-# Refusals
-# --------------------------------------------------------------------------------------------------
-
-#: Stable rule id -> the human name every reason starts with. Ids are API: logs, tests and the console key
-#: on them; never rename one.
-RULE_NAMES: Mapping[str, str] = {
-    "permission.none": "call permission required",
-    "permission.expired": "temporary call permission expired",
-    "permission.rejected": "call permission declined",
-    "permission.revoked": "call permission revoked",
-    "permission.request_limit_24h": "call-permission request limit per 24 h",
-    "permission.request_limit_7d": "call-permission request limit per 7 days",
-    "permission.window_closed": "customer-service window closed",
-    "button.window_closed": "customer-service window closed",
-    "permission.already_permanent": "permanent call permission already granted",
-    "bic.daily_connected_limit": "connected business-initiated call limit per 24 h",
-    "bic.country_blocked": "business-initiated calls unavailable in the business number's country",
-    "bic.restricted": "business-initiated calling restricted by Meta",
-    "bic.duplicate_call": "one call at a time per user",
-    "capacity.full": "concurrent-call cap",
-    "service.shutting_down": "wacall is shutting down",
-    "calling.disabled": "calling disabled on this business number",
-    "hours.closed": "outside business hours",
-    "hours.holiday": "business holiday",
-}
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why wacall will not do something, in words an operator can act on.
-
-    `meta_error_code` is what Meta would have answered had we tried (None when the rule is ours alone, e.g.
-    business hours or a configured cap below Meta's); `clears_at` is when retrying can succeed, if known.
-    """
-
-    rule: str
-    reason: str
-    meta_error_code: int | None = None
-    clears_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if self.rule not in RULE_NAMES:
-            raise ValueError(f"unknown rule id {self.rule!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "reason": self.reason,
-            "meta_error_code": self.meta_error_code,
-            "clears_at": None if self.clears_at is None else _iso(self.clears_at),
-        }
-
-
-class Refused(Exception):
-    """Raised by callers that prefer exceptions; carries the refusal so the reason is never lost."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.reason)
-        self.refusal = refusal
-
-
-def _iso(moment: datetime) -> str:
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _utc(moment: datetime, what: str = "time") -> datetime:
-    """Naive datetimes are refused: a rule evaluated in the server's local zone is a silent off-by-hours."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware (got naive {moment.isoformat()})")
-    return moment.astimezone(UTC)
-
-
-def _refuse(rule: str, detail: str, *, code: int | None, clears_at: datetime | None = None) -> Refusal:
-    return Refusal(rule=rule, reason=f"{RULE_NAMES[rule]}: {detail}", meta_error_code=code, clears_at=clears_at)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -541,24 +446,15 @@ def bic_blocked_country(business_number: str, limits: CallingLimits = DEFAULT_LI
 
     Meta decides by the calling code of the *business* number (138013). +1 is shared: NANP members other
     than the US and Canada are recognised by area code and allowed; every other +1 number is US or Canada,
-    both blocked, so there is no need to tell those two apart (reported as "US/CA").
+    both blocked, so there is no need to tell those two apart (reported as "CA/US").
     """
-    digits = _digits(business_number)
-    if not digits:
+    country = country_of_number(business_number)
+    if country is None:
         return None
-    # E.164 country codes are prefix-free, so outside +1 a plain startswith on the code cannot misfire.
-    if digits.startswith("1"):
-        if digits[1:4] in NANP_NON_US_CA:
-            country = NANP_NON_US_CA[digits[1:4]]
-            return country if country in limits.bic_blocked_countries else None
+    if country == "US/CA":
         blocked = sorted({"US", "CA"} & limits.bic_blocked_countries)
         return "/".join(blocked) if blocked else None
-    best: tuple[int, str] | None = None
-    for country, code in BIC_UNAVAILABLE_COUNTRIES.items():
-        if code != "1" and country in limits.bic_blocked_countries and digits.startswith(code):
-            if best is None or len(code) > best[0]:
-                best = (len(code), country)
-    return None if best is None else best[1]
+    return country if country in limits.bic_blocked_countries else None
 
 
 def _next_allowed(stamps: Iterable[datetime], max_allowed: int, period: timedelta) -> datetime:
@@ -764,280 +660,6 @@ def check_not_draining(draining: bool) -> Refusal | None:
     if not draining:
         return None
     return _refuse("service.shutting_down", "this wacall process is draining; retry in a moment", code=None)
-
-
-# --------------------------------------------------------------------------------------------------
-# Business hours
-# --------------------------------------------------------------------------------------------------
-
-_DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
-_DAY_ALIASES = {d[:3].lower(): i for i, d in enumerate(_DAYS)} | {d.lower(): i for i, d in enumerate(_DAYS)}
-_HHMM = re.compile(r"^(\d{1,2}):?(\d{2})$")
-#: §5: Meta accepts at most 2 ranges per weekday and 20 holidays; keeping our config inside the same bounds
-#: means it can be pushed to Meta's `call_hours` setting unchanged.
-MAX_RANGES_PER_DAY = 2
-MAX_HOLIDAYS = 20
-
-
-def _parse_hhmm(text: str, what: str) -> int:
-    """Meta's tables use "0900"; one Meta sample writes "09:00" (§5); accept both. 2400 means midnight."""
-    match = _HHMM.match(str(text).strip())
-    if not match:
-        raise ValueError(f"{what}: expected HHMM or HH:MM, got {text!r}")
-    hours, minutes = int(match[1]), int(match[2])
-    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
-        raise ValueError(f"{what}: {text!r} is not a time of day")
-    return hours * 60 + minutes
-
-
-def _fmt_minutes(minutes: int) -> str:
-    return f"{minutes // 60:02d}{minutes % 60:02d}"
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """Minutes since local midnight, half-open [start, end); end 1440 means "until midnight"."""
-
-    start: int
-    end: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start < self.end <= 1440:
-            raise ValueError(
-                f"time range {_fmt_minutes(self.start)}-{_fmt_minutes(self.end)}: open must be before close"
-            )
-
-    def __str__(self) -> str:
-        return f"{_fmt_minutes(self.start)}-{_fmt_minutes(self.end)}"
-
-
-@dataclass(frozen=True)
-class Holiday:
-    """A closed span on one local date. Meta writes whole days as 0000-2359, so `end` is inclusive to the
-    minute: 2359 closes until midnight."""
-
-    day: date
-    start: int = 0
-    end: int = 23 * 60 + 59
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.end < 1440:
-            raise ValueError(f"holiday {self.day}: start must not be after end")
-
-    @property
-    def closed(self) -> TimeRange:
-        return TimeRange(self.start, self.end + 1)
-
-
-def _subtract(ranges: Iterable[TimeRange], cut: TimeRange | None) -> list[TimeRange]:
-    out: list[TimeRange] = []
-    for r in ranges:
-        if cut is None or cut.end <= r.start or cut.start >= r.end:
-            out.append(r)
-            continue
-        if r.start < cut.start:
-            out.append(TimeRange(r.start, cut.start))
-        if cut.end < r.end:
-            out.append(TimeRange(cut.end, r.end))
-    return out
-
-
-@dataclass(frozen=True)
-class BusinessHours:
-    """Weekly opening hours in an IANA zone, with holidays; inbound calls outside them are turned away.
-
-    Times are local wall-clock times, so a 09:00 opening stays 09:00 across DST changes; `is_open` converts
-    each instant into the zone rather than shifting a fixed UTC offset. `enabled=False` means open 24/7
-    (as Meta treats `call_hours.status: DISABLED`, §5).
-    """
-
-    timezone: str = "UTC"
-    weekly: tuple[tuple[TimeRange, ...], ...] = ((),) * 7
-    holidays: tuple[Holiday, ...] = ()
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name like Europe/Madrid)") from exc
-        if len(self.weekly) != 7:
-            raise ValueError("weekly hours need exactly 7 days, Monday first")
-        for index, ranges in enumerate(self.weekly):
-            name = _DAYS[index]
-            if len(ranges) > MAX_RANGES_PER_DAY:
-                raise ValueError(f"{name}: at most {MAX_RANGES_PER_DAY} time ranges per day (§5)")
-            ordered = sorted(ranges, key=lambda r: r.start)
-            for before, after in pairwise(ordered):
-                if after.start < before.end:
-                    raise ValueError(f"{name}: time ranges {before} and {after} overlap")
-        if self.enabled and not any(self.weekly):
-            raise ValueError("business hours are enabled but no weekday has any hours")
-        if len(self.holidays) > MAX_HOLIDAYS:
-            raise ValueError(f"at most {MAX_HOLIDAYS} holidays (§5)")
-
-    @classmethod
-    def always_open(cls) -> BusinessHours:
-        return cls(enabled=False)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    @classmethod
-    def from_config(cls, data: Mapping[str, Any]) -> BusinessHours:
-        """Build from our config shape or from Meta's `call_hours` object (§5), whichever is given.
-
-        Ours: ``{timezone, weekly: {monday: ["09:00-13:00", "14:00-18:00"], ...}, holidays: ["2026-12-25",
-        {date, start_time, end_time}], enabled}``. Meta's: ``{status, timezone_id, weekly_operating_hours:
-        [{day_of_week, open_time, close_time}], holiday_schedule: [{date, start_time, end_time}]}``.
-        """
-        tz = str(data.get("timezone") or data.get("timezone_id") or "UTC")
-        status = data.get("status")
-        enabled = bool(data.get("enabled", True)) if status is None else str(status).upper() == "ENABLED"
-        days: list[list[TimeRange]] = [[] for _ in range(7)]
-        for item in data.get("weekly_operating_hours") or ():
-            index = _day_index(item.get("day_of_week"))
-            days[index].append(
-                TimeRange(
-                    _parse_hhmm(item.get("open_time", ""), f"{_DAYS[index]} open_time"),
-                    _parse_hhmm(item.get("close_time", ""), f"{_DAYS[index]} close_time"),
-                )
-            )
-        weekly = data.get("weekly") or {}
-        if not isinstance(weekly, Mapping):
-            raise ValueError("weekly must map day names to lists of 'HH:MM-HH:MM' ranges")
-        for day_name, spans in weekly.items():
-            index = _day_index(day_name)
-            for span in [spans] if isinstance(spans, str) else spans or ():
-                start, sep, end = str(span).partition("-")
-                if not sep:
-                    raise ValueError(f"{_DAYS[index]}: expected 'HH:MM-HH:MM', got {span!r}")
-                days[index].append(TimeRange(_parse_hhmm(start, _DAYS[index]), _parse_hhmm(end, _DAYS[index])))
-        holidays: list[Holiday] = []
-        for item in [*(data.get("holidays") or ()), *(data.get("holiday_schedule") or ())]:
-            holidays.append(_parse_holiday(item))
-        return cls(
-            timezone=tz,
-            weekly=tuple(tuple(sorted(d, key=lambda r: r.start)) for d in days),
-            holidays=tuple(holidays),
-            enabled=enabled,
-        )
-
-    def to_meta(self) -> dict[str, Any]:
-        """Meta's `call_hours` object, so the same hours can be pushed to the settings endpoint (§5)."""
-        return {
-            "status": "ENABLED" if self.enabled else "DISABLED",
-            "timezone_id": self.timezone,
-            "weekly_operating_hours": [
-                {
-                    "day_of_week": _DAYS[i],
-                    "open_time": _fmt_minutes(r.start),
-                    "close_time": _fmt_minutes(min(r.end, 1439)),
-                }
-                for i, ranges in enumerate(self.weekly)
-                for r in ranges
-            ],
-            "holiday_schedule": [
-                {"date": h.day.isoformat(), "start_time": _fmt_minutes(h.start), "end_time": _fmt_minutes(h.end)}
-                for h in self.holidays
-            ],
-        }
-
-    def _holiday_at(self, local: datetime) -> Holiday | None:
-        minute = local.hour * 60 + local.minute
-        for holiday in self.holidays:
-            if holiday.day == local.date() and holiday.start <= minute <= holiday.end:
-                return holiday
-        return None
-
-    def _open_ranges(self, day: date) -> list[TimeRange]:
-        ranges: list[TimeRange] = list(self.weekly[day.weekday()])
-        for holiday in self.holidays:
-            if holiday.day == day:
-                ranges = _subtract(ranges, holiday.closed)
-        return ranges
-
-    def is_open(self, now: datetime) -> bool:
-        if not self.enabled:
-            return True
-        local = _utc(now, "now").astimezone(self.zone)
-        minute = local.hour * 60 + local.minute
-        return any(r.start <= minute < r.end for r in self._open_ranges(local.date()))
-
-    def next_open(self, now: datetime, *, horizon_days: int = 370) -> datetime | None:
-        """The next instant (UTC) at which calls are taken; `now` itself if open. None if closed for a year."""
-        now = _utc(now, "now")
-        if self.is_open(now):
-            return now
-        zone = self.zone
-        local = now.astimezone(zone)
-        minute = local.hour * 60 + local.minute
-        for offset in range(horizon_days + 1):
-            day = local.date() + timedelta(days=offset)
-            for r in sorted(self._open_ranges(day), key=lambda r: r.start):
-                if offset == 0 and r.start <= minute:
-                    continue
-                wall = datetime.combine(day, time(r.start // 60, r.start % 60), tzinfo=zone)
-                candidate = wall.astimezone(UTC)
-                if candidate > now:
-                    return candidate
-        return None
-
-    def check_open(self, now: datetime) -> Refusal | None:
-        """Refuse an inbound call outside hours; the reason names the next opening in UTC and local time."""
-        now = _utc(now, "now")
-        if self.is_open(now):
-            return None
-        zone = self.zone
-        local = now.astimezone(zone)
-        nxt = self.next_open(now)
-        if nxt is None:
-            when = "no opening within the next year"
-        else:
-            nxt_local = nxt.astimezone(zone)
-            when = f"next opening {_iso(nxt)} ({nxt_local:%A %H:%M} {self.timezone})"
-        holiday = self._holiday_at(local)
-        if holiday is not None:
-            return _refuse(
-                "hours.holiday",
-                f"{holiday.day.isoformat()} is a holiday in {self.timezone}; {when}",
-                code=None,
-                clears_at=nxt,
-            )
-        return _refuse(
-            "hours.closed",
-            f"closed at {local:%Y-%m-%d %H:%M} ({local:%A}) {self.timezone}; {when}",
-            code=None,
-            clears_at=nxt,
-        )
-
-
-def _day_index(name: Any) -> int:
-    key = str(name or "").strip().lower()
-    if key not in _DAY_ALIASES:
-        raise ValueError(f"unknown weekday {name!r} (use MONDAY..SUNDAY)")
-    return _DAY_ALIASES[key]
-
-
-def _parse_holiday(item: Any) -> Holiday:
-    if isinstance(item, date) and not isinstance(item, datetime):
-        return Holiday(item)
-    if isinstance(item, str):
-        return Holiday(_parse_date(item))
-    if isinstance(item, Mapping):
-        day = _parse_date(str(item.get("date", "")))
-        start = _parse_hhmm(item.get("start_time", "0000"), f"holiday {day} start_time")
-        end = _parse_hhmm(item.get("end_time", "2359"), f"holiday {day} end_time")
-        return Holiday(day, start, min(end, 1439))
-    raise ValueError(f"holiday must be a YYYY-MM-DD date or {{date, start_time, end_time}}, got {item!r}")
-
-
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"holiday date must be YYYY-MM-DD, got {text!r}") from exc
 
 
 # --------------------------------------------------------------------------------------------------

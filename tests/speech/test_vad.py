@@ -16,6 +16,13 @@ from agent.speech.vad import Endpointer, VadConfig, VadEvent
 RATE = 16000
 SENTENCE = "Thanks for calling the support line, how can I help you today?"
 TOL = 0.3
+# The endpointer's mechanics are tested at a 400 ms end silence without pause events: the production
+# tuning (agent/turn_config.py: 500 ms, pauses at 100 ms) is tested where it is used.
+BARE = {"end_silence_ms": 400, "pause_ms": None}
+
+
+def bare(**overrides: object) -> VadConfig:
+    return VadConfig(**{**BARE, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def _check_two_utterances(events: list[VadEvent], truth: list[tuple[float, float
 
 def test_two_utterances_in_silence(speech: np.ndarray) -> None:
     signal, truth = _two_utterances(speech)
-    cfg = VadConfig()
+    cfg = bare()
     _check_two_utterances(_feed_in_odd_chunks(Endpointer(cfg), signal), truth, cfg)
 
 
@@ -84,13 +91,13 @@ def test_two_utterances_in_silence(speech: np.ndarray) -> None:
 def test_two_utterances_in_faint_noise(speech: np.ndarray, aggressiveness: int) -> None:
     """Mode 0 alone merges everything in -70 dBFS noise (stack-notes §4); the energy gate prevents that."""
     signal, truth = _two_utterances(speech)
-    cfg = VadConfig(aggressiveness=aggressiveness)
+    cfg = bare(aggressiveness=aggressiveness)
     _check_two_utterances(_feed_in_odd_chunks(Endpointer(cfg), _with_noise(signal, -70)), truth, cfg)
 
 
 def test_utterance_audio_starts_with_pre_roll(speech: np.ndarray) -> None:
     signal = np.concatenate([_silence(1.0), speech, _silence(1.0)])
-    events = Endpointer().feed(signal)
+    events = Endpointer(bare()).feed(signal)
     audio = events[-1].audio
     assert audio is not None
     lead = np.nonzero(np.abs(audio.astype(np.int32)) > 500)[0][0] / RATE
@@ -101,13 +108,13 @@ def test_utterance_audio_starts_with_pre_roll(speech: np.ndarray) -> None:
 
 @pytest.mark.parametrize("dbfs", [-70.0, -60.0])
 def test_white_noise_alone_is_ignored(dbfs: float) -> None:
-    ep = Endpointer()
+    ep = Endpointer(bare())
     assert _feed_in_odd_chunks(ep, _with_noise(_silence(5.0), dbfs)) == []
     assert not ep.in_speech
 
 
 def test_digital_silence_is_ignored() -> None:
-    assert Endpointer().feed(_silence(3.0)) == []
+    assert Endpointer(bare()).feed(_silence(3.0)) == []
 
 
 def test_short_blip_gives_end_without_audio(speech: np.ndarray) -> None:
@@ -115,17 +122,17 @@ def test_short_blip_gives_end_without_audio(speech: np.ndarray) -> None:
     levels = [rms_dbfs(speech[i : i + 1600]) for i in range(0, speech.size - 1600, 160)]
     loudest = int(np.argmax(levels)) * 160
     blip = speech[loudest : loudest + int(0.1 * RATE)]
-    ep = Endpointer()
+    ep = Endpointer(bare())
     events = ep.feed(np.concatenate([_silence(1.0), blip, _silence(1.0)]))
     assert [e.kind for e in events] == ["start", "end"]
     assert events[0].t == pytest.approx(1.0, abs=0.1)
     assert events[1].audio is None
-    assert 0 < events[1].speech_ms < VadConfig().min_speech_ms
+    assert 0 < events[1].speech_ms < bare().min_speech_ms
     assert not ep.in_speech
 
 
 def test_in_speech_tracks_events(speech: np.ndarray) -> None:
-    ep = Endpointer()
+    ep = Endpointer(bare())
     assert ep.feed(_silence(1.0)) == [] and not ep.in_speech
     assert [e.kind for e in ep.feed(speech[: RATE // 2])] == ["start"]
     assert ep.in_speech
@@ -134,7 +141,7 @@ def test_in_speech_tracks_events(speech: np.ndarray) -> None:
 
 
 def test_max_utterance_forces_an_end(speech: np.ndarray) -> None:
-    cfg = VadConfig(max_utterance_s=1.0)
+    cfg = bare(max_utterance_s=1.0)
     events = Endpointer(cfg).feed(np.concatenate([_silence(0.5), speech, _silence(1.0)]))
     kinds = [e.kind for e in events]
     assert kinds[:2] == ["start", "end"]
@@ -146,7 +153,7 @@ def test_max_utterance_forces_an_end(speech: np.ndarray) -> None:
 
 
 def test_reset_drops_partial_utterance_and_keeps_clock(speech: np.ndarray) -> None:
-    ep = Endpointer()
+    ep = Endpointer(bare())
     ep.feed(_silence(1.0))
     assert [e.kind for e in ep.feed(speech[: RATE // 2])] == ["start"]
     ep.feed(np.zeros(100, np.int16))  # leave a partial frame pending
@@ -160,11 +167,11 @@ def test_reset_drops_partial_utterance_and_keeps_clock(speech: np.ndarray) -> No
 
 def test_rejects_bad_input_and_config() -> None:
     with pytest.raises(TypeError):
-        Endpointer().feed(np.zeros(320, np.float32))
+        Endpointer(bare()).feed(np.zeros(320, np.float32))
     with pytest.raises(ValueError):
-        Endpointer(VadConfig(frame_ms=25))
+        Endpointer(bare(frame_ms=25))
     with pytest.raises(ValueError):
-        Endpointer(VadConfig(onset_frames=6, onset_window=5))
+        Endpointer(bare(onset_frames=6, onset_window=5))
 
 
 def _events(ep: Endpointer, *parts: np.ndarray) -> list[str]:
@@ -173,7 +180,7 @@ def _events(ep: Endpointer, *parts: np.ndarray) -> list[str]:
 
 def test_a_held_pause_lasts_until_the_caller_speaks_again(speech: np.ndarray) -> None:
     """A hold is for one pause ("I want to… [pause]"); the sentence's later pauses get the usual silence."""
-    ep = Endpointer(VadConfig(end_silence_ms=400))
+    ep = Endpointer(bare(end_silence_ms=400))
     word = speech[: 16000 * 6 // 10]
     assert _events(ep, word) == ["start"]
     ep.hold_end(1200)
@@ -185,7 +192,7 @@ def test_a_held_pause_lasts_until_the_caller_speaks_again(speech: np.ndarray) ->
 
 
 def test_a_longer_end_silence_holds_for_every_later_turn(speech: np.ndarray) -> None:
-    ep = Endpointer(VadConfig(end_silence_ms=400))
+    ep = Endpointer(bare(end_silence_ms=400))
     ep.set_end_silence(1000)
     word = speech[: 16000 * 6 // 10]
     for _ in range(2):

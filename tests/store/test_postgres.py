@@ -215,7 +215,7 @@ def test_the_database_url_is_a_secret_kept_out_of_config_files(tmp_path: Path) -
     config.write_text(f"database_url: {DOWN}\n")
     with pytest.raises(ConfigError, match="WACALL_DATABASE_URL"):
         load_settings(config, env={})
-    assert load_settings(env={"WACALL_DATABASE_URL": DOWN}).database_url == DOWN
+    assert load_settings(env={"WACALL_DATABASE_URL": DOWN}).database_url.get_secret_value() == DOWN
     assert "s3cret-pw" not in repr(load_settings(env={"WACALL_DATABASE_URL": DOWN}))
 
 
