@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -410,6 +410,30 @@ class CallLedger:
     def permission_requested(self, user: str) -> None:
         now = self.now()
         self._update_user(user, lambda s: record_permission_request(s, now))
+
+    async def reserve_permission_request(self, user: str) -> tuple[Refusal | None, datetime]:
+        """Check the request limits (§4.6) and count the request in one write job, so two requests at once
+        (two workers, or two API calls) cannot both pass the last allowed one. Returns (refusal, when)."""
+        now = self.now()
+
+        def job(tx: StoreTx) -> Refusal | None:
+            record = tx.get_user_state(self.phone_number_id, user)
+            state = UserCallingState.from_record(record) if record else UserCallingState.new(self.phone_number_id, user)
+            refusal = check_can_request_permission(state, now, limits=self.limits)
+            if refusal is None:
+                tx.put_user_state(record_permission_request(state, now).to_record())
+            return refusal
+
+        refusal = await asyncio.wait_for(asyncio.wrap_future(self.store.submit(job, deadline_s=5.0)), 5.0)
+        return refusal, now
+
+    def release_permission_request(self, user: str, at: datetime) -> None:
+        """The request reserved at `at` was never sent (Meta refused it): it does not count."""
+
+        def forget(state: UserCallingState) -> UserCallingState:
+            return replace(state, permission_requests=tuple(t for t in state.permission_requests if t != at))
+
+        self._update_user(user, forget)
 
     def check_inbound(self, live: int, cap: int) -> Refusal | None:
         return check_inbound_call(self.now(), hours=self.hours, live=live, cap=cap)

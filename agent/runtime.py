@@ -728,12 +728,15 @@ class Runtime:
         self._spawn(send(), "call-button")
 
     async def request_permission(self, to: str, text: str | None = None) -> str:
-        refusal = self.ledger.check_permission_request(to)
+        # Checked and counted at once (one write job): parallel requests, on any worker, cannot overshoot.
+        refusal, reserved_at = await self.ledger.reserve_permission_request(to)
         if refusal is not None:
             raise Refused(refusal)
-        message_id = await self.graph.send_call_permission_request(to, text)
-        self.ledger.permission_requested(to)
-        return message_id
+        try:
+            return await self.graph.send_call_permission_request(to, text)
+        except BaseException:
+            self.ledger.release_permission_request(to, reserved_at)
+            raise
 
     async def send_call_button(
         self, to: str, *, payload: str | None = None, text: str | None = None

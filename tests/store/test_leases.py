@@ -148,3 +148,25 @@ def test_notify_reaches_the_owners_channel_only_on_commit(postgres_url: str) -> 
         assert got == ["k1"]
     finally:
         store.close()
+
+
+async def test_two_workers_asking_permission_at_once_cannot_both_pass_the_limit(open_store: Any) -> None:
+    """Meta allows one request per user per 24 h (§4.6): checked and counted in one write job, so of two
+    requests at once (two workers' ledgers on one database) exactly one passes."""
+    import asyncio
+
+    from agent.ledger import CallLedger
+    from agent.whatsapp.rules import UserCallingState, record_user_message
+
+    first, second = open_store(), open_store()
+    user = "447700900123"
+    state = record_user_message(UserCallingState.new("pn", user), T0)  # the window is open
+    first.put_user_state(state.to_record())
+    ledgers = [
+        CallLedger(store, phone_number_id="pn", clock=lambda: T0 + timedelta(minutes=1)) for store in (first, second)
+    ]
+    results = await asyncio.gather(*(ledger.reserve_permission_request(user) for ledger in ledgers))
+    refusals = [refusal for refusal, _ in results]
+    assert refusals.count(None) == 1, refusals
+    assert [r.rule for r in refusals if r is not None] == ["permission.request_limit_24h"]
+    assert len(first.get_user_state("pn", user).permission_requests) == 1  # type: ignore[union-attr]
