@@ -171,6 +171,11 @@ class Cluster:
     async def unhandled(self) -> list[CallEventRecord]:
         return await asyncio.to_thread(leases.unhandled_for, self.store, self.worker_id)
 
+    async def live_elsewhere(self, *, simulated: bool) -> int:
+        """Live calls other live workers own (a read, off the loop)."""
+        now = self._now()
+        return await asyncio.to_thread(leases.live_elsewhere, self.store, self.worker_id, now, simulated=simulated)
+
     async def events(self, keys: list[str]) -> list[CallEventRecord]:
         return await asyncio.to_thread(leases.events_by_key, self.store, keys)
 

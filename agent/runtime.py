@@ -654,11 +654,14 @@ class Runtime:
     # calls we place -----------------------------------------------------------
     async def place_call(self, to: str, *, flow: Flow | None = None) -> Call:
         """Business-initiated call. Raises Refused (naming the rule) when Meta would refuse it."""
+        # Other workers' calls first (a read): the cap is the deployment's, checked again as the call is recorded.
+        elsewhere = 0 if self.cluster is None else await self.cluster.live_elsewhere(simulated=self.simulated)
         # Checked and reserved with no await in between: parallel requests cannot overshoot the caps.
         has_live = any(c.user_number == to for c in [*self.calls.values(), *self._dialing.values()])
         refusal = check_not_draining(self.draining) or self.ledger.check_outbound(to, has_live_call=has_live)
-        if refusal is None and self.live_count >= self.settings.max_concurrent_calls:
-            refusal = check_capacity(self.live_count, self.settings.max_concurrent_calls)
+        live = self.live_count + elsewhere
+        if refusal is None and live >= self.settings.max_concurrent_calls:
+            refusal = check_capacity(live, self.settings.max_concurrent_calls)
         if refusal is not None:
             raise Refused(refusal)
         ref = "wacall-" + secrets.token_urlsafe(9)

@@ -24,6 +24,7 @@ __all__ = [
     "drop_worker",
     "events_by_key",
     "heartbeat",
+    "live_elsewhere",
     "notify",
     "route_event",
     "terminate_stored",
@@ -57,6 +58,17 @@ def count_leased_live(tx: StoreTx, now: datetime, *, simulated: bool) -> int:
         {"ended": ENDED_STATE, "sim": int(simulated), "now": _ts(now)},
     ).fetchone()
     return int(row["n"])
+
+
+def live_elsewhere(store: SqliteStore, me: str, now: datetime, *, simulated: bool) -> int:
+    """Like `count_leased_live`, on the read connection (no lock), without `me`'s calls: a pre-check."""
+    rows = store._rows(
+        "SELECT COUNT(*) AS n FROM calls c WHERE c.state != :ended AND c.ended_at IS NULL AND c.simulated = :sim "
+        f"AND c.owner != :me AND {_ALIVE.format(col='c.owner')}",
+        {"ended": ENDED_STATE, "sim": int(simulated), "now": _ts(now), "me": me},
+        settle=False,
+    )
+    return int(rows[0]["n"])
 
 
 def alive_owner(tx: StoreTx, call_id: str, ref: str | None, now: datetime) -> str | None:

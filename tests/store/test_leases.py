@@ -56,6 +56,7 @@ def test_the_call_cap_counts_every_live_workers_calls(open_store: Any) -> None:
         start_call(store, a, "wacid.3", cap=2)
     assert refused.value.refusal.rule == "capacity.full"
     assert store.get_call("wacid.3") is None
+    assert leases.live_elsewhere(store, "a", clock.now, simulated=False) == 1
     assert store.get_call("wacid.2").owner == "b"  # type: ignore[union-attr]
 
 
