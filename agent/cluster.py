@@ -160,6 +160,9 @@ class Cluster:
         def guard(tx: StoreTx, record: CallRecord) -> None:
             if record.direction == "USER_INITIATED" and leases.terminate_stored(tx, record.id):
                 raise TerminatedMeanwhile(record.id)
+            ref = record.biz_opaque_callback_data
+            if ref and ref != record.id:  # a call we placed: its slot was held under our reference until now
+                leases.drop_reservation(tx, ref)
             refusal = check_capacity(leases.count_leased_live(tx, now, simulated=simulated), cap)
             if refusal is not None:
                 raise Refused(refusal)

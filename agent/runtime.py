@@ -678,6 +678,8 @@ class Runtime:
         self._dialing[ref] = call
         token = call_id_var.set(ref)  # the call's own tasks keep it; this request's context gets it back
         try:
+            if self.cluster is not None:
+                await self._reserve_dial(call, to)
             await call.dial(to)
             await self._register(call)
         except BaseException as exc:
@@ -696,6 +698,26 @@ class Runtime:
         log.info("call %s: placed", call.id)
         log.debug("call %s: placed to %s", call.id, to)
         return call
+
+    async def _reserve_dial(self, call: Call, to: str) -> None:
+        """Several workers: a slot of the deployment's cap, and this worker's ownership, before Meta is asked.
+
+        Meta's webhooks for the call (its answer, its statuses) may reach any worker as soon as it has the call,
+        before `_register` knows Meta's id; they carry our reference, which this row holds, so they find
+        their way here. `_register` replaces the row with the call's own (see `Cluster.slot_guard`)."""
+        assert self.cluster is not None
+        record = CallRecord(
+            id=call.ref,
+            direction=call.direction,
+            from_number=self.settings.business_number or None,
+            to_number=to,
+            state="dialing",
+            biz_opaque_callback_data=call.ref,
+            flow=call.flow.name,
+            simulated=self.simulated,
+        )
+        guard = self.cluster.slot_guard(self.settings.max_concurrent_calls, simulated=self.simulated)
+        await self.ledger.record_call_start(record, guard)
 
     def _permission_requested_by_flow(self, call: Call, reason: str) -> None:
         """A flow's `request_call_permission`: ask the caller by WhatsApp message, if the rules allow."""

@@ -21,6 +21,7 @@ __all__ = [
     "alive_owner",
     "claim_orphans",
     "count_leased_live",
+    "drop_reservation",
     "drop_worker",
     "events_by_key",
     "heartbeat",
@@ -107,6 +108,11 @@ def terminate_stored(tx: StoreTx, call_id: str) -> bool:
         "SELECT 1 FROM call_events WHERE call_id = ? AND event = 'terminate' LIMIT 1", (call_id,)
     ).fetchone()
     return row is not None
+
+
+def drop_reservation(tx: StoreTx, ref: str) -> None:
+    """The row that held a placed call's slot under our reference, replaced by the call's own record."""
+    tx.conn.execute("DELETE FROM calls WHERE id = ? AND biz_opaque_callback_data = ?", (ref, ref))
 
 
 def notify(tx: StoreTx, channel: str, payload: str) -> None:

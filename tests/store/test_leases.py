@@ -171,3 +171,29 @@ async def test_two_workers_asking_permission_at_once_cannot_both_pass_the_limit(
     assert refusals.count(None) == 1, refusals
     assert [r.rule for r in refusals if r is not None] == ["permission.request_limit_24h"]
     assert len(first.get_user_state("pn", user).permission_requests) == 1  # type: ignore[union-attr]
+
+
+def test_a_placed_call_holds_its_slot_under_our_reference_until_meta_names_it(open_store: Any) -> None:
+    store = open_store()
+    clock = Clock()
+    a = worker(store, "a", clock)
+    a.join(simulated=False)
+    guard = a.slot_guard(1, simulated=False)
+    ref = "wacall-ref1"
+
+    def record(call_id: str) -> CallRecord:
+        return CallRecord(id=call_id, direction="BUSINESS_INITIATED", state="dialing", biz_opaque_callback_data=ref)
+
+    def save(rec: CallRecord) -> None:
+        def job(tx: StoreTx) -> None:
+            guard(tx, rec)
+            tx.save_call(rec)
+
+        write(store, job)
+
+    save(record(ref))
+    assert write(store, lambda tx: leases.alive_owner(tx, "wacid.unknown-yet", ref, clock.now)) == "a"
+    save(record("wacid.meta"))  # the cap of 1 is not hit by its own reservation
+    assert store.get_call(ref) is None and store.get_call("wacid.meta").owner == "a"  # type: ignore[union-attr]
+    with pytest.raises(Refused):
+        start_call(store, a, "wacid.other", cap=1)
