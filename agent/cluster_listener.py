@@ -44,6 +44,7 @@ async def listen(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("cluster listener lost its connection (%s); reconnecting", str(exc).strip()[:200])
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            log.warning("cluster listener lost its connection (%s); reconnecting", why)
         await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
         failures += 1
