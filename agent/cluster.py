@@ -124,20 +124,23 @@ class Cluster:
             tx, self.worker_id, now, reason=ENDED_BY_WORKER_LOSS, simulated=simulated, mine_too=mine_too
         )
 
-    async def beat(self, *, simulated: bool) -> list[CallRecord]:
-        """Renew the lease and take over the calls of workers whose lease ran out (one write job)."""
+    async def beat(self, *, simulated: bool) -> tuple[bool, list[CallRecord]]:
+        """Renew the lease and take over the calls of workers whose lease ran out (one write job). Returns
+        whether this worker still held its lease (False: it stalled, and its calls were taken over)."""
         now = self._now()
 
-        def job(tx: StoreTx) -> list[CallRecord]:
+        def job(tx: StoreTx) -> tuple[bool, list[CallRecord]]:
+            held = leases.holds_lease(tx, self.worker_id)
             leases.heartbeat(tx, self.worker_id, self.identity.url, now, self.identity.lease_s)
-            return self._claim(tx, now, simulated=simulated, mine_too=False)
+            return held, self._claim(tx, now, simulated=simulated, mine_too=False)
 
         return await asyncio.wrap_future(self.store.submit(job, deadline_s=self.identity.beat_s))
 
     async def leave(self) -> None:
         """A clean stop gives the lease up, so nobody waits for it to run out."""
+        now = self._now()
         with contextlib.suppress(Exception):
-            await asyncio.wrap_future(self.store.submit(lambda tx: leases.drop_worker(tx, self.worker_id)))
+            await asyncio.wrap_future(self.store.submit(lambda tx: leases.drop_worker(tx, self.worker_id, now)))
 
     # routing (on the store's writer thread, inside the job storing a delivery) ------------------------------
     def route(self, tx: StoreTx, call_id: str, ref: str | None, key: str, now: datetime) -> bool:
@@ -189,6 +192,7 @@ class Cluster:
         on_keys: Callable[[list[str]], Awaitable[None]],
         on_catch_up: Callable[[], Awaitable[None]],
         on_orphans: Callable[[list[CallRecord]], Awaitable[None]],
+        on_lease_lost: Callable[[], Awaitable[None]],
     ) -> None:
         """Heartbeat (with take-overs and a catch-up read) and the NOTIFY listener, until cancelled."""
         from agent.cluster_listener import listen
@@ -201,10 +205,13 @@ class Cluster:
             while True:
                 await asyncio.sleep(self.identity.beat_s)
                 try:
-                    taken = await self.beat(simulated=simulated)
+                    held, taken = await self.beat(simulated=simulated)
                 except Exception as exc:
                     log.warning("worker %s: heartbeat failed (%s); retrying", self.worker_id, exc)
                     continue
+                if not held:
+                    log.error("worker %s: its lease ran out and its calls were taken over; ending them", self.worker_id)
+                    await on_lease_lost()
                 if taken:
                     log.warning(
                         "worker %s: took over %d call(s) of worker(s) whose lease ran out", self.worker_id, len(taken)

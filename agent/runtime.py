@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.call import Call, CallServices, CallState
-from agent.cluster import Cluster, TerminatedMeanwhile
+from agent.cluster import ENDED_BY_WORKER_LOSS, Cluster, TerminatedMeanwhile
 from agent.config import Settings
 from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL, ConversationConfig
 from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
@@ -336,6 +336,7 @@ class Runtime:
                     on_keys=self._forwarded,
                     on_catch_up=self._catch_up,
                     on_orphans=self._take_over,
+                    on_lease_lost=self._lease_lost,
                 ),
                 "cluster",
             )  # cancelled by `aclose`
@@ -437,6 +438,11 @@ class Runtime:
         for record in records:
             log.warning("call %s: its worker %s is gone; ended and terminated here", record.id, record.owner)
         await self.settle_restart()
+
+    async def _lease_lost(self) -> None:
+        """This worker stalled past its lease and another ended its calls and told Meta: drop them here too."""
+        for call in list(self.calls.values()):
+            await call.end(ENDED_BY_WORKER_LOSS)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)

@@ -25,6 +25,7 @@ __all__ = [
     "drop_worker",
     "events_by_key",
     "heartbeat",
+    "holds_lease",
     "live_elsewhere",
     "notify",
     "route_event",
@@ -46,9 +47,10 @@ def heartbeat(tx: StoreTx, worker: str, url: str | None, now: datetime, lease_s:
     )
 
 
-def drop_worker(tx: StoreTx, worker: str) -> None:
-    """A worker stopping cleanly gives its lease up (its calls have ended by then)."""
-    tx.conn.execute("DELETE FROM workers WHERE id = ?", (worker,))
+def drop_worker(tx: StoreTx, worker: str, now: datetime) -> None:
+    """A worker stopping cleanly gives its lease up (its calls have ended by then): expired rather than deleted,
+    so the next beat of another worker takes over any ending it still owes Meta, then removes the row."""
+    tx.conn.execute("UPDATE workers SET lease_until = ? WHERE id = ?", (_ts(now), worker))
 
 
 def count_leased_live(tx: StoreTx, now: datetime, *, simulated: bool) -> int:
@@ -124,29 +126,35 @@ def claim_orphans(
     tx: StoreTx, me: str, now: datetime, *, reason: str, simulated: bool, mine_too: bool
 ) -> list[CallRecord]:
     """Take over the calls of dead workers, once: mark the live ones ended (`reason`), note the terminate Meta
-    is owed for each (`ENDING_OWED`), and make `me` their owner, so no other worker claims them again; an
-    ending still owed by a dead worker is taken over too. Their unhandled events come to `me`.
+    is owed for each (`ENDING_OWED`), and make `me` their owner; an ending still owed by a dead worker is
+    taken over too, and its unhandled events come to `me`. The dead workers' rows go, so no other worker
+    claims them again, and a beat finding no expired lease costs one indexed read.
 
-    `mine_too` (start-up): calls owned by this worker id are orphans as well, left by its last process."""
-    params = {"now": _ts(now), "me": me, "sim": int(simulated), "ended": ENDED_STATE}
-    # Never this worker's own calls while it runs (even if its lease lapsed in a database outage: they are live).
-    alive = _ALIVE.format(col="c.owner")
-    if mine_too:
-        dead = f"(c.owner IS NULL OR c.owner = :me OR NOT {alive})"
-    else:
-        dead = f"(c.owner IS NULL OR (c.owner != :me AND NOT {alive}))"
+    `mine_too` (start-up): calls owned by this worker id (its last process) or by nobody (a wacall from
+    before scale-out) are orphans as well."""
+    dead = [
+        str(r["id"])
+        for r in tx.conn.execute("SELECT id FROM workers WHERE lease_until <= ? AND id != ?", (_ts(now), me))
+    ]
+    owners = dead + ([me] if mine_too else [])
+    if not owners:
+        return []
+    names = {f"o{n}": owner for n, owner in enumerate(owners)}
+    among = f"c.owner IN ({', '.join(':' + k for k in names)})"
+    whose = f"({among} OR c.owner IS NULL)" if mine_too else among
+    params = {"sim": int(simulated), "ended": ENDED_STATE} | names
     live = [
         _call_from_row(r)
         for r in tx.conn.execute(
             "SELECT * FROM calls c WHERE c.state != :ended AND c.ended_at IS NULL AND c.simulated = :sim "
-            f"AND {dead} ORDER BY c.created_at",
+            f"AND {whose} ORDER BY c.created_at",
             params,
         )
     ]
     owed = [
         _call_from_row(r)
         for r in tx.conn.execute(
-            f"SELECT * FROM calls c WHERE c.simulated = :sim AND c.state = :ended AND {dead} "
+            f"SELECT * FROM calls c WHERE c.state = :ended AND c.simulated = :sim AND {whose} "
             "AND c.id IN (SELECT call_id FROM call_events WHERE event = :owed) "
             "AND c.id NOT IN (SELECT call_id FROM call_events WHERE event = :settled) ORDER BY c.created_at",
             params | {"owed": ENDING_OWED, "settled": ENDING_SETTLED},
@@ -160,15 +168,20 @@ def claim_orphans(
             "ended_at = :now, owner = :me WHERE id = :id",
             {"ended": ENDED_STATE, "reason": why, "now": _ts(now), "me": me, "id": record.id},
         )
-        tx.record_event(record.id, ENDING_OWED, now, {"error": reason}, dedupe_key=f"{record.id}:{ENDING_OWED}")
+        tx.record_event(record.id, ENDING_OWED, now, {"error": why}, dedupe_key=f"{record.id}:{ENDING_OWED}")
     for record in owed:
         tx.conn.execute("UPDATE calls SET owner = ? WHERE id = ?", (me, record.id))
-    tx.conn.execute(
-        "UPDATE call_events SET handler = :me WHERE handled = 0 AND handler IS NOT NULL AND handler != :me "
-        "AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = call_events.handler AND w.lease_until > :now)",
-        params,
-    )
+    if dead:
+        marks = ", ".join("?" for _ in dead)
+        tx.conn.execute(f"UPDATE call_events SET handler = ? WHERE handled = 0 AND handler IN ({marks})", (me, *dead))
+        tx.conn.execute(f"DELETE FROM workers WHERE id IN ({marks})", tuple(dead))
     return live + owed
+
+
+def holds_lease(tx: StoreTx, me: str) -> bool:
+    """Whether this worker's row is still there: gone means another worker took its calls over (this one
+    stalled past its lease), and its calls are no longer its own."""
+    return tx.conn.execute("SELECT 1 FROM workers WHERE id = ?", (me,)).fetchone() is not None
 
 
 def unhandled_for(store: SqliteStore, worker: str, limit: int = 1000) -> list[CallEventRecord]:

@@ -212,7 +212,8 @@ CREATE TABLE workers (
     lease_until  TEXT NOT NULL
 );
 ALTER TABLE calls ADD COLUMN owner TEXT;
-CREATE INDEX calls_by_owner ON calls (owner) WHERE ended_at IS NULL;
+CREATE INDEX calls_by_owner ON calls (owner);
+CREATE INDEX workers_by_lease ON workers (lease_until);
 ALTER TABLE call_events ADD COLUMN handler TEXT;
 """
 

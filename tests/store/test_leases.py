@@ -197,3 +197,33 @@ def test_a_placed_call_holds_its_slot_under_our_reference_until_meta_names_it(op
     assert store.get_call(ref) is None and store.get_call("wacid.meta").owner == "a"  # type: ignore[union-attr]
     with pytest.raises(Refused):
         start_call(store, a, "wacid.other", cap=1)
+
+
+async def test_a_worker_that_stalled_past_its_lease_learns_its_calls_were_taken(open_store: Any) -> None:
+    store = open_store()
+    clock = Clock()
+    a, b = worker(store, "a", clock, lease_s=3), worker(store, "b", clock, lease_s=3)
+    a.join(simulated=False)
+    b.join(simulated=False)
+    start_call(store, a, "wacid.1")
+    clock.now = T0 + timedelta(seconds=5)  # a's loop froze; b beats and takes a's call over
+    held, taken = await b.beat(simulated=False)
+    assert held and [r.id for r in taken] == ["wacid.1"]
+    held, taken = await a.beat(simulated=False)  # a wakes up
+    assert not held and taken == []
+    assert store.get_call("wacid.1").owner == "b"  # type: ignore[union-attr]
+
+
+async def test_a_worker_leaving_cleanly_hands_its_owed_endings_on(open_store: Any) -> None:
+    store = open_store()
+    clock = Clock()
+    a, b = worker(store, "a", clock), worker(store, "b", clock)
+    a.join(simulated=False)
+    b.join(simulated=False)
+    start_call(store, a, "wacid.1")
+    write(store, lambda tx: tx.update_call("wacid.1", state="ended", ended_at=T0))
+    write(store, lambda tx: tx.record_event("wacid.1", ENDING_OWED, T0, {}, dedupe_key="wacid.1:ending_owed"))
+    await a.leave()
+    _, taken = await b.beat(simulated=False)
+    assert [r.id for r in taken] == ["wacid.1"]
+    assert write(store, lambda tx: leases.holds_lease(tx, "a")) is False
