@@ -24,6 +24,8 @@ import httpx
 from agent.simulator.meta import MetaSimulator
 from agent.simulator.session import SIM_PHONE_NUMBER_ID, bound_socket
 
+#: A UK number: business-initiated calls are allowed from there.
+BUSINESS_NUMBER = "447700900111"
 #: The flow every worker runs: a one-line greeting, then it waits (silently) for the caller.
 FLOW = """\
 name: cluster_check
@@ -105,6 +107,7 @@ class Deployment:
             "WHATSAPP_APP_SECRET": secrets.token_urlsafe(24),
             "WHATSAPP_VERIFY_TOKEN": secrets.token_urlsafe(24),
             "WHATSAPP_PHONE_NUMBER_ID": SIM_PHONE_NUMBER_ID,
+            "WACALL_API_TOKEN": secrets.token_urlsafe(24),
         }
         (directory / "flow.yaml").write_text(FLOW, encoding="utf-8")
         (directory / "wacall.yaml").write_text(CONFIG, encoding="utf-8")
@@ -122,7 +125,8 @@ class Deployment:
                 "WACALL_GRAPH_BASE_URL": f"http://127.0.0.1:{deployment.meta_port}",
                 "WACALL_MEDIA_HOSTS": "127.0.0.1",
                 "WACALL_DATA_DIR": str(directory / name),
-                "WACALL_BUSINESS_NUMBER": "15550001111",
+                "WACALL_BUSINESS_NUMBER": BUSINESS_NUMBER,
+                "WACALL_API_TOKEN": deployment.secrets["WACALL_API_TOKEN"],
                 "HF_HUB_OFFLINE": "1",
             }
             env.pop("WACALL_LLM_BASE_URL", None)
@@ -169,12 +173,12 @@ class Deployment:
             app_secret=self.secrets["WHATSAPP_APP_SECRET"],
             access_token=self.secrets["WHATSAPP_TOKEN"],
             phone_number_id=SIM_PHONE_NUMBER_ID,
-            display_phone_number="15550001111",
+            display_phone_number=BUSINESS_NUMBER,
         )
 
 
 class RoundRobinProxy:
-    """Meta's webhooks to the workers in turn; `pin(i)` sends the next one to worker i."""
+    """Meta's webhooks to the workers in turn; `pin(i, needle)` sends the next one containing `needle` to worker i."""
 
     def __init__(self, workers: list[Worker]) -> None:
         from starlette.applications import Starlette
@@ -182,13 +186,15 @@ class RoundRobinProxy:
 
         self.workers = workers
         self._next = 0
-        self._pinned: int | None = None
+        self._pinned: tuple[int, bytes] | None = None
         self.sent: list[tuple[int, bytes, dict[str, str]]] = []  # (worker index, body, headers) per delivery
         self._client = httpx.AsyncClient(timeout=25.0)
         self.app = Starlette(routes=[Route("/webhook", self._forward, methods=["POST"])])
 
-    def pin(self, index: int) -> None:
-        self._pinned = index
+    def pin(self, index: int, needle: bytes = b"") -> None:
+        """The next webhook whose body contains `needle` goes to worker `index` (others keep their turn):
+        a late webhook of another call must not take the pin."""
+        self._pinned = (index, needle)
 
     async def _forward(self, request: Any) -> Any:
         from starlette.responses import Response
@@ -196,8 +202,8 @@ class RoundRobinProxy:
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k in ("content-type", "x-hub-signature-256")}
         order = list(range(len(self.workers)))
-        if self._pinned is not None:
-            first, self._pinned = self._pinned, None
+        if self._pinned is not None and self._pinned[1] in body:
+            first, self._pinned = self._pinned[0], None
         else:
             first, self._next = self._next % len(order), self._next + 1
         for index in order[first:] + order[:first]:

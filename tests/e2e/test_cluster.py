@@ -58,7 +58,7 @@ class Cluster:
         """A caller dials and the connect webhook goes to `worker`; returns once media flows (or it ended)."""
         user = SimulatedUser(transcriber=self.models.transcriber, synthesizer=self.models.synthesizer)
         self.users.append(user)
-        self.proxy.pin(worker)
+        self.proxy.pin(worker, b'"event":"connect"')
         sim_call = await self.meta.place_user_call(wa_id=str(next(_numbers)), offer_sdp=await user.make_offer())
         ready = asyncio.ensure_future(sim_call.answer_ready.wait())
         ended = asyncio.ensure_future(sim_call.ended.wait())
@@ -80,7 +80,7 @@ class Cluster:
         pytest.fail(f"{message}\n" + "\n".join(f"--- {w.name}\n{w.tail()}" for w in self.deployment.workers))
 
     async def hang_up(self, sim_call: SimCall, via: int) -> None:
-        self.proxy.pin(via)
+        self.proxy.pin(via, sim_call.id.encode())
         await self.meta.user_hangup(sim_call.id)
 
 
@@ -173,6 +173,47 @@ async def test_workers_survive_their_database_connections_being_cut(cluster: Clu
         lambda: (r := cluster.row(sim_call.id)) is not None and r["state"] == "ended" and r, 10, "w1 never ended it"
     )
     assert ended["end_reason"] == "remote_completed", ended
+
+
+async def test_a_call_placed_by_one_worker_gets_metas_webhooks_whichever_worker_receives_them(
+    cluster: Cluster,
+) -> None:
+    """The permission reply lands on any worker (the users' states are shared); the call is placed through w0's
+    API; Meta's statuses and its SDP answer go round-robin, and those at w1/w2 are handed to w0, before and
+    after w0 knows Meta's id for the call (they carry our reference)."""
+    from agent.simulator.meta import Decision, ScriptedPhone
+
+    number = "34600111222"
+    phone = SimulatedUser(transcriber=cluster.models.transcriber)
+    cluster.users.append(phone)
+    cluster.meta.add_user(number, phone=ScriptedPhone(Decision.ACCEPT, phone.answer_business_call, think_s=0.3))
+    await cluster.meta.user_sets_profile_permission(number, grant=True, permanent=True)
+
+    def granted() -> bool:
+        import psycopg
+
+        with psycopg.connect(cluster.deployment.database_url) as conn:
+            row = conn.execute("SELECT permission_status FROM user_states WHERE user_id = %s", (number,)).fetchone()
+        return row is not None and row[0] == "permanent"
+
+    await cluster.until(granted, 10, "the permission reply was not recorded")
+    w0 = cluster.deployment.workers[0]
+    token = w0.env["WACALL_API_TOKEN"]
+    async with httpx.AsyncClient() as client:
+        placed = await client.post(
+            f"{w0.url}/v1/calls", json={"to": number}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+    assert placed.status_code == 202, placed.text
+    call_id = placed.json()["id"]
+    sim_call = cluster.meta.calls[call_id]
+    answered = await cluster.until(
+        lambda: (r := cluster.row(call_id)) is not None and r["answered_at"] is not None and r, 15, "never answered"
+    )
+    assert answered["owner"] == "w0" and sim_call.statuses[:2] == ["RINGING", "ACCEPTED"], sim_call.statuses
+    receivers = {index for index, _, _ in cluster.proxy.sent[-4:]}
+    assert len(receivers) > 1, "every webhook of the call reached one worker: nothing was forwarded"
+    await cluster.hang_up(sim_call, via=2)
+    await cluster.until(lambda: (cluster.row(call_id) or {}).get("state") == "ended", 10, "not ended")
 
 
 async def test_a_killed_worker_is_cleaned_up_by_another_and_meta_gets_its_terminate(cluster: Cluster) -> None:
