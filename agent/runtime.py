@@ -903,7 +903,7 @@ class Runtime:
                     self._unsettled.discard(record.id)
                     self.ledger.ending_settled(record.id, "terminated")
                 log.info(
-                    "call %s: sent Meta the %s owed since the last stop",
+                    "call %s: sent Meta the %s it was owed (its process stopped before ending it)",
                     record.id,
                     "terminate" if answered else "reject",
                 )
