@@ -171,6 +171,10 @@ class CallLedger:
             if kind == "forwarded":
                 fresh.forwarded += 1
                 continue
+            if key in self._in_flight or key in self._recent:
+                # Taken already: with several workers, a catch-up read may see the commit before this does.
+                fresh.duplicates += 1
+                continue
             if not (write.stored or (not write.handled and key not in self._in_flight)):
                 fresh.duplicates += 1
                 continue
@@ -266,18 +270,21 @@ class CallLedger:
         start-up, and this process stops treating any of them as in flight.
         """
         keys = list(fresh.keys) if only is None else [fresh.key_of[id(e)] for e in only if id(e) in fresh.key_of]
+        marked = False
         try:
             if keys:
                 # Shielded: a shutdown cancelling the handler must not leave done work to be redone at start-up.
                 await asyncio.shield(asyncio.wrap_future(self.store.submit(lambda tx: tx.mark_handled(keys))))
+            marked = True
         except Exception:
             log.exception("could not mark %d webhook events handled; they will be handled again at start-up", len(keys))
         finally:
             self._in_flight.difference_update(fresh.keys)
-            for key in fresh.keys:
-                self._recent[key] = None
-            while len(self._recent) > _RECENT_KEYS:
-                del self._recent[next(iter(self._recent))]
+            if marked:  # remembered as done (a catch-up read from before the mark must not redo them)
+                for key in keys:
+                    self._recent[key] = None
+                while len(self._recent) > _RECENT_KEYS:
+                    del self._recent[next(iter(self._recent))]
 
     def pending_events(self, records: Sequence[CallEventRecord] | None = None) -> FreshEvents:
         """Events stored by an earlier process (or an earlier delivery) and never handled, rebuilt for handling.
