@@ -2,7 +2,8 @@
 
 One loaded Whisper model and one Piper voice serve every call through one bounded thread pool; calls
 borrow them and never close them. Every webhook is written to the ledger (SQLite) before it is
-acknowledged; only events not seen before are acted on.
+acknowledged; only events not seen before are acted on. With several workers on one PostgreSQL database,
+an event is acted on by the worker owning its call, whichever received it (agent/cluster.py).
 """
 
 from __future__ import annotations

@@ -98,3 +98,27 @@ async def test_an_event_whose_notification_was_lost_is_caught_up_by_the_owner(
     assert acted == []
     await until(lambda: acted, timeout=3.0)  # the next heartbeat (every 1 s here) re-reads a's events
     assert acted == [("a", "wacid.Y", "terminate")]
+
+
+async def test_with_sqlite_there_is_no_cluster_and_nothing_changes(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    try:
+        assert runtime.cluster is None and runtime.ledger.router is None
+        assert "worker" not in runtime.health()
+    finally:
+        await runtime.aclose()
+
+
+def test_a_workers_identity_comes_from_the_environment() -> None:
+    import os
+    import socket
+
+    from agent.cluster import Identity
+
+    default = Identity.from_env({})
+    assert default.worker_id == f"{socket.gethostname()}-{os.getpid()}" and default.lease_s == 15
+    named = Identity.from_env({"WACALL_WORKER_ID": "w1", "WACALL_WORKER_LEASE_S": "6", "WACALL_WORKER_URL": "http://x"})
+    assert (named.worker_id, named.lease_s, named.beat_s, named.url) == ("w1", 6.0, 2.0, "http://x")
+    assert named.channel.isidentifier() and len(named.channel) < 63 and named.channel != Identity("w2").channel
+    with pytest.raises(ValueError, match="WACALL_WORKER_LEASE_S"):
+        Identity.from_env({"WACALL_WORKER_LEASE_S": "0.1"})
