@@ -197,6 +197,16 @@ class Cluster:
         """Heartbeat (with take-overs and a catch-up read) and the NOTIFY listener, until cancelled."""
         from agent.cluster_listener import listen
 
+        # What a beat finds is acted on beside the heartbeat, never in its way: telling Meta of a dead worker's
+        # calls (retried for seconds) or answering a caught-up call must not let this worker's own lease lapse.
+        side: set[asyncio.Task[None]] = set()
+
+        def beside(work: Awaitable[None], name: str) -> None:
+            task: asyncio.Task[None] = asyncio.ensure_future(work)
+            task.set_name(name)
+            side.add(task)
+            task.add_done_callback(side.discard)
+
         listener = asyncio.create_task(
             listen(self._url, self.identity.channel, on_keys=on_keys, on_connected=on_catch_up),
             name="cluster-listen",
@@ -211,13 +221,15 @@ class Cluster:
                     continue
                 if not held:
                     log.error("worker %s: its lease ran out and its calls were taken over; ending them", self.worker_id)
-                    await on_lease_lost()
+                    beside(on_lease_lost(), "cluster-lease-lost")
                 if taken:
                     log.warning(
                         "worker %s: took over %d call(s) of worker(s) whose lease ran out", self.worker_id, len(taken)
                     )
-                    await on_orphans(taken)
-                await on_catch_up()
+                    beside(on_orphans(taken), "cluster-take-over")
+                if not any(t.get_name() == "cluster-catch-up" for t in side):
+                    beside(on_catch_up(), "cluster-catch-up")
         finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            for task in (listener, *side):
+                task.cancel()
+            await asyncio.gather(listener, *side, return_exceptions=True)

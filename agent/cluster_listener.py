@@ -28,6 +28,7 @@ async def listen(
     import psycopg
 
     failures = 0
+    catching: asyncio.Future[None] | None = None  # the catch-up after a (re)connection runs beside the listening
     while True:
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -38,10 +39,13 @@ async def listen(
                 if failures:
                     log.info("cluster listener reconnected after %d attempt(s)", failures)
                 failures = 0
-                await on_connected()
+                if catching is None or catching.done():
+                    catching = asyncio.ensure_future(on_connected())
                 async for note in conn.notifies():
                     await on_keys([note.payload])
         except asyncio.CancelledError:
+            if catching is not None:
+                catching.cancel()
             raise
         except Exception as exc:
             why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
