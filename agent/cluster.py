@@ -97,6 +97,10 @@ class Cluster:
         self.worker_id = identity.worker_id
         self._now = clock
         self._url: str = getattr(store, "_url", "")  # the listener's own connection (PostgresStore only)
+        # Since when this worker's heartbeats have gone through without a failure. Another worker's lease is
+        # judged only after a whole lease of them: after an outage of the database every lease looks expired,
+        # and the first worker back must not take over the calls of the others, alive and coming back too.
+        self._steady_since: datetime | None = None
 
     @classmethod
     def for_store(cls, store: Any, *, clock: Callable[[], datetime]) -> Cluster | None:
@@ -116,6 +120,7 @@ class Cluster:
             return self._claim(tx, now, simulated=simulated, mine_too=True)
 
         taken = self.store.submit(job, deadline_s=30.0).result()
+        self._steady_since = now
         log.info("worker %s joined (lease %.0f s)", self.worker_id, self.identity.lease_s)
         return taken
 
@@ -128,13 +133,22 @@ class Cluster:
         """Renew the lease and take over the calls of workers whose lease ran out (one write job). Returns
         whether this worker still held its lease (False: it stalled, and its calls were taken over)."""
         now = self._now()
+        steady = self._steady_since
+        may_claim = steady is not None and (now - steady).total_seconds() >= self.identity.lease_s
 
         def job(tx: StoreTx) -> tuple[bool, list[CallRecord]]:
             held = leases.holds_lease(tx, self.worker_id)
             leases.heartbeat(tx, self.worker_id, self.identity.url, now, self.identity.lease_s)
-            return held, self._claim(tx, now, simulated=simulated, mine_too=False)
+            return held, self._claim(tx, now, simulated=simulated, mine_too=False) if may_claim else []
 
-        return await asyncio.wrap_future(self.store.submit(job, deadline_s=self.identity.beat_s))
+        try:
+            result = await asyncio.wrap_future(self.store.submit(job, deadline_s=self.identity.beat_s))
+        except BaseException:
+            self._steady_since = None
+            raise
+        if self._steady_since is None:
+            self._steady_since = now
+        return result
 
     async def leave(self) -> None:
         """A clean stop gives the lease up, so nobody waits for it to run out."""

@@ -224,6 +224,26 @@ async def test_a_worker_leaving_cleanly_hands_its_owed_endings_on(open_store: An
     write(store, lambda tx: tx.update_call("wacid.1", state="ended", ended_at=T0))
     write(store, lambda tx: tx.record_event("wacid.1", ENDING_OWED, T0, {}, dedupe_key="wacid.1:ending_owed"))
     await a.leave()
+    clock.now = T0 + timedelta(seconds=15)  # b has beaten steadily for a lease: it judges others' leases
     _, taken = await b.beat(simulated=False)
     assert [r.id for r in taken] == ["wacid.1"]
     assert write(store, lambda tx: leases.holds_lease(tx, "a")) is False
+
+
+async def test_after_a_database_outage_the_first_worker_back_takes_nobodys_calls(open_store: Any) -> None:
+    """Every lease looks expired once the database is back: the others are alive and beat again soon."""
+    store = open_store()
+    clock = Clock()
+    a, b = worker(store, "a", clock, lease_s=3), worker(store, "b", clock, lease_s=3)
+    a.join(simulated=False)
+    b.join(simulated=False)
+    start_call(store, a, "wacid.1")
+    clock.now = T0 + timedelta(seconds=2)
+    await a.beat(simulated=False)
+    clock.now = T0 + timedelta(seconds=3)
+    assert (await b.beat(simulated=False))[1] == []  # steady for a lease now; a's lease holds
+    b._steady_since = None  # then its heartbeats failed: the database was down for 10 s
+    clock.now = T0 + timedelta(seconds=13)
+    assert (await b.beat(simulated=False))[1] == []  # back, but not yet steady: a's lease is not judged
+    assert (await a.beat(simulated=False))[0]  # a is back too, its calls its own
+    assert store.get_call("wacid.1").state == "active"  # type: ignore[union-attr]
