@@ -6,7 +6,8 @@ workers can never both take the last call slot, nor both claim a dead worker's c
 run on SQLite too, in the store tests); only `notify` is PostgreSQL's own.
 
 Times are the workers' clocks (ISO UTC text, like every time in the store): the hosts must keep their
-clocks in sync (NTP), which every host running TLS and Meta's signatures needs anyway.
+clocks in sync (NTP), as TLS and the stale-webhook check (`stale_event_s`) need anyway; a skew eats into the
+lease.
 """
 
 from __future__ import annotations
