@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -86,6 +86,7 @@ class FreshEvents:
     statuses: list[StatusWebhook] = field(default_factory=list)
     messages: list[MessageWebhook] = field(default_factory=list)
     duplicates: int = 0
+    forwarded: int = 0  # events another worker acts on (the owner of their call, agent/cluster.py)
     keys: list[str] = field(default_factory=list)
     key_of: dict[int, str] = field(default_factory=dict)  # id(event) -> its dedupe key
 
@@ -100,6 +101,11 @@ class FreshEvents:
 
 # What the writer thread found for each event of a delivery: (kind, the event, its dedupe key, the write).
 _Written = tuple[str, Any, str, EventWrite]
+#: Decides, inside the job storing a delivery, whether another worker acts on an event (True: it was told):
+#: (transaction, call id, our reference or None, dedupe key, now). See agent/cluster.py.
+Router = Callable[[StoreTx, str, "str | None", str, datetime], bool]
+#: How many recently handled keys are remembered, so a catch-up read racing a handler never repeats it.
+_RECENT_KEYS = 10_000
 
 
 class CallLedger:
@@ -131,6 +137,9 @@ class CallLedger:
         # Dedupe keys being handled by this process right now: a redelivery of one is a duplicate, while a
         # redelivery of a stored event nobody is handling (a crash, a handler that raised) is acted on.
         self._in_flight: set[str] = set()
+        self._recent: dict[str, None] = {}  # keys this process marked handled lately (insertion-ordered)
+        # Several workers on one database: who acts on each stored event (None: this process, always).
+        self.router: Router | None = None
         for event in self.store.list_events(SETTINGS_KEY):
             self._apply_settings(dict(event.payload or {}))
 
@@ -159,6 +168,13 @@ class CallLedger:
                 if write.stored:
                     self._apply_settings(item)
                 continue
+            if kind == "forwarded":
+                fresh.forwarded += 1
+                continue
+            if key in self._in_flight or key in self._recent:
+                # Taken already: with several workers, a catch-up read may see the commit before this does.
+                fresh.duplicates += 1
+                continue
             if not (write.stored or (not write.handled and key not in self._in_flight)):
                 fresh.duplicates += 1
                 continue
@@ -184,7 +200,8 @@ class CallLedger:
             write = tx.record_event(
                 call.id, call.event, at, raw, dedupe_key=key, received_at=received, handled=False, envelope=envelope
             )
-            out.append(("call", event, key, write))
+            routed = self._route(tx, "call", call.id, call.biz_opaque_callback_data, key, write, received)
+            out.append((routed, event, key, write))
             ours = event.phone_number_id == self.phone_number_id
             if write.stored and ours and call.event == "connect":
                 if (call.direction or "USER_INITIATED") == "USER_INITIATED":
@@ -202,7 +219,8 @@ class CallLedger:
                 st.id, f"status:{st.status}", at, raw, dedupe_key=key, received_at=received, handled=False,
                 envelope=envelope,
             )  # fmt: skip
-            out.append(("status", status, key, write))
+            routed = self._route(tx, "status", st.id, st.biz_opaque_callback_data, key, write, received)
+            out.append((routed, status, key, write))
         for change in (c for entry in payload.entry for c in entry.changes if c.field == "account_settings_update"):
             key = _key("settings", change.value)
             write = tx.record_event(SETTINGS_KEY, change.field, received, change.value, dedupe_key=key)
@@ -237,6 +255,14 @@ class CallLedger:
                 )
         return out
 
+    def _route(
+        self, tx: StoreTx, kind: str, call_id: str, ref: str | None, key: str, write: EventWrite, now: datetime
+    ) -> str:
+        """`kind`, or "forwarded" when another worker is to act on the event (only with a router)."""
+        if self.router is None or (write.handled and not write.stored):
+            return kind
+        return "forwarded" if self.router(tx, call_id, ref, key, now) else kind
+
     async def handled(self, fresh: FreshEvents, *, only: Sequence[object] | None = None) -> None:
         """Mark a delivery's events handled (after the runtime finished with them, however it went).
 
@@ -244,25 +270,33 @@ class CallLedger:
         start-up, and this process stops treating any of them as in flight.
         """
         keys = list(fresh.keys) if only is None else [fresh.key_of[id(e)] for e in only if id(e) in fresh.key_of]
+        marked = False
         try:
             if keys:
                 # Shielded: a shutdown cancelling the handler must not leave done work to be redone at start-up.
                 await asyncio.shield(asyncio.wrap_future(self.store.submit(lambda tx: tx.mark_handled(keys))))
+            marked = True
         except Exception:
             log.exception("could not mark %d webhook events handled; they will be handled again at start-up", len(keys))
         finally:
             self._in_flight.difference_update(fresh.keys)
+            if marked:  # remembered as done (a catch-up read from before the mark must not redo them)
+                for key in keys:
+                    self._recent[key] = None
+                while len(self._recent) > _RECENT_KEYS:
+                    del self._recent[next(iter(self._recent))]
 
-    def pending_events(self) -> FreshEvents:
+    def pending_events(self, records: Sequence[CallEventRecord] | None = None) -> FreshEvents:
         """Events stored by an earlier process (or an earlier delivery) and never handled, rebuilt for handling.
 
-        Blocking read, for start-up. Events this process is handling now are left out; one that cannot be
-        rebuilt is logged and marked handled, so it is not retried at every start-up.
+        Blocking read, for start-up, unless `records` are given (a worker's own events, read off the loop).
+        Events this process is handling now or has just handled are left out; one that cannot be rebuilt is
+        logged and marked handled, so it is not retried at every start-up.
         """
         fresh = FreshEvents()
         broken: list[str] = []
-        for record in self.store.unhandled_events():
-            if record.dedupe_key in self._in_flight:
+        for record in self.store.unhandled_events() if records is None else records:
+            if record.dedupe_key in self._in_flight or record.dedupe_key in self._recent:
                 continue
             try:
                 rebuilt = self._rebuild(record)
@@ -384,6 +418,30 @@ class CallLedger:
         now = self.now()
         self._update_user(user, lambda s: record_permission_request(s, now))
 
+    async def reserve_permission_request(self, user: str) -> tuple[Refusal | None, datetime]:
+        """Check the request limits (§4.6) and count the request in one write job, so two requests at once
+        (two workers, or two API calls) cannot both pass the last allowed one. Returns (refusal, when)."""
+        now = self.now()
+
+        def job(tx: StoreTx) -> Refusal | None:
+            record = tx.get_user_state(self.phone_number_id, user)
+            state = UserCallingState.from_record(record) if record else UserCallingState.new(self.phone_number_id, user)
+            refusal = check_can_request_permission(state, now, limits=self.limits)
+            if refusal is None:
+                tx.put_user_state(record_permission_request(state, now).to_record())
+            return refusal
+
+        refusal = await asyncio.wait_for(asyncio.wrap_future(self.store.submit(job, deadline_s=5.0)), 5.0)
+        return refusal, now
+
+    def release_permission_request(self, user: str, at: datetime) -> None:
+        """The request reserved at `at` was never sent (Meta refused it): it does not count."""
+
+        def forget(state: UserCallingState) -> UserCallingState:
+            return replace(state, permission_requests=tuple(t for t in state.permission_requests if t != at))
+
+        self._update_user(user, forget)
+
     def check_inbound(self, live: int, cap: int) -> Refusal | None:
         return check_inbound_call(self.now(), hours=self.hours, live=live, cap=cap)
 
@@ -405,13 +463,22 @@ class CallLedger:
         record.phone_number_id = record.phone_number_id or self.phone_number_id
         self._background(f"call {record.id}", lambda tx: tx.save_call(record))
 
-    async def record_call_start(self, record: CallRecord) -> None:
-        """Like `call_started`, but waits until the record is durably stored (and raises if it cannot be)."""
+    async def record_call_start(
+        self, record: CallRecord, guard: Callable[[StoreTx, CallRecord], None] | None = None
+    ) -> None:
+        """Like `call_started`, but waits until the record is durably stored (and raises if it cannot be).
+
+        `guard` runs first in the same write job and may refuse the call by raising: a rule checked and the
+        call recorded at once, e.g. the deployment-wide call cap (agent/cluster.py)."""
         record.created_at = record.created_at or self.now()
         record.phone_number_id = record.phone_number_id or self.phone_number_id
-        await asyncio.wait_for(
-            asyncio.wrap_future(self.store.submit(lambda tx: tx.save_call(record), deadline_s=5.0)), 5.0
-        )
+
+        def job(tx: StoreTx) -> None:
+            if guard is not None:
+                guard(tx, record)
+            tx.save_call(record)
+
+        await asyncio.wait_for(asyncio.wrap_future(self.store.submit(job, deadline_s=5.0)), 5.0)
 
     def call_updated(self, call_id: str, **changes: Any) -> None:
         self._background(f"call {call_id}'s update", lambda tx: tx.update_call(call_id, **changes))

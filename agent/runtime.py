@@ -2,7 +2,8 @@
 
 One loaded Whisper model and one Piper voice serve every call through one bounded thread pool; calls
 borrow them and never close them. Every webhook is written to the ledger (SQLite) before it is
-acknowledged; only events not seen before are acted on.
+acknowledged; only events not seen before are acted on. With several workers on one PostgreSQL database,
+an event is acted on by the worker owning its call, whichever received it (agent/cluster.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.call import Call, CallServices, CallState
+from agent.cluster import ENDED_BY_WORKER_LOSS, Cluster, TerminatedMeanwhile
 from agent.config import Settings
 from agent.conversation import NO_AGENTS, SORRY_HEARING, SORRY_LLM, SORRY_TECHNICAL
 from agent.dialogue.effects import Handover, HttpRequest, SendCallButton
@@ -157,18 +159,17 @@ class Runtime:
             rate_card=RateCard.load(settings.rate_card),
             **ledger_kwargs,
         )
-        # Only calls of our own kind: a simulation sharing the data dir must not end a live server's calls.
-        # Those that reached Meta are owed a terminate (or reject): Meta bills a call until it hears of its end.
-        self.owed_endings = [r for r in self.store.live_calls() if r.simulated == simulated and _reached_meta(r)]
-        # And calls that ended while Meta could not be told (every retry of the terminate failed).
-        unsettled = [r for r in self.store.unsettled_endings() if r.simulated == simulated]
-        self._unsettled = {r.id for r in unsettled}
-        self.owed_endings += unsettled
-        # Their connects may still be stored unhandled: never answer those again after the restart.
-        self._ended_by_restart = {r.id for r in self.owed_endings}
-        restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
-        if restarted:
-            log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
+        # Several workers sharing a PostgreSQL database (agent/cluster.py); None with SQLite's one process.
+        self.cluster = Cluster.for_store(self.store, clock=self.ledger.now)
+        if self.cluster is None:
+            self._owe_endings_left_by_last_process(simulated)
+        else:
+            # Only the calls of this worker id's last process and of dead workers: the others' are live.
+            taken = self.cluster.join(simulated=simulated)
+            self.owed_endings = [r for r in taken if _reached_meta(r)]
+            self._unsettled = {r.id for r in self.owed_endings}  # each has its ENDING_OWED event now
+            self._ended_by_restart = {r.id for r in taken}
+            self.ledger.router = self.cluster.route
         self.store_health = StoreHealth(on_failure=self.metrics.store_write_failed)
         self.ledger.on_background_write = self.store_health.note
         self.draining = False
@@ -214,6 +215,21 @@ class Runtime:
         self._checkpointed: dict[str, int] = {}  # call id → transcript length last written
         self._pending_started = False
         self._start_pending()
+
+    def _owe_endings_left_by_last_process(self, simulated: bool) -> None:
+        """One process on its database: every call still live in it was left by the last process."""
+        # Only calls of our own kind: a simulation sharing the data dir must not end a live server's calls.
+        # Those that reached Meta are owed a terminate (or reject): Meta bills a call until it hears of its end.
+        self.owed_endings = [r for r in self.store.live_calls() if r.simulated == simulated and _reached_meta(r)]
+        # And calls that ended while Meta could not be told (every retry of the terminate failed).
+        unsettled = [r for r in self.store.unsettled_endings() if r.simulated == simulated]
+        self._unsettled = {r.id for r in unsettled}
+        self.owed_endings += unsettled
+        # Their connects may still be stored unhandled: never answer those again after the restart.
+        self._ended_by_restart = {r.id for r in self.owed_endings}
+        restarted = self.store.mark_live_calls_ended(now=self.ledger.now(), simulated=simulated)
+        if restarted:
+            log.warning("%d calls were live when wacall last stopped; marked ended_by_restart", len(restarted))
 
     def _make_handover(self, settings: Settings) -> HandoverService | None:
         """The agent console's desk, when the config has queues; flows then hand callers over to people."""
@@ -278,6 +294,17 @@ class Runtime:
         self.metrics.start_loop_lag()
         if not any(t.get_name() == "recordings-retention" for t in self._tasks):
             self._spawn(self.recordings.keep_sweeping(), "recordings-retention")  # cancelled by `aclose`
+        if self.cluster is not None and not any(t.get_name() == "cluster" for t in self._tasks):
+            self._spawn(
+                self.cluster.run(
+                    simulated=self.simulated,
+                    on_keys=self._forwarded,
+                    on_catch_up=self._catch_up,
+                    on_orphans=self._take_over,
+                    on_lease_lost=self._lease_lost,
+                ),
+                "cluster",
+            )  # cancelled by `aclose`
         with contextlib.suppress(Exception):
             self.services.fallback_audio = await self.models.synthesizer.synthesize(SORRY_TECHNICAL)
             extra = [q.hold_message for q in self.settings.handover.queues] if self.handover is not None else []
@@ -332,6 +359,9 @@ class Runtime:
         except RuntimeError:
             return
         self._pending_started = True
+        if self.cluster is not None:
+            self._spawn(self._catch_up(), "pending-webhooks")  # only this worker's: others handle theirs
+            return
         fresh = self.ledger.pending_events()
         if fresh.keys:
             log.warning("handling %d webhook events stored but never handled before the restart", len(fresh.keys))
@@ -342,6 +372,42 @@ class Runtime:
         self._start_pending()
         pending = [t for t in self._tasks if t.get_name() == "pending-webhooks"]
         await asyncio.gather(*pending, return_exceptions=True)
+
+    # other workers (agent/cluster.py) ---------------------------------------------------------------------
+    async def _forwarded(self, keys: list[str]) -> None:
+        """Events another worker stored for this one (the owner of their calls), named by a NOTIFY."""
+        assert self.cluster is not None
+        fresh = self.ledger.pending_events(await self.cluster.events(keys))
+        if fresh:
+            log.info("handling %d event(s) forwarded by another worker", len(fresh.keys))
+            self._spawn(self._handle(fresh), "forwarded-webhooks")
+
+    async def _catch_up(self) -> None:
+        """This worker's unhandled events, re-read: those whose NOTIFY was lost, and a crash's leftovers."""
+        assert self.cluster is not None
+        try:
+            fresh = self.ledger.pending_events(await self.cluster.unhandled())
+        except Exception as exc:
+            log.warning("could not read this worker's unhandled events: %s", exc)
+            return
+        if fresh:
+            log.info("handling %d stored event(s) not handled yet", len(fresh.keys))
+            await self._handle(fresh)
+
+    async def _take_over(self, records: list[CallRecord]) -> None:
+        """Calls of a dead worker, now ended and ours: Meta is owed their terminate, as after a restart."""
+        self._ended_by_restart.update(r.id for r in records)
+        owed = [r for r in records if _reached_meta(r)]
+        self._unsettled.update(r.id for r in owed)
+        self.owed_endings += owed
+        for record in records:
+            log.warning("call %s: its worker %s is gone; ended and terminated here", record.id, record.owner)
+        await self.settle_restart()
+
+    async def _lease_lost(self) -> None:
+        """This worker stalled past its lease and another ended its calls and told Meta: drop them here too."""
+        for call in list(self.calls.values()):
+            await call.end(ENDED_BY_WORKER_LOSS)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -438,6 +504,13 @@ class Runtime:
         )
         try:
             await self._register(call)
+        except TerminatedMeanwhile:
+            log.info("call %s: its terminate reached another worker first; not answering", call.id)
+            return
+        except Refused as exc:  # the deployment's cap is full, counting other workers' calls
+            log.warning("call %s: rejecting: %s", call.id, exc.refusal.reason)
+            await self._reject_missed(call.id, user, self.ledger.missed_reason(exc.refusal), exc.refusal, call.context)
+            return
         except Exception as exc:
             # Not recorded means not taken: a call we cannot write down must not hold a slot for good.
             self.store_health.failed(exc)
@@ -505,8 +578,11 @@ class Runtime:
             payload=call.context.payload if call.context else None,
             payload_source=call.context.source if call.context else None,
         )
+        guard = None
+        if self.cluster is not None:  # the cap counts every worker's calls, checked as the call is recorded
+            guard = self.cluster.slot_guard(self.settings.max_concurrent_calls, simulated=self.simulated)
         try:
-            await self.ledger.record_call_start(record)
+            await self.ledger.record_call_start(record, guard)
         except BaseException:
             self.calls.pop(call.id, None)
             self._by_ref.pop(call.ref, None)
@@ -549,11 +625,14 @@ class Runtime:
     # calls we place -----------------------------------------------------------
     async def place_call(self, to: str, *, flow: Flow | None = None) -> Call:
         """Business-initiated call. Raises Refused (naming the rule) when Meta would refuse it."""
+        # Other workers' calls first (a read): the cap is the deployment's, checked again as the call is recorded.
+        elsewhere = 0 if self.cluster is None else await self.cluster.live_elsewhere(simulated=self.simulated)
         # Checked and reserved with no await in between: parallel requests cannot overshoot the caps.
         has_live = any(c.user_number == to for c in [*self.calls.values(), *self._dialing.values()])
         refusal = check_not_draining(self.draining) or self.ledger.check_outbound(to, has_live_call=has_live)
-        if refusal is None and self.live_count >= self.settings.max_concurrent_calls:
-            refusal = check_capacity(self.live_count, self.settings.max_concurrent_calls)
+        live = self.live_count + elsewhere
+        if refusal is None and live >= self.settings.max_concurrent_calls:
+            refusal = check_capacity(live, self.settings.max_concurrent_calls)
         if refusal is not None:
             raise Refused(refusal)
         ref = "wacall-" + secrets.token_urlsafe(9)
@@ -570,6 +649,8 @@ class Runtime:
         self._dialing[ref] = call
         token = call_id_var.set(ref)  # the call's own tasks keep it; this request's context gets it back
         try:
+            if self.cluster is not None:
+                await self._reserve_dial(call, to)
             await call.dial(to)
             await self._register(call)
         except BaseException as exc:
@@ -588,6 +669,26 @@ class Runtime:
         log.info("call %s: placed", call.id)
         log.debug("call %s: placed to %s", call.id, to)
         return call
+
+    async def _reserve_dial(self, call: Call, to: str) -> None:
+        """Several workers: a slot of the deployment's cap, and this worker's ownership, before Meta is asked.
+
+        Meta's webhooks for the call (its answer, its statuses) may reach any worker as soon as it has the call,
+        before `_register` knows Meta's id; they carry our reference, which this row holds, so they find
+        their way here. `_register` replaces the row with the call's own (see `Cluster.slot_guard`)."""
+        assert self.cluster is not None
+        record = CallRecord(
+            id=call.ref,
+            direction=call.direction,
+            from_number=self.settings.business_number or None,
+            to_number=to,
+            state="dialing",
+            biz_opaque_callback_data=call.ref,
+            flow=call.flow.name,
+            simulated=self.simulated,
+        )
+        guard = self.cluster.slot_guard(self.settings.max_concurrent_calls, simulated=self.simulated)
+        await self.ledger.record_call_start(record, guard)
 
     def _permission_requested_by_flow(self, call: Call, reason: str) -> None:
         """A flow's `request_call_permission`: ask the caller by WhatsApp message, if the rules allow."""
@@ -623,12 +724,15 @@ class Runtime:
         self._spawn(send(), "call-button")
 
     async def request_permission(self, to: str, text: str | None = None) -> str:
-        refusal = self.ledger.check_permission_request(to)
+        # Checked and counted at once (one write job): parallel requests, on any worker, cannot overshoot.
+        refusal, reserved_at = await self.ledger.reserve_permission_request(to)
         if refusal is not None:
             raise Refused(refusal)
-        message_id = await self.graph.send_call_permission_request(to, text)
-        self.ledger.permission_requested(to)
-        return message_id
+        try:
+            return await self.graph.send_call_permission_request(to, text)
+        except BaseException:
+            self.ledger.release_permission_request(to, reserved_at)
+            raise
 
     async def send_call_button(
         self, to: str, *, payload: str | None = None, text: str | None = None
@@ -767,7 +871,7 @@ class Runtime:
                     self._unsettled.discard(record.id)
                     self.ledger.ending_settled(record.id, "terminated")
                 log.info(
-                    "call %s: sent Meta the %s owed since the last stop",
+                    "call %s: sent Meta the %s it was owed (its process stopped before ending it)",
                     record.id,
                     "terminate" if answered else "reject",
                 )
@@ -796,6 +900,8 @@ class Runtime:
             detail["store"] = self.store_health.describe()
         if self.draining:
             status = "draining"
+        if self.cluster is not None:
+            detail["worker"] = self.cluster.worker_id
         return {"status": status, "live_calls": len(self.calls), "flow": self.flow.name, **detail}
 
     async def _checkpoint_live_calls(self) -> None:
@@ -883,6 +989,8 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.handover is not None:
             await self.handover.aclose()
+        if self.cluster is not None:
+            await self.cluster.leave()
         await self.graph.aclose()
         if self.llm is not None:
             await self.llm.aclose()

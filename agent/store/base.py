@@ -94,6 +94,8 @@ class CallRecord:
     # What the caller came from: a call button's or deep link's payload, and which ("button" or "link").
     payload: str | None = None
     payload_source: str | None = None
+    # The worker holding the call's media (WACALL_WORKER_ID), when several share a database (agent/cluster.py).
+    owner: str | None = None
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ class PostgresStore(SqliteStore):
     """`Store` on a PostgreSQL database, given as a `postgresql://` URL (`WACALL_DATABASE_URL`)."""
 
     _facts_query = CALL_FACTS_QUERY_POSTGRES
+    shared = True
 
     def __init__(
         self,

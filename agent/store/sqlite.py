@@ -198,6 +198,25 @@ CREATE TABLE recordings (
 CREATE INDEX recordings_by_started ON recordings (started_at);
 """
 
+# Scale-out (several `wacall serve` workers on one PostgreSQL database, agent/cluster.py): each worker's lease
+# (renewed by its heartbeat; a worker whose lease ran out is dead and its calls are ended by another), the
+# worker owning each call's media (`calls.owner`), and which worker must act on a stored webhook event
+# (`call_events.handler`): the one that received it, or the owner of its call. On SQLite, with one process,
+# both columns stay empty.
+_SCHEMA_CLUSTER = """
+CREATE TABLE workers (
+    id           TEXT PRIMARY KEY,
+    url          TEXT,
+    started_at   TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    lease_until  TEXT NOT NULL
+);
+ALTER TABLE calls ADD COLUMN owner TEXT;
+CREATE INDEX calls_by_owner ON calls (owner);
+CREATE INDEX workers_by_lease ON workers (lease_until);
+ALTER TABLE call_events ADD COLUMN handler TEXT;
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry. PostgreSQL
 #: applies the same entries (see agent/store/dialect.py for what is translated), so keep to portable SQL.
 _MIGRATIONS: tuple[str, ...] = (
@@ -207,6 +226,7 @@ _MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V4,
     _SCHEMA_V5_CALL_CONTEXT,
     _SCHEMA_RECORDINGS,
+    _SCHEMA_CLUSTER,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -274,6 +294,7 @@ def _call_from_row(row: Row) -> CallRecord:
         simulated=bool(row["simulated"]),
         payload=row["payload"],
         payload_source=row["payload_source"],
+        owner=row["owner"],
     )
 
 
@@ -542,6 +563,8 @@ class SqliteStore:
 
     #: The facts query in this backend's dialect (SQLite's JSON functions differ from PostgreSQL's).
     _facts_query = CALL_FACTS_QUERY
+    #: Whether several processes may share this database as workers of one deployment (agent/cluster.py).
+    shared = False
 
     def __init__(
         self,
