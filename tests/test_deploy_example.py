@@ -14,9 +14,17 @@ OURS = re.compile(r"^(WACALL|WHATSAPP)_[A-Z0-9_]+$")
 
 
 def names_wacall_reads() -> set[str]:
-    """Every WACALL_*/WHATSAPP_* string literal in the package's source: where settings and the cluster
-    read the environment. Generous (a name in a message counts), never missing one that is read."""
-    found: set[str] = set()
+    """Every setting's environment name (`WACALL_<FIELD>`, a section's `WACALL_<SECTION>__<KEY>`, and the older
+    names), plus every WACALL_*/WHATSAPP_* string literal in the package's source (where the cluster reads the
+    environment itself). Generous (a name in a message counts), never missing one that is read."""
+    from agent.config import Settings
+    from agent.config_sources import LEGACY_ENV, env_name
+
+    found: set[str] = set(LEGACY_ENV)
+    for field, info in Settings.model_fields.items():
+        found.add(env_name(field))
+        for key in getattr(info.annotation, "model_fields", {}):
+            found.add(env_name(f"{field}.{key}"))
     for path in (REPO / "agent").rglob("*.py"):
         found.update(re.findall(r"[\"']((?:WACALL|WHATSAPP)_[A-Z0-9_]+)[\"']", path.read_text(encoding="utf-8")))
     return found
