@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.dialogue.checks import FlowIssue, check_flow
 from agent.dialogue.model import (
     DEFAULT_FALLBACK,
@@ -54,6 +52,19 @@ from agent.dialogue.model import (
     Variants,
 )
 from agent.dialogue.templates import PLACEHOLDER_RE
+from agent.dialogue.yamlsource import (
+    MappingNode,
+    ScalarNode,
+    SequenceNode,
+    compose,
+    construct,
+    describe,
+    is_null,
+    tag_of,
+)
+from agent.dialogue.yamlsource import (
+    Node as YamlNode,
+)
 
 __all__ = [
     "ASK_KEYS",
@@ -82,11 +93,6 @@ __all__ = [
 
 PathKey = tuple[str | int, ...]
 
-_TAG_STR = "tag:yaml.org,2002:str"
-_TAG_NULL = "tag:yaml.org,2002:null"
-_TAG_BOOL = "tag:yaml.org,2002:bool"
-_TAG_INT = "tag:yaml.org,2002:int"
-_TAG_FLOAT = "tag:yaml.org,2002:float"
 
 #: The keys each block accepts; shared with the JSON Schema so the two cannot drift apart.
 FLOW_KEYS = (
@@ -139,53 +145,27 @@ PARAM_KEYS = ("type", "description")
 PARAM_TYPES = ("yes_no", "number", "date", "time", "text")
 
 
-def _describe(node: yaml.Node) -> str:
-    """Name a YAML value the way a non-programmer would, for "expected X, got Y" messages."""
-    if isinstance(node, yaml.MappingNode):
-        return "a block of `key: value` lines"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    assert isinstance(node, yaml.ScalarNode)
-    if node.tag == _TAG_NULL:
-        return "nothing"
-    if node.tag == _TAG_BOOL:
-        return f"true/false ({node.value})"
-    if node.tag in (_TAG_INT, _TAG_FLOAT):
-        return f"a number ({node.value})"
-    if node.tag == _TAG_STR:
-        return f"text ({node.value!r})"
-    return f"a {node.tag.rsplit(':', 1)[-1]} ({node.value})"
-
-
-def _is_null(node: yaml.Node | None) -> bool:
-    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _TAG_NULL)
-
-
-def _construct(node: yaml.Node) -> Any:
-    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
-
-
 class _Reader:
     """Turns a composed YAML tree into :class:`Flow` while recording YAML nodes per path."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.key_marks: dict[PathKey, yaml.Mark] = {}
-        self.value_nodes: dict[PathKey, yaml.Node] = {}
+        self.key_marks: dict[PathKey, Any] = {}
+        self.value_nodes: dict[PathKey, YamlNode] = {}
 
     # -- errors ------------------------------------------------------------------------
 
-    def error(self, mark: yaml.Mark, message: str, *, column_offset: int = 0) -> FlowError:
+    def error(self, mark: Any, message: str, *, column_offset: int = 0) -> FlowError:
         return FlowError(message, source=self.source, line=mark.line + 1, column=mark.column + 1 + column_offset)
 
-    def position_in(self, node: yaml.Node, index: int) -> tuple[int, int]:
+    def position_in(self, node: YamlNode, index: int) -> tuple[int, int]:
         """1-based line/column of character ``index`` of a (stripped) text value.
 
         Exact for one-line plain or quoted texts and for ``|`` blocks; otherwise the start
         of the text, which is the honest answer once YAML has folded or unescaped it.
         """
         mark = node.start_mark
-        if not isinstance(node, yaml.ScalarNode):
+        if not isinstance(node, ScalarNode):
             return mark.line + 1, mark.column + 1
         raw = str(node.value)
         index += len(raw) - len(raw.lstrip())
@@ -223,21 +203,19 @@ class _Reader:
 
     # -- primitives --------------------------------------------------------------------
 
-    def entries(
-        self, node: yaml.Node, path: PathKey, what: str, allowed: tuple[str, ...] | None
-    ) -> dict[str, yaml.Node]:
+    def entries(self, node: YamlNode, path: PathKey, what: str, allowed: tuple[str, ...] | None) -> dict[str, YamlNode]:
         """Read a mapping, rejecting duplicate and (when ``allowed`` is given) unknown keys.
 
         PyYAML silently keeps the last of two identical keys; for a flow that means a whole
         node quietly disappears, so duplicates are an error here.
         """
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node.start_mark, f"{what} must be a block of `key: value` lines, not {_describe(node)}")
-        out: dict[str, yaml.Node] = {}
-        first_seen: dict[str, yaml.Mark] = {}
+        if not isinstance(node, MappingNode):
+            raise self.error(node.start_mark, f"{what} must be a block of `key: value` lines, not {describe(node)}")
+        out: dict[str, YamlNode] = {}
+        first_seen: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or _is_null(key_node):
-                raise self.error(key_node.start_mark, f"keys in {what} must be plain words, not {_describe(key_node)}")
+            if not isinstance(key_node, ScalarNode) or is_null(key_node):
+                raise self.error(key_node.start_mark, f"keys in {what} must be plain words, not {describe(key_node)}")
             key = str(key_node.value)
             if key in first_seen:
                 raise self.error(
@@ -255,85 +233,83 @@ class _Reader:
             self.value_nodes[(*path, key)] = value_node
         return out
 
-    def require(self, fields: dict[str, yaml.Node], key: str, at: yaml.Node, message: str) -> yaml.Node:
-        if _is_null(fields.get(key)):
+    def require(self, fields: dict[str, YamlNode], key: str, at: YamlNode, message: str) -> YamlNode:
+        if is_null(fields.get(key)):
             raise self.error(at.start_mark, message)
         return fields[key]
 
-    def identifier(self, node: yaml.Node, what: str) -> str:
+    def identifier(self, node: YamlNode, what: str) -> str:
         """Read a name/target.
 
         Unquoted ``yes``/``no``/``1`` are booleans/numbers to YAML, but a node called ``no``
         is perfectly reasonable in a yes/no flow, so any plain scalar is taken as written.
         """
-        if not isinstance(node, yaml.ScalarNode) or _is_null(node):
-            raise self.error(node.start_mark, f"{what} must be a name, not {_describe(node)}")
+        if not isinstance(node, ScalarNode) or is_null(node):
+            raise self.error(node.start_mark, f"{what} must be a name, not {describe(node)}")
         value = str(node.value).strip()
         if not value:
             raise self.error(node.start_mark, f"{what} must not be empty")
         return value
 
-    def phrase(self, node: yaml.Node, what: str) -> str:
+    def phrase(self, node: YamlNode, what: str) -> str:
         """Read an example/keyword; like identifiers, ``yes``/``no``/numbers are literal text."""
-        if not isinstance(node, yaml.ScalarNode) or _is_null(node):
-            raise self.error(node.start_mark, f"{what} must be text, not {_describe(node)}")
+        if not isinstance(node, ScalarNode) or is_null(node):
+            raise self.error(node.start_mark, f"{what} must be text, not {describe(node)}")
         value = str(node.value).strip()
         if not value:
             raise self.error(node.start_mark, f"{what} must not be empty")
         return value
 
-    def spoken(self, node: yaml.Node, what: str) -> str:
+    def spoken(self, node: YamlNode, what: str) -> str:
         """Read a line the bot will speak (or another text with placeholders).
 
         Unlike examples, a number or true/false here is almost surely a mistake (``say: 5``),
         so it is rejected with a hint to quote it. Placeholders are checked later, with the
         rest of the flow, so their errors can name slots set anywhere in the file.
         """
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG_STR:
+        if not isinstance(node, ScalarNode) or tag_of(node) != "str":
             hint = (
                 " (put it in quotes if you really mean those words)"
-                if isinstance(node, yaml.ScalarNode) and not _is_null(node)
+                if isinstance(node, ScalarNode) and not is_null(node)
                 else ""
             )
-            raise self.error(node.start_mark, f"{what} must be text, not {_describe(node)}{hint}")
+            raise self.error(node.start_mark, f"{what} must be text, not {describe(node)}{hint}")
         value = str(node.value).strip()
         if not value:
             raise self.error(node.start_mark, f"{what} must not be empty")
         return value
 
-    def one_or_many(
-        self, node: yaml.Node, path: PathKey, what: str, read: Callable[[yaml.Node, str], str]
-    ) -> list[str]:
+    def one_or_many(self, node: YamlNode, path: PathKey, what: str, read: Callable[[YamlNode, str], str]) -> list[str]:
         """Accept ``x`` or ``[x, y]`` so simple flows stay one-liners."""
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, SequenceNode):
             items = []
             for i, item in enumerate(node.value):
                 self.value_nodes[(*path, i)] = item
                 items.append(read(item, f"item {i + 1} of {what}"))
             return items
-        if isinstance(node, yaml.ScalarNode) and not _is_null(node):
+        if isinstance(node, ScalarNode) and not is_null(node):
             self.value_nodes[(*path, 0)] = node
             return [read(node, what)]
-        raise self.error(node.start_mark, f"{what} must be text or a list of text, not {_describe(node)}")
+        raise self.error(node.start_mark, f"{what} must be text or a list of text, not {describe(node)}")
 
-    def boolean(self, node: yaml.Node, what: str) -> bool:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_BOOL:
-            return bool(_construct(node))
-        raise self.error(node.start_mark, f"{what} must be true or false, not {_describe(node)}")
+    def boolean(self, node: YamlNode, what: str) -> bool:
+        if isinstance(node, ScalarNode) and tag_of(node) == "bool":
+            return bool(construct(node))
+        raise self.error(node.start_mark, f"{what} must be true or false, not {describe(node)}")
 
-    def count(self, node: yaml.Node, what: str) -> int:
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_INT:
-            value = int(_construct(node))
+    def count(self, node: YamlNode, what: str) -> int:
+        if isinstance(node, ScalarNode) and tag_of(node) == "int":
+            value = int(construct(node))
             if value >= 0:
                 return value
-        raise self.error(node.start_mark, f"{what} must be a whole number (0 or more), not {_describe(node)}")
+        raise self.error(node.start_mark, f"{what} must be a whole number (0 or more), not {describe(node)}")
 
-    def number(self, node: yaml.Node, what: str) -> float:
-        if isinstance(node, yaml.ScalarNode) and node.tag in (_TAG_INT, _TAG_FLOAT):
-            return float(_construct(node))
-        raise self.error(node.start_mark, f"{what} must be a number, not {_describe(node)}")
+    def number(self, node: YamlNode, what: str) -> float:
+        if isinstance(node, ScalarNode) and tag_of(node) in ("int", "float"):
+            return float(construct(node))
+        raise self.error(node.start_mark, f"{what} must be a number, not {describe(node)}")
 
-    def choice_of(self, node: yaml.Node, what: str, options: tuple[str, ...]) -> str:
+    def choice_of(self, node: YamlNode, what: str, options: tuple[str, ...]) -> str:
         value = self.identifier(node, what)
         if value not in options:
             close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
@@ -341,53 +317,53 @@ class _Reader:
             raise self.error(node.start_mark, f"unknown {what} '{value}'{hint} (choose one of: {', '.join(options)})")
         return value
 
-    def optional(self, fields: dict[str, yaml.Node], key: str) -> yaml.Node | None:
+    def optional(self, fields: dict[str, YamlNode], key: str) -> YamlNode | None:
         node = fields.get(key)
-        return None if _is_null(node) else node
+        return None if is_null(node) else node
 
-    def names(self, node: yaml.Node, path: PathKey, what: str) -> list[str]:
+    def names(self, node: YamlNode, path: PathKey, what: str) -> list[str]:
         return self.one_or_many(node, path, what, self.identifier)
 
-    def slot_value(self, node: yaml.Node, what: str) -> SlotValue:
-        if not isinstance(node, yaml.ScalarNode) or _is_null(node):
+    def slot_value(self, node: YamlNode, what: str) -> SlotValue:
+        if not isinstance(node, ScalarNode) or is_null(node):
             raise self.error(node.start_mark, f"{what} must be a single value (text, number, true/false or a date)")
-        value = _construct(node)
+        value = construct(node)
         if isinstance(value, dt.datetime):
             return value.date()
         if isinstance(value, bool | int | float | dt.date | str):
             return value.strip() if isinstance(value, str) else value
         return str(node.value)
 
-    def assignments(self, node: yaml.Node, path: PathKey, what: str) -> dict[str, SlotValue]:
+    def assignments(self, node: YamlNode, path: PathKey, what: str) -> dict[str, SlotValue]:
         fields = self.entries(node, path, what, None)
         return {name: self.slot_value(value, f"slot '{name}' in {what}") for name, value in fields.items()}
 
-    def plain(self, node: yaml.Node, path: PathKey) -> Any:
+    def plain(self, node: YamlNode, path: PathKey) -> Any:
         """Any YAML value as JSON-ready data (for request bodies), recording text positions."""
         self.value_nodes[path] = node
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, MappingNode):
             fields = self.entries(node, path, "`json`", None)
             return {key: self.plain(value, (*path, key)) for key, value in fields.items()}
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, SequenceNode):
             return [self.plain(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = _construct(node)
+        value = construct(node)
         if isinstance(value, dt.date):
             return value.isoformat()
         return value
 
     # -- blocks ------------------------------------------------------------------------
 
-    def say_items(self, node: yaml.Node, path: PathKey, what: str) -> list[SayItem]:
+    def say_items(self, node: YamlNode, path: PathKey, what: str) -> list[SayItem]:
         """Lines to speak; an item ``{one_of: [...]}`` is one line with alternative wordings."""
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-        if isinstance(node, yaml.MappingNode):
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        if isinstance(node, MappingNode):
             items = [node]
         out: list[SayItem] = []
         for i, item in enumerate(items):
             item_path = (*path, i)
             self.value_nodes[item_path] = item
-            label = what if len(items) == 1 and not isinstance(node, yaml.SequenceNode) else f"item {i + 1} of {what}"
-            if isinstance(item, yaml.MappingNode):
+            label = what if len(items) == 1 and not isinstance(node, SequenceNode) else f"item {i + 1} of {what}"
+            if isinstance(item, MappingNode):
                 fields = self.entries(item, item_path, label, ("one_of",))
                 variants_node = self.require(
                     fields, "one_of", item, f"{label} needs `one_of`: the alternative wordings"
@@ -396,26 +372,26 @@ class _Reader:
                 if not variants:
                     raise self.error(variants_node.start_mark, f"`one_of` of {label} needs at least one line")
                 out.append(Variants(one_of=variants))
-            elif isinstance(item, yaml.ScalarNode) and not _is_null(item):
+            elif isinstance(item, ScalarNode) and not is_null(item):
                 out.append(self.spoken(item, label))
             else:
-                raise self.error(item.start_mark, f"{label} must be text, not {_describe(item)}")
+                raise self.error(item.start_mark, f"{label} must be text, not {describe(item)}")
         return out
 
-    def intents(self, node: yaml.Node | None, path: PathKey, what: str) -> list[Intent]:
-        if node is None or _is_null(node):
+    def intents(self, node: YamlNode | None, path: PathKey, what: str) -> list[Intent]:
+        if node is None or is_null(node):
             return []
-        if not isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, SequenceNode):
             raise self.error(
-                node.start_mark, f"{what} must be a list (each item starting with '- '), not {_describe(node)}"
+                node.start_mark, f"{what} must be a list (each item starting with '- '), not {describe(node)}"
             )
         result: list[Intent] = []
-        seen: dict[str, yaml.Mark] = {}
+        seen: dict[str, Any] = {}
         for i, item in enumerate(node.value):
             item_path = (*path, i)
             self.value_nodes[item_path] = item
             fields = self.entries(item, item_path, f"intent {i + 1} of {what}", INTENT_KEYS)
-            if _is_null(fields.get("name")):
+            if is_null(fields.get("name")):
                 raise self.error(item.start_mark, f"intent {i + 1} of {what} needs a `name`")
             name = self.identifier(fields["name"], "intent name")
             label = f"intent '{name}'"
@@ -467,21 +443,21 @@ class _Reader:
             )
         return result
 
-    def keypad_key(self, node: yaml.Node, what: str) -> str:
+    def keypad_key(self, node: YamlNode, what: str) -> str:
         """A dialpad key as written: ``key: 1`` is the key 1, not a number; ``*`` and ``#`` need
         quotes in YAML (``#`` starts a comment), which is what an empty value usually means.
         Which keys are allowed is a whole-flow check, so flows built in code get it too."""
-        if _is_null(node):
+        if is_null(node):
             raise self.error(
                 node.start_mark, f'{what} is empty; write the key in quotes, like key: "1" (a bare # starts a comment)'
             )
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in (_TAG_STR, _TAG_INT):
+        if not isinstance(node, ScalarNode) or tag_of(node) not in ("str", "int"):
             raise self.error(node.start_mark, f'{what} must be one key of the dialpad, like "1", "*" or "#"')
         return str(node.value).strip()
 
-    def keypad(self, node: yaml.Node, path: PathKey, what: str) -> Keypad:
+    def keypad(self, node: YamlNode, path: PathKey, what: str) -> Keypad:
         """``keypad: {max_digits, terminator, timeout}`` or ``true`` (the defaults)."""
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_BOOL:
+        if isinstance(node, ScalarNode) and tag_of(node) == "bool":
             if not self.boolean(node, what):
                 raise self.error(
                     node.start_mark, f"{what}: a digits or number question always takes the keypad; remove `keypad`"
@@ -494,8 +470,8 @@ class _Reader:
             values["max_digits"] = self.count(max_node, f"`max_digits` of {what}")
         if "terminator" in fields:
             term_node = fields["terminator"]
-            if _is_null(term_node) or (isinstance(term_node, yaml.ScalarNode) and term_node.tag == _TAG_BOOL):
-                if isinstance(term_node, yaml.ScalarNode) and term_node.tag == _TAG_BOOL and _construct(term_node):
+            if is_null(term_node) or (isinstance(term_node, ScalarNode) and tag_of(term_node) == "bool"):
+                if isinstance(term_node, ScalarNode) and tag_of(term_node) == "bool" and construct(term_node):
                     raise self.error(term_node.start_mark, f'`terminator` of {what} must be a key, like "#", or false')
                 values["terminator"] = None
             else:
@@ -505,28 +481,28 @@ class _Reader:
             values["timeout_s"] = self.number(timeout_node, f"`timeout` of {what}")
         return Keypad.model_construct(**{**Keypad().model_dump(), **values})
 
-    def confirmation(self, node: yaml.Node, what: str) -> bool | str:
+    def confirmation(self, node: YamlNode, what: str) -> bool | str:
         """``true``/``false``, or the line to say when checking."""
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_BOOL:
+        if isinstance(node, ScalarNode) and tag_of(node) == "bool":
             return self.boolean(node, what)
         return self.spoken(node, f"{what} (true, false, or the line to say)")
 
-    def faq(self, node: yaml.Node | None, path: PathKey) -> list[FaqEntry]:
-        if node is None or _is_null(node):
+    def faq(self, node: YamlNode | None, path: PathKey) -> list[FaqEntry]:
+        if node is None or is_null(node):
             return []
-        if not isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, SequenceNode):
             raise self.error(
-                node.start_mark, f"`faq` must be a list (each item starting with '- '), not {_describe(node)}"
+                node.start_mark, f"`faq` must be a list (each item starting with '- '), not {describe(node)}"
             )
         out: list[FaqEntry] = []
-        seen: dict[str, yaml.Mark] = {}
+        seen: dict[str, Any] = {}
         for i, item in enumerate(node.value):
             item_path = (*path, i)
             self.value_nodes[item_path] = item
             label = f"question {i + 1} of `faq`"
             fields = self.entries(item, item_path, label, FAQ_KEYS)
             name = f"faq_{i + 1}"
-            if not _is_null(fields.get("name")):
+            if not is_null(fields.get("name")):
                 name = self.identifier(fields["name"], f"`name` of {label}")
                 if name in seen:
                     raise self.error(
@@ -546,21 +522,21 @@ class _Reader:
             out.append(FaqEntry(name=name, examples=examples, keywords=keywords, answer=answer))
         return out
 
-    def clock(self, node: yaml.Node, what: str) -> dt.time:
+    def clock(self, node: YamlNode, what: str) -> dt.time:
         """A clock time: "09:00" in quotes, or unquoted 09:00 (which YAML 1.1 reads as 540 minutes)."""
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_INT:
-            minutes = int(_construct(node))
+        if isinstance(node, ScalarNode) and tag_of(node) == "int":
+            minutes = int(construct(node))
             if 0 <= minutes < 24 * 60 and ":" in str(node.value):
                 return dt.time(minutes // 60, minutes % 60)
-        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG_STR:
+        if isinstance(node, ScalarNode) and tag_of(node) == "str":
             text = str(node.value).strip()
             if re.fullmatch(r"\d{1,2}:\d{2}", text):
                 hour, minute = (int(part) for part in text.split(":"))
                 if hour < 24 and minute < 60:
                     return dt.time(hour, minute)
-        raise self.error(node.start_mark, f'{what} must be a clock time like "09:00", not {_describe(node)}')
+        raise self.error(node.start_mark, f'{what} must be a clock time like "09:00", not {describe(node)}')
 
-    def business_hours(self, node: yaml.Node, path: PathKey) -> BusinessHours:
+    def business_hours(self, node: YamlNode, path: PathKey) -> BusinessHours:
         fields = self.entries(node, path, "`business_hours`", HOURS_KEYS)
         values: dict[str, dt.time] = {}
         for key in HOURS_KEYS:
@@ -569,7 +545,7 @@ class _Reader:
                 values[key] = self.clock(value, f"`{key}` of `business_hours`")
         return BusinessHours(**values)
 
-    def recording(self, node: yaml.Node, path: PathKey) -> RecordingConfig:
+    def recording(self, node: YamlNode, path: PathKey) -> RecordingConfig:
         fields = self.entries(node, path, "`recording`", RECORDING_KEYS)
         enabled_node = self.optional(fields, "enabled")
         announce_node = self.optional(fields, "announce")
@@ -582,9 +558,9 @@ class _Reader:
             announce=announce,
         )
 
-    def length(self, node: yaml.Node, path: PathKey, what: str) -> DigitLength:
+    def length(self, node: YamlNode, path: PathKey, what: str) -> DigitLength:
         """``length: 5`` or ``length: {min: 6, max: 10}``."""
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, MappingNode):
             fields = self.entries(node, path, what, LENGTH_KEYS)
             low = self.optional(fields, "min")
             high = self.optional(fields, "max")
@@ -597,13 +573,13 @@ class _Reader:
             raise self.error(node.start_mark, f"{what} must be at least 1 digit")
         return DigitLength(min=lo, max=hi)
 
-    def optional_phrases(self, fields: dict[str, yaml.Node], key: str, path: PathKey, label: str) -> list[str]:
+    def optional_phrases(self, fields: dict[str, YamlNode], key: str, path: PathKey, label: str) -> list[str]:
         node = fields.get(key)
-        if node is None or _is_null(node):
+        if node is None or is_null(node):
             return []
         return self.one_or_many(node, (*path, key), f"`{key}` of {label}", self.phrase)
 
-    def ask(self, node: yaml.Node, path: PathKey, what: str) -> Ask:
+    def ask(self, node: YamlNode, path: PathKey, what: str) -> Ask:
         label = f"`ask` of {what}"
         fields = self.entries(node, path, label, ASK_KEYS)
         slot_node = self.require(fields, "slot", node, f"{label} needs a `slot`: the name to store the answer under")
@@ -639,21 +615,19 @@ class _Reader:
             secret=secret,
         )
 
-    def choices(self, node: yaml.Node, path: PathKey, what: str) -> dict[str, list[str]]:
-        if isinstance(node, yaml.MappingNode):
+    def choices(self, node: YamlNode, path: PathKey, what: str) -> dict[str, list[str]]:
+        if isinstance(node, MappingNode):
             fields = self.entries(node, path, what, None)
             return {
-                value: (
-                    [] if _is_null(syn) else self.one_or_many(syn, (*path, value), f"choice '{value}'", self.phrase)
-                )
+                value: ([] if is_null(syn) else self.one_or_many(syn, (*path, value), f"choice '{value}'", self.phrase))
                 for value, syn in fields.items()
             }
         return {value: [] for value in self.one_or_many(node, path, what, self.phrase)}
 
-    def branches(self, node: yaml.Node, path: PathKey, what: str) -> list[Branch]:
-        if not isinstance(node, yaml.SequenceNode):
+    def branches(self, node: YamlNode, path: PathKey, what: str) -> list[Branch]:
+        if not isinstance(node, SequenceNode):
             raise self.error(
-                node.start_mark, f"{what} must be a list (each item starting with '- if:'), not {_describe(node)}"
+                node.start_mark, f"{what} must be a list (each item starting with '- if:'), not {describe(node)}"
             )
         out = []
         for i, item in enumerate(node.value):
@@ -662,14 +636,14 @@ class _Reader:
             label = f"branch {i + 1} of {what}"
             fields = self.entries(item, item_path, label, BRANCH_KEYS)
             condition_node = self.require(fields, "if", item, f"{label} needs an `if`: the condition to check")
-            if not isinstance(condition_node, yaml.ScalarNode):
+            if not isinstance(condition_node, ScalarNode):
                 raise self.error(condition_node.start_mark, f"`if` of {label} must be a condition like `size > 8`")
             condition = str(condition_node.value).strip()
             goto_node = self.require(fields, "goto", item, f"{label} needs a `goto`: where to go when `if` holds")
             out.append(Branch(condition=condition, goto=self.identifier(goto_node, f"goto of {label}")))
         return out
 
-    def handover(self, node: yaml.Node, path: PathKey, what: str) -> HandoverConfig:
+    def handover(self, node: YamlNode, path: PathKey, what: str) -> HandoverConfig:
         label = f"`handover` of {what}"
         fields = self.entries(node, path, label, HANDOVER_KEYS)
         queue = self.identifier(
@@ -683,7 +657,7 @@ class _Reader:
         reason = "" if reason_node is None else self.spoken(reason_node, f"`reason` of {label}")
         return HandoverConfig(queue=queue, skills=skills, reason=reason)
 
-    def http(self, node: yaml.Node, path: PathKey, what: str) -> HttpConfig:
+    def http(self, node: YamlNode, path: PathKey, what: str) -> HttpConfig:
         label = f"`http` of {what}"
         fields = self.entries(node, path, label, HTTP_KEYS)
         method_node = self.optional(fields, "method")
@@ -718,19 +692,19 @@ class _Reader:
             method=method, url=url, headers=headers, json_body=json_body, timeout_s=timeout, store=store, **targets
         )
 
-    def permission(self, node: yaml.Node, path: PathKey, what: str) -> CallPermissionConfig:
+    def permission(self, node: YamlNode, path: PathKey, what: str) -> CallPermissionConfig:
         label = f"`request_call_permission` of {what}"
-        if isinstance(node, yaml.ScalarNode):
+        if isinstance(node, ScalarNode):
             self.value_nodes[(*path, "reason")] = node
             return CallPermissionConfig(reason=self.spoken(node, label))
         fields = self.entries(node, path, label, PERMISSION_KEYS)
         reason_node = self.require(fields, "reason", node, f"{label} needs a `reason` the caller will see")
         return CallPermissionConfig(reason=self.spoken(reason_node, f"`reason` of {label}"))
 
-    def call_button(self, node: yaml.Node, path: PathKey, what: str) -> CallButtonConfig:
+    def call_button(self, node: YamlNode, path: PathKey, what: str) -> CallButtonConfig:
         """`send_call_button: <payload>` or `{payload, text}`; both may hold placeholders."""
         label = f"`send_call_button` of {what}"
-        if isinstance(node, yaml.ScalarNode):
+        if isinstance(node, ScalarNode):
             self.value_nodes[(*path, "payload")] = node
             return CallButtonConfig(payload=self.spoken(node, label))
         fields = self.entries(node, path, label, CALL_BUTTON_KEYS)
@@ -741,7 +715,7 @@ class _Reader:
         }
         return CallButtonConfig(**values)
 
-    def llm(self, node: yaml.Node, path: PathKey, what: str) -> LlmConfig:
+    def llm(self, node: YamlNode, path: PathKey, what: str) -> LlmConfig:
         label = f"`llm` of {what}"
         fields = self.entries(node, path, label, LLM_KEYS)
         prompt = self.spoken(
@@ -757,9 +731,9 @@ class _Reader:
         tools: list[LlmTool] = []
         tools_node = self.optional(fields, "tools")
         if tools_node is not None:
-            if not isinstance(tools_node, yaml.SequenceNode):
+            if not isinstance(tools_node, SequenceNode):
                 raise self.error(
-                    tools_node.start_mark, f"`tools` of {label} must be a list, not {_describe(tools_node)}"
+                    tools_node.start_mark, f"`tools` of {label} must be a list, not {describe(tools_node)}"
                 )
             for i, item in enumerate(tools_node.value):
                 tools.append(self.tool(item, (*path, "tools", i), f"tool {i + 1} of {label}"))
@@ -767,7 +741,7 @@ class _Reader:
             prompt=prompt, transitions=lists["transitions"], slots=lists["slots"], tools=tools, offline=offline
         )
 
-    def tool(self, node: yaml.Node, path: PathKey, label: str) -> LlmTool:
+    def tool(self, node: YamlNode, path: PathKey, label: str) -> LlmTool:
         self.value_nodes[path] = node
         fields = self.entries(node, path, label, TOOL_KEYS)
         name = self.identifier(self.require(fields, "name", node, f"{label} needs a `name`"), "tool name")
@@ -784,7 +758,7 @@ class _Reader:
                 params_node, (*path, "parameters"), f"`parameters` of {label}", None
             ).items():
                 param_label = f"parameter '{param}'"
-                if isinstance(spec, yaml.MappingNode):
+                if isinstance(spec, MappingNode):
                     spec_fields = self.entries(spec, (*path, "parameters", param), param_label, PARAM_KEYS)
                     type_node = self.optional(spec_fields, "type")
                     param_type = (
@@ -798,12 +772,12 @@ class _Reader:
                     parameters[param] = ToolParam(type=param_type)  # type: ignore[arg-type]
         return LlmTool(name=name, description=description, parameters=parameters, goto=goto)
 
-    def node(self, node_id: str, value: yaml.Node) -> Node:
+    def node(self, node_id: str, value: YamlNode) -> Node:
         path: PathKey = ("nodes", node_id)
         what = f"node '{node_id}'"
-        fields = {} if _is_null(value) else self.entries(value, path, what, NODE_KEYS)
+        fields = {} if is_null(value) else self.entries(value, path, what, NODE_KEYS)
 
-        def opt(key: str) -> yaml.Node | None:
+        def opt(key: str) -> YamlNode | None:
             return self.optional(fields, key)
 
         say_node = opt("say")
@@ -853,48 +827,48 @@ class _Reader:
             ),
         )
 
-    def flow(self, root: yaml.Node | None) -> Flow:
+    def flow(self, root: YamlNode | None) -> Flow:
         if root is None:
             raise FlowError("the flow file is empty", source=self.source, line=1, column=1)
         fields = self.entries(root, (), "the flow", FLOW_KEYS)
         for required in ("start", "nodes"):
-            if _is_null(fields.get(required)):
+            if is_null(fields.get(required)):
                 mark = self.key_marks.get((required,), root.start_mark)
                 raise self.error(mark, f"the flow needs a `{required}`")
 
         name = (
             self.identifier(fields["name"], "`name`")
-            if not _is_null(fields.get("name"))
+            if not is_null(fields.get("name"))
             else Path(self.source).stem
             if not self.source.startswith("<")
             else "flow"
         )
         start = self.identifier(fields["start"], "`start`")
         fallback = [DEFAULT_FALLBACK]
-        if not _is_null(fields.get("fallback")):
+        if not is_null(fields.get("fallback")):
             fallback = self.one_or_many(fields["fallback"], ("fallback",), "`fallback`", self.spoken)
             if not fallback:
                 raise self.error(fields["fallback"].start_mark, "`fallback` needs at least one line")
         max_retries = DEFAULT_MAX_RETRIES
-        if not _is_null(fields.get("max_retries")):
+        if not is_null(fields.get("max_retries")):
             max_retries = self.count(fields["max_retries"], "`max_retries`")
-        persona = "" if _is_null(fields.get("persona")) else self.spoken(fields["persona"], "`persona`")
+        persona = "" if is_null(fields.get("persona")) else self.spoken(fields["persona"], "`persona`")
         slots: dict[str, SlotValue | None] = {}
-        if not _is_null(fields.get("slots")):
+        if not is_null(fields.get("slots")):
             for slot, value in self.entries(fields["slots"], ("slots",), "`slots`", None).items():
-                slots[slot] = None if _is_null(value) else self.slot_value(value, f"slot '{slot}'")
+                slots[slot] = None if is_null(value) else self.slot_value(value, f"slot '{slot}'")
         global_intents = self.intents(fields.get("global_intents"), ("global_intents",), "`global_intents`")
         faq = self.faq(fields.get("faq"), ("faq",))
         hours = BusinessHours()
-        if not _is_null(fields.get("business_hours")):
+        if not is_null(fields.get("business_hours")):
             hours = self.business_hours(fields["business_hours"], ("business_hours",))
         entry_points: dict[str, str] = {}
-        if not _is_null(fields.get("entry_points")):
+        if not is_null(fields.get("entry_points")):
             patterns = self.entries(fields["entry_points"], ("entry_points",), "`entry_points`", None)
             for pattern, target in patterns.items():
                 entry_points[pattern] = self.identifier(target, f"the node for payload '{pattern}'")
         recording = RecordingConfig()
-        if not _is_null(fields.get("recording")):
+        if not is_null(fields.get("recording")):
             recording = self.recording(fields["recording"], ("recording",))
 
         node_map = self.entries(fields["nodes"], ("nodes",), "`nodes`", None)
@@ -919,28 +893,6 @@ class _Reader:
         )
 
 
-def _compose(text: str, reader: _Reader) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        if exc.problem and exc.context and exc.context_mark is not None:
-            # The context ("while scanning a quoted scalar") usually says where the real
-            # mistake began, which can be far above the point where YAML gave up.
-            where = f"line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
-            problem += f" ({exc.context} at {where})"
-        if "\\t" in problem:
-            problem += " (indent with spaces, not tabs)"
-        if "alias" in problem:
-            problem += ' (a * starts a YAML alias: put keypad keys in quotes, like key: "*")'
-        if mark is None:
-            raise FlowError(problem, source=reader.source) from exc
-        raise reader.error(mark, problem) from exc
-    except yaml.YAMLError as exc:  # e.g. a stream-level reader error without a mark
-        raise FlowError(str(exc), source=reader.source) from exc
-
-
 def flow_errors(text: str, source: str = "<string>") -> tuple[Flow | None, list[FlowError]]:
     """Every problem in a flow text, in reading order (for ``wacall flows check``).
 
@@ -949,7 +901,7 @@ def flow_errors(text: str, source: str = "<string>") -> tuple[Flow | None, list[
     """
     reader = _Reader(source)
     try:
-        flow = reader.flow(_compose(text, reader))
+        flow = reader.flow(compose(text, source))
     except FlowError as exc:
         return None, [exc]
     except ValueError as exc:  # a model rule the reader did not anticipate
