@@ -194,6 +194,10 @@ def _listed(value: Any) -> Any:
     return value if isinstance(value, list | tuple) else [value]
 
 
+def _none_list(value: Any) -> Any:
+    return [] if value is None else value
+
+
 def _mapping(value: Any) -> Any:
     return {} if value is None else value
 
@@ -288,7 +292,7 @@ class _Model(BaseModel):
             if value is None and not _accepts_none(field.annotation):
                 continue
             keep = _keeps_written(field.annotation) or any(meta is _KEEP for meta in field.metadata)
-            out[key] = value if keep else _unwrap(value)
+            out[key] = value.value if isinstance(value, Written) and not keep else value
         return out
 
 
@@ -341,7 +345,7 @@ class Intent(_Model):
     name: Name = Field(description="A short name for what the caller means (shown in logs and tests).")
     examples: Names = Field(default_factory=list, description="Whole sentences a caller might say.")
     keywords: Names = Field(default_factory=list, description="Single words or short phrases that signal this intent.")
-    key: KeypadKey | None = Field(
+    key: Annotated[KeypadKey | None, BeforeValidator(_keypad_key)] = Field(
         default=None,
         description='The keypad key that picks this intent, like saying it: "0" to "9", "*" or "#" (in quotes).',
     )
@@ -364,8 +368,22 @@ class Intent(_Model):
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Intent:
-        if (self.goto is None) == (not self.repeat):
-            raise ValueError(f"intent '{self.name}' needs exactly one of `goto` or `repeat: true`")
+        if self.goto is None and not self.repeat:
+            raise PydanticCustomError(
+                "intent_outcome",
+                "needs a `goto`: the node to go to when it matches (or `repeat: true` to say the "
+                "last thing again; an intent takes exactly one of `goto` or `repeat: true`)",
+                {"name": self.name},
+            )
+        if self.goto is not None and self.repeat:
+            raise PydanticCustomError("intent_both", "has both `goto` and `repeat`; keep one", {"name": self.name})
+        if not self.examples and not self.keywords and self.key is None:
+            raise PydanticCustomError(
+                "never_matches",
+                "needs `examples` (things a caller might say), `keywords` or a keypad `key`, "
+                "otherwise it can never match",
+                {"name": self.name},
+            )
         return self
 
 
@@ -433,7 +451,9 @@ def _keypad(value: Any) -> Any:
     if value is True:
         return {}
     if value is False:
-        raise PydanticCustomError("keypad_off", "a digits or number question always takes the keypad; remove `keypad`")
+        raise PydanticCustomError(
+            "keypad_off", "must not be false: a digits or number question always takes the keypad; remove `keypad`"
+        )
     return value
 
 
@@ -642,11 +662,24 @@ class LlmConfig(_Model):
     transitions: Names = Field(default_factory=list, description="Nodes the LLM may move the call to.")
     #: Slots the LLM may fill with its ``set_slot`` tool.
     slots: Names = Field(default_factory=list, description="Slots the LLM may fill.")
-    tools: Annotated[list[LlmTool], BeforeValidator(_listed)] = Field(
+    tools: Annotated[list[LlmTool], BeforeValidator(_none_list)] = Field(
         default_factory=list, description="Extra tools; their arguments become slots."
     )
     #: Where to go instead when the runtime has no LLM, so the flow still works offline.
     offline: Name | None = Field(default=None, description="Where to go instead when no LLM is configured.")
+
+
+def _distinct(items: list[Any], key: str, what: str) -> None:
+    """Two intents (or faq entries) of one name: tests, logs and the call records could not tell them apart."""
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.name in seen:
+            raise PydanticCustomError(
+                "duplicate_name",
+                "duplicate {what} '{name}'",
+                {"what": what, "name": item.name, "list": key, "index": i, "first": seen[item.name]},
+            )
+        seen[item.name] = i
 
 
 class Node(_Model):
@@ -657,7 +690,7 @@ class Node(_Model):
         default_factory=list, description="What the bot says on arriving here: a line, or a list of lines."
     )
     ask: Ask | None = Field(default=None, description="Ask for a typed answer and store it in a slot.")
-    intents: Annotated[list[Intent], BeforeValidator(_listed)] = Field(
+    intents: Annotated[list[Intent], BeforeValidator(_none_list)] = Field(
         default_factory=list, description="What the caller may answer, and where each answer leads."
     )
     branches: list[Branch] = Field(
@@ -684,6 +717,11 @@ class Node(_Model):
     end: bool = Field(default=False, description="Hang up after speaking.")
     interruptible: bool = Field(default=True, description="Whether the caller can talk over this node's lines.")
 
+    @model_validator(mode="after")
+    def _distinct_intents(self) -> Node:
+        _distinct(self.intents, "intents", "intent")
+        return self
+
     @property
     def is_question(self) -> bool:
         """Whether the node waits for the caller and can fail to understand them."""
@@ -700,6 +738,15 @@ class FaqEntry(_Model):
     answer: SayItems = Field(
         min_length=1, description="What the bot answers, before asking its pending question again."
     )
+
+    @model_validator(mode="after")
+    def _can_match(self) -> FaqEntry:
+        if not self.examples and not self.keywords:
+            raise PydanticCustomError(
+                "never_matches",
+                "needs `examples` (the ways callers ask it) or `keywords`, otherwise it can never match",
+            )
+        return self
 
 
 class BusinessHours(_Model):
@@ -721,6 +768,13 @@ class RecordingConfig(_Model):
     enabled: bool | None = Field(default=None, description="Record this flow's calls (overrides the server).")
     announce: Text = Field(default="", description="Said first on a recorded call, without barge-in.")
 
+    @model_validator(mode="after")
+    def _plain_announcement(self) -> RecordingConfig:
+        # Said before the flow has run a single step, when no slot can have a value yet.
+        if "{{" in self.announce:
+            raise PydanticCustomError("announce_placeholders", "`announce` of `recording` cannot use {{placeholders}}")
+        return self
+
 
 def _nodes(value: Any) -> Any:
     """Each node's id is its key; an empty node (``b:`` with nothing under it) is a valid stub."""
@@ -734,7 +788,9 @@ def _nodes(value: Any) -> Any:
 
 def _faq(value: Any) -> Any:
     """An faq entry without a `name` is called ``faq_<n>`` in logs and tests."""
-    items = _listed(value)
+    items = _none_list(value)
+    if not isinstance(items, list):
+        return items
     return [
         {**item, "name": f"faq_{i + 1}"} if isinstance(item, dict) and item.get("name") is None else item
         for i, item in enumerate(items)
@@ -765,7 +821,7 @@ class Flow(_Model):
     slots: Annotated[dict[str, SlotValue | None], BeforeValidator(_mapping)] = Field(
         default_factory=dict, description="Slots and their starting values (empty: filled by the system)."
     )
-    global_intents: Annotated[list[Intent], BeforeValidator(_listed)] = Field(
+    global_intents: Annotated[list[Intent], BeforeValidator(_none_list)] = Field(
         default_factory=list, description="Intents that work from every node."
     )
     #: Questions callers ask in passing, answered from any question node.
@@ -790,6 +846,12 @@ class Flow(_Model):
         min_length=1, description="The steps of the call, by name."
     )
     source: SkipJsonSchema[str] = Field(default="<string>", json_schema_extra=_INTERNAL)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> Flow:
+        _distinct(self.global_intents, "global_intents", "intent")
+        _distinct(self.faq, "faq", "name")
+        return self
 
     def entry_node(self, payload: str | None) -> str:
         """The node a call with this payload starts at: its entry point, else ``start``."""
