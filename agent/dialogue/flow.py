@@ -498,7 +498,7 @@ def flow_errors(text: str, source: str = "<string>") -> tuple[Flow | None, list[
         flow = Flow.model_validate(data)
     except ValidationError as exc:
         wording = _Wording(document, data)
-        found = _without_typo_echoes(exc.errors(include_url=False))
+        found = _one_per_union(_without_typo_echoes(exc.errors(include_url=False)), data)
         # An unknown key first: at one position it is usually the cause of the rest.
         found.sort(key=lambda error: error["type"] != "extra_forbidden")
         errors += [wording.message(error) for error in found]
@@ -507,6 +507,25 @@ def flow_errors(text: str, source: str = "<string>") -> tuple[Flow | None, list[
     errors = _unique(errors)
     errors.sort(key=lambda e: (e.line or 0, e.column or 0))
     return (None, errors) if errors else (flow, [])
+
+
+_SHAPE_ERRORS = frozenset({"model_type", "model_attributes_type", "dict_type", "list_type"})
+
+
+def _one_per_union(errors: list[ErrorDetails], data: Any) -> list[ErrorDetails]:
+    """A value that fits no form of a union (``say: 5``: neither a line nor ``{one_of}``) gets one
+    message: the one for the form it looks like, not "must be a block" for a plain value."""
+    by_path: dict[PathKey, list[ErrorDetails]] = {}
+    for error in errors:
+        by_path.setdefault(_data_path(tuple(error["loc"]), data, error["type"]), []).append(error)
+    kept = []
+    for error in errors:
+        siblings = by_path[_data_path(tuple(error["loc"]), data, error["type"])]
+        if len(siblings) > 1 and error["type"] in _SHAPE_ERRORS and not isinstance(error.get("input"), dict | list):
+            if any(other["type"] not in _SHAPE_ERRORS for other in siblings):
+                continue
+        kept.append(error)
+    return kept
 
 
 def _without_typo_echoes(errors: list[ErrorDetails]) -> list[ErrorDetails]:

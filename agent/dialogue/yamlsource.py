@@ -211,6 +211,10 @@ def _unquoted_colon(lines: list[str], first: int, last: int) -> FlowError | None
     return None
 
 
+def _key_of(line: str) -> str:
+    return line.strip().removeprefix("- ").split(":")[0]
+
+
 def _bad_indent(lines: list[str], at: int) -> FlowError | None:
     """The first line, up to ``at``, whose indentation matches neither its siblings nor a new block."""
     open_levels: list[tuple[int, int]] = []  # (indent, line index) of each enclosing block start
@@ -228,24 +232,28 @@ def _bad_indent(lines: list[str], at: int) -> FlowError | None:
             if indent > prev_indent and not opens and not body.startswith("- "):
                 return FlowError(
                     f"line {number + 1} is indented more than line {previous + 1} above it "
-                    f"({indent} spaces instead of {prev_indent}); line it up with `{prev_line.strip().split(':')[0]}:`"
+                    f"({indent} spaces instead of {prev_indent}); line it up with `{_key_of(prev_line)}:`"
                     " if it belongs to the same block",
                     line=number + 1,
                     column=indent + 1,
                 )
             if indent < prev_indent:
+                inner = None
                 while open_levels and open_levels[-1][0] > indent:
-                    open_levels.pop()
+                    inner = open_levels.pop()
                 if open_levels and open_levels[-1][0] != indent:
-                    sibling = open_levels[-1][1]
+                    outer = open_levels[-1]
+                    inside = f" and the lines inside it {inner[0]}" if inner is not None else ""
                     return FlowError(
-                        f"line {number + 1} is indented differently from its siblings: {indent} spaces, but "
-                        f"`{lines[sibling].strip().split(':')[0]}:` on line {sibling + 1} uses "
-                        f"{open_levels[-1][0]}; use the same number of spaces for keys of one block",
+                        f"line {number + 1} is indented by {indent} spaces, which lines it up with no block above: "
+                        f"`{_key_of(lines[outer[1]])}:` on line {outer[1] + 1} uses {outer[0]} spaces{inside}; "
+                        "keys of one block need the same number of spaces",
                         line=number + 1,
                         column=indent + 1,
                     )
-        if not open_levels or open_levels[-1][0] < indent:
+        if open_levels and open_levels[-1][0] == indent:
+            open_levels[-1] = (indent, number)
+        elif not open_levels or open_levels[-1][0] < indent:
             open_levels.append((indent, number))
         previous = number
     return None
