@@ -71,9 +71,10 @@ def _draft7(schema: Any) -> Any:
     return schema
 
 
-def flow_schema() -> dict[str, Any]:
-    """The JSON Schema of a flow file (``wacall flows schema``), generated from :class:`Flow`."""
-    generated = Flow.model_json_schema(by_alias=True, mode="validation")
+def flow_schema(shape: type[Flow] = Flow) -> dict[str, Any]:
+    """The JSON Schema of a flow file (``wacall flows schema``), generated from :class:`Flow`
+    (``shape``: a variant of it, for tests)."""
+    generated = shape.model_json_schema(by_alias=True, mode="validation")
     generated.pop("title", None)
     generated.pop("description", None)
     schema = _draft7(generated)
