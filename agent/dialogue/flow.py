@@ -393,6 +393,7 @@ class _Wording:
             "model_attributes_type": f"{label} must be a block of `key: value` lines, not {seen}",
             "list_type": f"{label} must be a list (each item starting with '- '), not {seen}",
             "empty": f"{label} must not be empty",
+            "not_single": f"{label} must be a single value (text, number, true/false or a date)",
         }
         if kind in custom:
             return self.doc.error(target, custom[kind])
@@ -493,7 +494,7 @@ def flow_errors(
                     document.errors.append(
                         document.error(document.walk(("nodes", node_id, "id"))[1], _unknown_id(node_id))
                     )
-    if data.get("name") is None and "name" not in data:
+    if data.get("name") is None:
         data["name"] = Path(source).stem if not source.startswith("<") else "flow"
     data["source"] = source
     errors = list(document.errors)

@@ -184,7 +184,11 @@ def _as_text(value: Any) -> Any:
     """A line the bot speaks: a number or true/false here is almost surely a mistake (``say: 5``)."""
     if isinstance(value, Written) or isinstance(value, bool | int | float):
         raise PydanticCustomError("not_text", "must be text (put it in quotes if you really mean those words)")
-    return value.strip() if isinstance(value, str) else value
+    if isinstance(value, str):
+        if not value.strip():
+            raise PydanticCustomError("empty", "must not be empty")
+        return value.strip()
+    return value
 
 
 def _listed(value: Any) -> Any:
@@ -210,6 +214,8 @@ Texts = Annotated[list[Text], BeforeValidator(_listed, json_schema_input_type=Te
 
 def _slot_value(value: Any) -> Any:
     value = _unwrap(value)
+    if isinstance(value, dict | list):
+        raise PydanticCustomError("not_single", "must be a single value (text, number, true/false or a date)")
     if isinstance(value, dt.datetime):
         return value.date()
     return value.strip() if isinstance(value, str) else value
@@ -330,13 +336,14 @@ SayItems = Annotated[list[SayItem], BeforeValidator(_say, json_schema_input_type
 
 
 def _intent_confirm(value: Any) -> Any:
-    if isinstance(value, Written):
+    """``true``: a line made from the intent's examples (None); ``false``: never ask ("")."""
+    if isinstance(value, Written) and isinstance(value.value, bool):
         value = value.value
-    if value is True:
+    if value is True or value is None:
         return None
     if value is False:
         return ""
-    return value
+    return _as_text(value)
 
 
 class Intent(_Model):
@@ -351,14 +358,17 @@ class Intent(_Model):
     )
     goto: Name | None = Field(default=None, description="The node to go to when this intent matches.")
     #: Say the last thing again instead of moving ("repeat that").
-    repeat: bool = Field(default=False, description="Say the last thing again instead of moving (for 'repeat that').")
+    repeat: bool = Field(
+        strict=True, default=False, description="Say the last thing again instead of moving (for 'repeat that')."
+    )
     #: Slots to set when this intent matches (YAML key ``set``).
     assign: Assignments = Field(default_factory=dict, alias="set", description="Slots to set when this intent matches.")
     #: The question asked before following an intent that ends or hands over the call when
     #: the match is not clear-cut ("Just to check: you have already paid?"). ``None``: a
     #: line made from the intent's closest example; ``""`` (YAML ``confirm: false``): never ask.
     confirm: Annotated[
-        Text | None,
+        str | None,
+        _KEEP,
         BeforeValidator(_intent_confirm, json_schema_input_type=str | bool),
     ] = Field(
         default=None,
@@ -391,8 +401,8 @@ class DigitLength(_Model):
     """How many digits a ``digits`` (or ``number``) answer has: exactly ``min`` when the two
     are equal, else between them."""
 
-    min: int = Field(ge=1)
-    max: int = Field(ge=1)
+    min: int = Field(ge=1, strict=True)
+    max: int = Field(ge=1, strict=True)
 
     @property
     def exact(self) -> int | None:
@@ -428,7 +438,10 @@ class Keypad(_Model):
 
     #: ``None``: the question's ``length`` (its most digits), else a default for the type.
     max_digits: int | None = Field(
-        default=None, ge=1, description="The entry ends after this many keys (default: the `length`, else 20)."
+        default=None,
+        ge=1,
+        strict=True,
+        description="The entry ends after this many keys (default: the `length`, else 20).",
     )
     #: ``None``: no key ends the entry (only ``max_digits`` or the pause do).
     terminator: Annotated[
@@ -491,7 +504,7 @@ class Ask(_Model):
     )
     #: Read the answer back before moving on: ``True`` (a built-in line), ``False``, or the
     #: line to say (with ``{{slot}}`` for the value heard). ``None``: on for ``digits``.
-    confirm: bool | Text | None = Field(
+    confirm: Annotated[bool | Text | None, BeforeValidator(_bool_as_read)] = Field(
         default=None,
         description="Read the answer back before moving on: true, false, or the line to say (on by default for "
         "digits).",
@@ -505,7 +518,9 @@ class Ask(_Model):
     )
     #: A PIN or the like: masked in transcripts, records and the console, never read back.
     secret: bool = Field(
-        default=False, description="A PIN or the like: masked in transcripts, call records and the console."
+        strict=True,
+        default=False,
+        description="A PIN or the like: masked in transcripts, call records and the console.",
     )
 
     @property
@@ -532,6 +547,11 @@ class Ask(_Model):
         else:
             most = MAX_NUMBER_DIGITS if self.type == "number" else DEFAULT_MAX_DIGITS
         return entry.model_copy(update={"max_digits": most})
+
+
+def _bool_as_read(value: Any) -> Any:
+    """``true``/``false`` (``yes``/``no``) as YAML reads them, or the text as written."""
+    return value.value if isinstance(value, Written) and isinstance(value.value, bool) else value
 
 
 def _condition(value: Any) -> Any:
@@ -669,6 +689,13 @@ class LlmConfig(_Model):
     offline: Name | None = Field(default=None, description="Where to go instead when no LLM is configured.")
 
 
+def _given(value: Any) -> Any:
+    """``send_call_button:`` with nothing after it is a payload left out, not "no button"."""
+    if value is None:
+        raise PydanticCustomError("not_text", "must be text (the payload) or a block with `payload` and `text`")
+    return value
+
+
 def _distinct(items: list[Any], key: str, what: str) -> None:
     """Two intents (or faq entries) of one name: tests, logs and the call records could not tell them apart."""
     seen: dict[str, int] = {}
@@ -700,7 +727,9 @@ class Node(_Model):
     #: Slots set on entering the node (YAML key ``set``).
     assign: Assignments = Field(default_factory=dict, alias="set", description="Slots to set on arriving here.")
     reprompt: Texts = Field(default_factory=list, description="What to say when the answer was not understood.")
-    max_retries: int | None = Field(default=None, ge=0, description="Misunderstandings allowed before no_match.")
+    max_retries: int | None = Field(
+        default=None, ge=0, strict=True, description="Misunderstandings allowed before no_match."
+    )
     no_match: Name | None = Field(default=None, description="Where to go when the caller is still not understood.")
     handover: HandoverConfig | None = Field(default=None, description="Transfer the call to a human team.")
     http: HttpConfig | None = Field(default=None, description="Call a business system and store parts of its answer.")
@@ -708,14 +737,16 @@ class Node(_Model):
         CallPermissionConfig | None, BeforeValidator(lambda v: v, json_schema_input_type=Text | CallPermissionConfig)
     ] = Field(default=None, description="Ask the caller for permission to call them back.")
     send_call_button: Annotated[
-        CallButtonConfig | None, BeforeValidator(lambda v: v, json_schema_input_type=Text | CallButtonConfig)
+        CallButtonConfig | None, BeforeValidator(_given, json_schema_input_type=Text | CallButtonConfig)
     ] = Field(
         default=None,
         description="Send the caller a WhatsApp call button; its payload comes back with the call it starts.",
     )
     llm: LlmConfig | None = Field(default=None, description="Let an LLM hold the conversation here.")
-    end: bool = Field(default=False, description="Hang up after speaking.")
-    interruptible: bool = Field(default=True, description="Whether the caller can talk over this node's lines.")
+    end: bool = Field(strict=True, default=False, description="Hang up after speaking.")
+    interruptible: bool = Field(
+        strict=True, default=True, description="Whether the caller can talk over this node's lines."
+    )
 
     @model_validator(mode="after")
     def _distinct_intents(self) -> Node:
@@ -765,7 +796,9 @@ class RecordingConfig(_Model):
     before the greeting and without barge-in, on every call that is recorded.
     """
 
-    enabled: bool | None = Field(default=None, description="Record this flow's calls (overrides the server).")
+    enabled: bool | None = Field(
+        default=None, strict=True, description="Record this flow's calls (overrides the server)."
+    )
     announce: Text = Field(default="", description="Said first on a recorded call, without barge-in.")
 
     @model_validator(mode="after")
@@ -810,7 +843,10 @@ class Flow(_Model):
         description="What to say when the caller was not understood.",
     )
     max_retries: int = Field(
-        default=DEFAULT_MAX_RETRIES, ge=0, description="Misunderstandings in a row before the no_match node."
+        default=DEFAULT_MAX_RETRIES,
+        ge=0,
+        strict=True,
+        description="Misunderstandings in a row before the no_match node.",
     )
     business_hours: BusinessHours = Field(
         default_factory=BusinessHours,
