@@ -1,12 +1,15 @@
-"""The call-flow data model: what a parsed flow file *is*, independent of YAML.
+"""The call-flow language: what a flow file may say, and what a parsed flow *is*.
 
-Kept apart from the loader so the engine, the checks, the JSON Schema and flows built in code
-all share one definition, and so the loader's positional bookkeeping never leaks into it.
-The models are frozen: one parsed flow is shared by every concurrent call.
-
-Field names follow the YAML keys except where a key is a Python keyword or builtin
+These models are the one definition of the language. Field aliases are the YAML keys
 (``if`` -> ``condition``, ``set`` -> ``assign``, ``json`` -> ``json_body``, ``timeout`` ->
-``timeout_s``); the loader does that mapping.
+``timeout_s``, where the key is a Python keyword or would shadow a builtin), before-validators
+accept the shorthand forms authors write, and field descriptions are what editors show. The
+loader (:mod:`agent.dialogue.flow`) validates YAML with them, ``wacall flows schema`` is
+generated from them, and the engine runs the result, so a new key is one new field here
+(``tests/dialogue/test_flow_definition.py`` shows one added without touching anything else).
+
+The models are frozen: one parsed flow is shared by every concurrent call. Flows built in
+code use the Python names (``Branch(condition=...)``); both names are accepted.
 """
 
 from __future__ import annotations

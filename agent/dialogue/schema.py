@@ -79,7 +79,8 @@ def flow_schema(shape: type[Flow] = Flow) -> dict[str, Any]:
     generated.pop("description", None)
     schema = _draft7(generated)
     # A node with nothing under it (``b:``) is a valid stub while a flow is being written.
-    schema["definitions"]["node"] = {"anyOf": [schema["definitions"]["node"], {"type": "null"}]}
+    node = schema["properties"]["nodes"]["additionalProperties"]["$ref"].rsplit("/", 1)[-1]
+    schema["definitions"][node] = {"anyOf": [schema["definitions"][node], {"type": "null"}]}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": SCHEMA_ID,
