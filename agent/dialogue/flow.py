@@ -214,50 +214,46 @@ def _position_in(node: YamlNode, index: int) -> tuple[int, int]:
 # -- pydantic errors in an author's words ---------------------------------------------------------
 
 
+_ITEM_KINDS = {
+    "intents": "intent",
+    "global_intents": "intent",
+    "tools": "tool",
+    "faq": "question",
+    "branches": "branch",
+}
+
+
 def _label(path: PathKey, data: Any) -> str:
-    """What a path is called in messages: "`end` of node 'a'", "intent 'yes'", "the flow"."""
-    if not path:
-        return "the flow"
-    names: list[str] = []
+    """What a path is called in messages: "`end` of node 'a'", "intent 'yes'", "item 2 of `say`".
+
+    Nodes, intents and tools are named by their names, which restart the label: "`goto` of
+    intent 'yes'" is clear without the node it is in, and shorter to read.
+    """
+    parts: list[str] = ["the flow"]
     value = data
-    i = 0
-    while i < len(path):
-        step = path[i]
-        item = value.get(step) if isinstance(value, dict) and isinstance(step, str) else None
-        if isinstance(value, list) and isinstance(step, int) and step < len(value):
+    previous: str | int | None = None
+    for step in path:
+        item = None
+        if isinstance(value, dict):
+            item = value.get(step)
+        elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
             item = value[step]
-        if step == "nodes" and i + 1 < len(path):
-            names = [f"node '{path[i + 1]}'"]
-            value = item.get(path[i + 1]) if isinstance(item, dict) else None
-            i += 2
-            continue
-        if isinstance(step, int):
-            parent = names.pop() if names else ""
+        if previous == "nodes" and len(parts) == 1:
+            parts = [f"node '{step}'"]
+        elif isinstance(step, int):
+            kind = _ITEM_KINDS.get(str(previous))
             named = item.get("name") if isinstance(item, dict) else None
-            kind = {
-                "`intents`": "intent",
-                "`global_intents`": "global intent",
-                "`tools`": "tool",
-                "`faq`": "question",
-                "`branches`": "branch",
-            }.get(parent.split(" of ")[0])
-            if kind in ("intent", "global intent", "tool") and named is not None and not isinstance(named, list | dict):
-                names = [f"{'intent' if kind != 'tool' else 'tool'} '{named}'"]
-            elif kind is not None:
-                names.append(f"{kind} {step + 1} of {parent}")
+            if kind in ("intent", "tool") and isinstance(named, str):
+                parts = [f"{kind} '{named}'"]
             else:
-                names.append(f"item {step + 1} of {parent}")
-        elif str(step) in ("choices", "parameters") or (names and names[-1].startswith("`choices`")):
-            names.append(f"`{step}`")
+                parts[-1] = f"{kind or 'item'} {step + 1} of {parts[-1]}"
         else:
-            names.append(f"`{step}`")
+            parts.append(f"`{step}`")
+        if parts[0] == "the flow" and len(parts) > 1:
+            parts = parts[1:]
+        previous = step
         value = item
-        i += 1
-    label = names[-1]
-    for outer in reversed(names[:-1]):
-        if outer.startswith(("node ", "intent ", "tool ")) or " of " not in label.split("`")[-1]:
-            label = f"{label} of {outer}" if not label.endswith(outer) else label
-    return label
+    return " of ".join(reversed(parts))
 
 
 def _suggest(key: str, model: type[BaseModel] | None, value: Any) -> str:
@@ -488,12 +484,11 @@ def flow_errors(
     nodes = data.get("nodes")
     if isinstance(nodes, dict):
         for node_id, node in nodes.items():
-            if isinstance(node, dict):
-                node.pop("id", None)
-                if "id" in _node_keys(root, node_id):
-                    document.errors.append(
-                        document.error(document.walk(("nodes", node_id, "id"))[1], _unknown_id(node_id))
-                    )
+            if isinstance(node, dict) and "id" in node:  # the model's own field, not a key authors write
+                del node["id"]
+                key_mark = document.walk(("nodes", node_id, "id"))[1]
+                message = f"unknown key 'id' in node '{node_id}' (a node's id is its name under `nodes`)"
+                document.errors.append(document.error(key_mark, message))
     if data.get("name") is None:
         data["name"] = Path(source).stem if not source.startswith("<") else "flow"
     data["source"] = source
@@ -546,19 +541,6 @@ def _without_typo_echoes(errors: list[ErrorDetails]) -> list[ErrorDetails]:
             continue
         kept.append(error)
     return kept
-
-
-def _node_keys(root: MappingNode, node_id: str) -> list[str]:
-    for key, value in root.value:
-        if str(key.value) == "nodes" and isinstance(value, MappingNode):
-            for node_key, node_value in value.value:
-                if str(node_key.value) == node_id and isinstance(node_value, MappingNode):
-                    return [str(k.value) for k, _ in node_value.value]
-    return []
-
-
-def _unknown_id(node_id: str) -> str:
-    return f"unknown key 'id' in node '{node_id}' (a node's id is its name under `nodes`)"
 
 
 def _unique(errors: list[FlowError]) -> list[FlowError]:
