@@ -495,7 +495,7 @@ def flow_errors(
     errors = list(document.errors)
     flow: Flow | None = None
     try:
-        flow = shape.model_validate(data)
+        flow = shape.model_validate(data, context={"authored": True})
     except ValidationError as exc:
         wording = _Wording(document, data, shape)
         found = _one_per_union(_without_typo_echoes(exc.errors(include_url=False)), data)

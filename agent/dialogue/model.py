@@ -19,7 +19,7 @@ import fnmatch
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -171,6 +171,12 @@ def _accepts_none(annotation: Any) -> bool:
     return annotation is None or type(None) in get_args(annotation) or annotation is Any
 
 
+def _authored_text(info: ValidationInfo) -> bool:
+    """Whether the data comes from a flow file, where ``key:`` with nothing after it is a slip
+    (``key: #`` is a comment), rather than from code, where ``None`` means "not given"."""
+    return bool(info.context and info.context.get("authored"))
+
+
 def _as_name(value: Any) -> Any:
     """Names and phrases are taken as written; YAML's ``no`` is still the word no."""
     if isinstance(value, bool):
@@ -194,6 +200,13 @@ def _as_text(value: Any) -> Any:
     return value
 
 
+def _spoken(value: Any, info: ValidationInfo) -> Any:
+    # Code may pass "" for "none" (``persona=""``); in a flow file an empty line is a slip.
+    if value == "" and not _authored_text(info):
+        return value
+    return _as_text(value)
+
+
 def _listed(value: Any) -> Any:
     """``x`` or ``[x, y]``, so simple flows stay one-liners."""
     if value is None:
@@ -210,7 +223,7 @@ def _mapping(value: Any) -> Any:
 
 
 Name = Annotated[str, _KEEP, BeforeValidator(_as_name), WithJsonSchema({"type": ["string", "number", "boolean"]})]
-Text = Annotated[str, _KEEP, BeforeValidator(_as_text), WithJsonSchema({"type": "string", "minLength": 1})]
+Text = Annotated[str, _KEEP, BeforeValidator(_spoken), WithJsonSchema({"type": "string", "minLength": 1})]
 Names = Annotated[list[Name], BeforeValidator(_listed, json_schema_input_type=Name | list[Name])]
 Texts = Annotated[list[Text], BeforeValidator(_listed, json_schema_input_type=Text | list[Text])]
 
@@ -246,6 +259,12 @@ def _keypad_key(value: Any) -> Any:
     if isinstance(value, Written) or not isinstance(value, str):
         raise PydanticCustomError("not_key", 'must be one key of the dialpad, like "1", "*" or "#"')
     return value.strip()
+
+
+def _written_out(value: Any, info: ValidationInfo) -> Any:
+    if value is None and not _authored_text(info):
+        return None
+    return _keypad_key(value)
 
 
 KeypadKey = Annotated[
@@ -338,7 +357,7 @@ def _say(value: Any) -> Any:
 SayItems = Annotated[list[SayItem], BeforeValidator(_say, json_schema_input_type=SayItem | list[SayItem])]
 
 
-def _intent_confirm(value: Any) -> Any:
+def _intent_confirm(value: Any, info: ValidationInfo) -> Any:
     """``true``: a line made from the intent's examples (None); ``false``: never ask ("")."""
     if isinstance(value, Written) and isinstance(value.value, bool):
         value = value.value
@@ -346,7 +365,7 @@ def _intent_confirm(value: Any) -> Any:
         return None
     if value is False:
         return ""
-    return _as_text(value)
+    return _spoken(value, info)
 
 
 class Intent(_Model):
@@ -355,7 +374,7 @@ class Intent(_Model):
     name: Name = Field(description="A short name for what the caller means (shown in logs and tests).")
     examples: Names = Field(default_factory=list, description="Whole sentences a caller might say.")
     keywords: Names = Field(default_factory=list, description="Single words or short phrases that signal this intent.")
-    key: Annotated[KeypadKey | None, BeforeValidator(_keypad_key)] = Field(
+    key: Annotated[KeypadKey | None, BeforeValidator(_written_out)] = Field(
         default=None,
         description='The keypad key that picks this intent, like saying it: "0" to "9", "*" or "#" (in quotes).',
     )
@@ -456,6 +475,7 @@ class Keypad(_Model):
     timeout_s: float = Field(
         default=DEFAULT_KEY_TIMEOUT_S,
         gt=0,
+        strict=True,
         alias="timeout",
         description="Seconds without a key after which the entry ends (default 5).",
     )
@@ -496,8 +516,8 @@ class Ask(_Model):
         description="For type choice: the allowed values, as a list or as value: [other words for it].",
     )
     #: For ``number``: answers outside the range count as not understood.
-    min: float | None = Field(default=None, description="For type number: the smallest accepted answer.")
-    max: float | None = Field(default=None, description="For type number: the largest accepted answer.")
+    min: float | None = Field(default=None, strict=True, description="For type number: the smallest accepted answer.")
+    max: float | None = Field(default=None, strict=True, description="For type number: the largest accepted answer.")
     #: For ``digits`` and ``number``: how many digits the answer has (an order number has
     #: five), so groups read in separate breaths are joined and missing digits asked for.
     length: Annotated[DigitLength | None, BeforeValidator(_length, json_schema_input_type=int | DigitLength)] = Field(
@@ -615,7 +635,11 @@ class HttpConfig(_Model):
         default=None, alias="json", description="A JSON body; text fields may use placeholders."
     )
     timeout_s: float = Field(
-        default=DEFAULT_HTTP_TIMEOUT_S, gt=0, alias="timeout", description="Seconds to wait before taking on_error."
+        default=DEFAULT_HTTP_TIMEOUT_S,
+        gt=0,
+        strict=True,
+        alias="timeout",
+        description="Seconds to wait before taking on_error.",
     )
     #: slot name -> dotted path into the JSON answer (``customer.name``, ``items.0.id``).
     store: Annotated[dict[str, Name], BeforeValidator(_mapping)] = Field(
@@ -692,9 +716,9 @@ class LlmConfig(_Model):
     offline: Name | None = Field(default=None, description="Where to go instead when no LLM is configured.")
 
 
-def _given(value: Any) -> Any:
+def _given(value: Any, info: ValidationInfo) -> Any:
     """``send_call_button:`` with nothing after it is a payload left out, not "no button"."""
-    if value is None:
+    if value is None and _authored_text(info):
         raise PydanticCustomError("not_text", "must be text (the payload) or a block with `payload` and `text`")
     return value
 
