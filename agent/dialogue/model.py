@@ -230,7 +230,7 @@ Texts = Annotated[list[Text], BeforeValidator(_listed, json_schema_input_type=Te
 
 def _slot_value(value: Any) -> Any:
     value = _unwrap(value)
-    if isinstance(value, dict | list):
+    if value is None or isinstance(value, dict | list):
         raise PydanticCustomError("not_single", "must be a single value (text, number, true/false or a date)")
     if isinstance(value, dt.datetime):
         return value.date()
