@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.dialogue import slots as slot_parsing
 from agent.dialogue.checks import slots_set
 from agent.dialogue.effects import Handover, HttpRequest, Reply, RequestCallPermission, SendCallButton, ToolCall
@@ -38,6 +36,7 @@ from agent.dialogue.engine import FlowEngine
 from agent.dialogue.flow import Flow, FlowError, flow_errors, read_flow_text
 from agent.dialogue.model import KEYPAD_KEYS
 from agent.dialogue.schema import CONVERSATION_KEYS, EXPECT_KEYS, STEP_KEYS, TESTS_KEYS
+from agent.dialogue.yamlsource import MarkedDict, MarkedList, load_marked
 
 __all__ = [
     "ConversationResult",
@@ -83,72 +82,6 @@ def flow_file_for(test_path: str | Path, declared: str | None = None) -> Path:
     return path
 
 
-# -- YAML with positions --------------------------------------------------------------------
-
-
-class _MarkedDict(dict[Any, Any]):
-    """A mapping that remembers where each key and value was written."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark: yaml.Mark | None = None
-        self.key_marks: dict[Any, yaml.Mark] = {}
-        self.value_marks: dict[Any, yaml.Mark] = {}
-        self.raw: dict[Any, str] = {}  # scalars as written ("no" stays "no", not False)
-
-
-class _MarkedList(list[Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark: yaml.Mark | None = None
-        self.item_marks: list[yaml.Mark] = []
-
-
-class _Loader(yaml.SafeLoader):
-    source = "<test>"
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _MarkedDict:
-    loader.flatten_mapping(node)
-    out = _MarkedDict()
-    out.mark = node.start_mark
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, list | dict):
-            raise FlowError(
-                "keys must be plain words",
-                source=loader.source,
-                line=key_node.start_mark.line + 1,
-                column=key_node.start_mark.column + 1,
-            )
-        if key in out:
-            raise FlowError(
-                f"duplicate key '{key}' (already used on line {out.key_marks[key].line + 1})",
-                source=loader.source,
-                line=key_node.start_mark.line + 1,
-                column=key_node.start_mark.column + 1,
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.key_marks[key] = key_node.start_mark
-        out.value_marks[key] = value_node.start_mark
-        if isinstance(value_node, yaml.ScalarNode):
-            out.raw[key] = str(value_node.value)
-    return out
-
-
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _MarkedList:
-    out = _MarkedList()
-    out.mark = node.start_mark
-    for child in node.value:
-        out.append(loader.construct_object(child, deep=True))
-        out.item_marks.append(child.start_mark)
-    return out
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-
-
 # -- the suite --------------------------------------------------------------------------------
 
 
@@ -156,14 +89,14 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 class _Step:
     number: int
     kind: str  # "start", "caller", "keys", "action_result", "llm"
-    mark: yaml.Mark
+    mark: Any
     caller: str = ""
     keys: str = ""
     ok: bool = True
     data: Any = None
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
-    expect: _MarkedDict = field(default_factory=_MarkedDict)
+    expect: MarkedDict = field(default_factory=MarkedDict)
 
     def describe(self) -> str:
         if self.kind == "caller":
@@ -178,7 +111,7 @@ class _Step:
 @dataclass
 class _Conversation:
     name: str
-    mark: yaml.Mark
+    mark: Any
     steps: list[_Step]
     caller_info: dict[str, str]
     slots: dict[str, Any]
@@ -231,20 +164,20 @@ class _SuiteReader:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def error(self, mark: yaml.Mark | None, message: str) -> FlowError:
+    def error(self, mark: Any | None, message: str) -> FlowError:
         if mark is None:
             return FlowError(message, source=self.source, line=1, column=1)
         return FlowError(message, source=self.source, line=mark.line + 1, column=mark.column + 1)
 
-    def mapping(self, value: Any, mark: yaml.Mark | None, what: str, allowed: tuple[str, ...]) -> _MarkedDict:
-        if not isinstance(value, _MarkedDict):
+    def mapping(self, value: Any, mark: Any | None, what: str, allowed: tuple[str, ...]) -> MarkedDict:
+        if not isinstance(value, MarkedDict):
             raise self.error(mark, f"{what} must be a block of `key: value` lines")
         for key in value:
             if key not in allowed:
                 raise self.error(value.key_marks[key], f"unknown key '{key}' in {what} (allowed: {', '.join(allowed)})")
         return value
 
-    def date(self, value: Any, mark: yaml.Mark | None, what: str) -> dt.date | None:
+    def date(self, value: Any, mark: Any | None, what: str) -> dt.date | None:
         if value is None:
             return None
         if isinstance(value, dt.date):
@@ -254,7 +187,7 @@ class _SuiteReader:
         except ValueError:
             raise self.error(mark, f"{what} must be a date like 2024-12-02") from None
 
-    def details(self, value: Any, mark: yaml.Mark | None, what: str) -> dict[str, Any]:
+    def details(self, value: Any, mark: Any | None, what: str) -> dict[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -268,7 +201,7 @@ class _SuiteReader:
         if "conversations" not in top:
             raise self.error(top.mark, "the test file needs `conversations`: a list of test conversations")
         conversations = top["conversations"]
-        if not isinstance(conversations, _MarkedList) or not conversations:
+        if not isinstance(conversations, MarkedList) or not conversations:
             raise self.error(top.value_marks["conversations"], "`conversations` must be a list with at least one item")
         today = self.date(top.get("today"), top.value_marks.get("today"), "`today`")
         caller_info = self.details(top.get("caller_info"), top.value_marks.get("caller_info"), "`caller_info`")
@@ -281,12 +214,12 @@ class _SuiteReader:
         return FlowTestSuite(source=self.source, flow_path=flow_path, conversations=out)
 
     def conversation(
-        self, value: Any, mark: yaml.Mark, number: int, today: dt.date | None, caller_info: dict[str, Any]
+        self, value: Any, mark: Any, number: int, today: dt.date | None, caller_info: dict[str, Any]
     ) -> _Conversation:
         conv = self.mapping(value, mark, f"conversation {number}", CONVERSATION_KEYS)
         name = str(conv.get("name") or f"conversation {number}")
         steps_value = conv.get("steps")
-        if not isinstance(steps_value, _MarkedList) or not steps_value:
+        if not isinstance(steps_value, MarkedList) or not steps_value:
             raise self.error(conv.value_marks.get("steps", mark), f"conversation '{name}' needs `steps`: a list")
         steps = [self.step(item, steps_value.item_marks[i], i + 1, name) for i, item in enumerate(steps_value)]
         llm_available = conv.get("llm_available", True)
@@ -305,7 +238,7 @@ class _SuiteReader:
             llm_available=llm_available,
         )
 
-    def step(self, value: Any, mark: yaml.Mark, number: int, conversation: str) -> _Step:
+    def step(self, value: Any, mark: Any, number: int, conversation: str) -> _Step:
         what = f"step {number} of '{conversation}'"
         step = self.mapping(value, mark, what, STEP_KEYS)
         events = [key for key in ("caller", "keys", "action_result", "llm") if key in step]
@@ -318,7 +251,7 @@ class _SuiteReader:
                 mark,
                 f"{what} needs `caller` (what the caller says), `keys` (what they press), `action_result` or `llm`",
             )
-        expect = _MarkedDict()
+        expect = MarkedDict()
         if "expect" in step:
             expect = self.mapping(step["expect"], step.value_marks["expect"], f"`expect` of {what}", EXPECT_KEYS)
         if not events:
@@ -349,7 +282,7 @@ class _SuiteReader:
         if not isinstance(raw_calls, list):
             raise self.error(llm.value_marks["tool_calls"], "`tool_calls` must be a list")
         for i, call in enumerate(raw_calls):
-            call_mark = raw_calls.item_marks[i] if isinstance(raw_calls, _MarkedList) else body_mark
+            call_mark = raw_calls.item_marks[i] if isinstance(raw_calls, MarkedList) else body_mark
             spec = self.mapping(call, call_mark, f"tool call {i + 1}", ("name", "arguments"))
             if "name" not in spec:
                 raise self.error(call_mark, f"tool call {i + 1} needs a `name`")
@@ -375,16 +308,7 @@ def load_suite(path: str | Path) -> FlowTestSuite:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError(f"cannot read test file: {exc}", source=source) from exc
-    loader = _Loader(text)
-    loader.source = source
-    try:
-        root = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise FlowError(exc.problem or "invalid YAML", source=source, line=line, column=column) from exc
-    finally:
-        loader.dispose()
+    root = load_marked(text, source)
     return _SuiteReader(source).suite(root, Path(path))
 
 
@@ -412,7 +336,7 @@ def check_suite(suite: FlowTestSuite, flow: Flow) -> list[FlowError]:
                     )
                 )
             slots = expect.get("slots")
-            if isinstance(slots, _MarkedDict):
+            if isinstance(slots, MarkedDict):
                 for name in slots:
                     if str(name) not in known_slots:
                         errors.append(reader.error(slots.key_marks[name], f"the flow never sets a slot '{name}'"))
@@ -485,7 +409,7 @@ def _action_matches(action: Any, spec: Any) -> str | None:
     return None
 
 
-def _check(expect: _MarkedDict, reply: Reply, engine: FlowEngine) -> list[tuple[Any, str]]:
+def _check(expect: MarkedDict, reply: Reply, engine: FlowEngine) -> list[tuple[Any, str]]:
     """Every unmet expectation, as (key, message)."""
     said = " ".join(reply.lines)
     problems: list[tuple[Any, str]] = []
@@ -571,7 +495,7 @@ def _check(expect: _MarkedDict, reply: Reply, engine: FlowEngine) -> list[tuple[
 def _run_conversation(suite: FlowTestSuite, flow: Flow, conversation: _Conversation) -> ConversationResult:
     result = ConversationResult(conversation.name)
 
-    def failure(mark: yaml.Mark, message: str) -> FlowTestFailure:
+    def failure(mark: Any, message: str) -> FlowTestFailure:
         return FlowTestFailure(
             suite.source, mark.line + 1, mark.column + 1, f"conversation '{conversation.name}', {message}"
         )

@@ -457,7 +457,8 @@ def _numeric_date(text: str, today: dt.date) -> dt.date | None:
     """ "12/10", "12.10.", "15/12/2026": day first, as most of the world writes it, unless only the other
     order is a date ("12/15"). A date without a year is the next one from ``today``."""
     match = re.search(r"(?<![\d/.])(\d{1,2})/(\d{1,2})(?:/(\d{2}|\d{4}))?(?![\d/])", text) or re.search(
-        r"(?<![\d.])(\d{1,2})\.(\d{1,2})(?:\.(\d{4})|\.)(?!\d)", text  # "12.10." or "12.10.2026"; "3.30" is a time
+        r"(?<![\d.])(\d{1,2})\.(\d{1,2})(?:\.(\d{4})|\.)(?!\d)",
+        text,  # "12.10." or "12.10.2026"; "3.30" is a time
     )
     if match is None:
         return None

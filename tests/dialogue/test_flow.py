@@ -652,9 +652,9 @@ def test_yaml_syntax_error_has_position() -> None:
             say: "unterminated
             end: true
     """,
-        "6:1",
-        "found unexpected end of stream",
-        "while scanning a quoted scalar at line 4, column 10",
+        "4:10",
+        'line 4: the text starting with " at column 10 is never closed',
+        'add the closing "',
     )
 
 

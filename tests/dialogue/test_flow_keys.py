@@ -194,7 +194,8 @@ def test_business_hours_mistakes() -> None:
 def test_the_schema_knows_the_new_keys() -> None:
     schema = flow_schema()
     assert "faq" in schema["properties"] and "business_hours" in schema["properties"]
-    ask = schema["definitions"]["node"]["anyOf"][0]["properties"]["ask"]["properties"]
+    assert schema["definitions"]["node"]["anyOf"][0]["properties"]["ask"]["anyOf"][0] == {"$ref": "#/definitions/Ask"}
+    ask = schema["definitions"]["Ask"]["properties"]
     assert {"length", "confirm"} <= set(ask)
     assert "digits" in ask["type"]["enum"]
     assert "confirm" in schema["definitions"]["intent"]["properties"]

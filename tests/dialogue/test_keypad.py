@@ -337,7 +337,8 @@ def test_the_terminator_cannot_be_an_intent_key() -> None:
 
 def test_the_schema_knows_the_keypad() -> None:
     schema = flow_schema()
-    ask = schema["definitions"]["node"]["anyOf"][0]["properties"]["ask"]["properties"]
+    assert schema["definitions"]["node"]["anyOf"][0]["properties"]["ask"]["anyOf"][0] == {"$ref": "#/definitions/Ask"}
+    ask = schema["definitions"]["Ask"]["properties"]
     assert {"keypad", "secret"} <= set(ask)
     assert "key" in schema["definitions"]["intent"]["properties"]
     step = flow_test_schema()["properties"]["conversations"]["items"]["properties"]["steps"]["items"]
