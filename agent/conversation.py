@@ -5,8 +5,10 @@ models and policy are passed in, so its logic is testable and the same code serv
 reply *does* (speak, LLM turn, business request, handover, end) is `agent.reply_runner`'s job; each reply
 in flight is one `SpeechHandle`.
 
-Latency: recognition starts at the first short pause ("pause" from the endpointer), so it overlaps the
-end-of-turn silence instead of following it; if the caller goes on talking the guess is dropped. A guess
+Latency: each utterance has one recognition stream (`agent.speech.utterance_stream`), fed as the caller
+talks, so a streaming engine decodes along and a batch one (Whisper) is asked at the first short pause
+("pause" from the endpointer): recognition overlaps the end-of-turn silence instead of following it, and
+the end of the turn reuses that decode when nothing was said after it. A
 that reads as a finished sentence ends the turn at once; one that sounds unfinished ("…for the", "um",
 digits being read out) makes the turn wait for a longer silence.
 
@@ -61,6 +63,7 @@ from agent.reply_runner import (
 )
 from agent.speech.stt import Transcriber
 from agent.speech.tts import Synthesizer
+from agent.speech.utterance_stream import UtteranceStream, transcribe_once
 from agent.speech.vad import Endpointer
 from agent.speech_handle import SpeechHandle
 from agent.turn_config import ConversationConfig
@@ -132,7 +135,7 @@ class _Utterance:
     overlapped: bool  # started while the bot was talking
     confirmed_barge_in: bool
     taken_at: float  # when the bot took the turn (stream time)
-    guess: asyncio.Task[str] | None = None  # the transcript started at this utterance's last pause
+    stream: UtteranceStream | None = None  # its recognition, fed while the caller spoke
     prefix: _Utterance | None = None  # the earlier fragment this one continues
     text: str | None = None
     continued: bool = False  # the caller went on talking: this fragment is part of a longer thought
@@ -215,6 +218,7 @@ class Conversation:
         self._gap_filler: asyncio.Task[None] | None = None
         self._gated_since: float | None = None  # a reply's start waits: the caller may be starting to speak
         self._continuation_confirmed = False  # ... with enough speech to be words, not a cough
+        self._listening: UtteranceStream | None = None  # the current utterance's recognition
         self._speculation: tuple[int, asyncio.Task[str]] | None = None
         self._partial: asyncio.Task[None] | None = None
         self._partial_at_ms = 0
@@ -265,6 +269,7 @@ class Conversation:
 
     async def close(self) -> None:
         self._closed = True
+        self._stop_listening()
         key_timer = self._keys.close()
         tasks = [
             key_timer,
@@ -453,6 +458,8 @@ class Conversation:
                 self._on_pause(event.audio, event.speech_ms, t)
             elif event.kind == "end":
                 self._on_end(event.audio, event.speech_ms, t)
+        if self._listening is not None and self._endpointer.in_speech:
+            self._listening.feed_more(self._endpointer.kept_audio_after(self._listening.fed))
         self._gate_reply_start(t)
         self._check_continuation()
         self._check_barge_in(t)
@@ -486,6 +493,7 @@ class Conversation:
         self._silence_stage = 0
         self._cancel_silence_timer()
         prefix = self._continuation_of(t)
+        self._start_listening(prefix)
         if prefix is not None:
             # The caller's own thought going on, not an interruption of the bot: go quiet at once, and drop
             # the answer as soon as this is more than a cough.
@@ -567,13 +575,12 @@ class Conversation:
         if ep.voiced_ms < self._partial_at_ms + every:
             return
         self._partial_at_ms = ep.voiced_ms
-        audio = ep.current_audio()
-        if audio is not None:
-            self._partial = asyncio.create_task(self._transcribe_partial(audio), name="stt-partial")
+        if self._listening is not None:
+            self._partial = asyncio.create_task(self._transcribe_partial(self._listening), name="stt-partial")
 
-    async def _transcribe_partial(self, audio: np.ndarray) -> None:
+    async def _transcribe_partial(self, listening: UtteranceStream) -> None:
         try:
-            text = await self._transcribe(audio)
+            text = await listening.partial()
         except Exception:
             return
         if getattr(self.policy, "secret", False) is True:
@@ -590,10 +597,13 @@ class Conversation:
             self.output.resume()
         if not self.config.speculative_stt or (self._overlapped and not self._interruptible):
             return
+        if self._listening is None:
+            return
+        self._listening.catch_up(audio)
         if self._continuing is not None:
             audio = _join(self._continuing, audio)
         self._drop_speculation()
-        task = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
+        task = asyncio.create_task(self._listening.partial(), name="stt-speculative")
         self._speculation = (speech_ms, task)
         if not self._overlapped:
             judge = asyncio.create_task(self._judge_pause(task, speech_ms, t, audio), name="end-of-turn")
@@ -725,29 +735,29 @@ class Conversation:
         if silence_s is None:
             silence_s = self._endpointer.last_end_silence_ms / 1000
         end_of_speech = t - silence_s
+        listening, self._listening = self._listening, None
         if audio is None or (overlapped and not self._interruptible):
             self._drop_speculation()
+            if listening is not None:
+                listening.cancel()
             if prefix is not None:
                 self._after_a_cough(prefix, t)
             return
-        # The guess belongs to this utterance only if it was made on exactly this audio; hand it over now,
-        # before the next utterance's pause can replace it.
-        guess = None
+        # The stream has heard exactly this audio (it is fed only what the endpointer keeps); the pause's
+        # guess is its partial, which the turn's finish() reuses when nothing was said after it.
+        if listening is not None:
+            listening.catch_up(audio)
         if self._speculation is not None:
-            guessed_ms, task = self._speculation
-            self._speculation = None
-            if guessed_ms == speech_ms and not task.cancelled():
-                guess = task
-            else:
-                task.cancel()
+            self._speculation = None  # the guess task lives on inside the stream; judging it is over
         if prefix is not None and not self._continuation_confirmed:
             if self._answer_audible(prefix):
                 # Short words while the caller hears the answer: a reaction to it (handled like speech over
                 # the bot: a backchannel lets it go on, a question interrupts it) or the rest of their
                 # thought. What they said decides, once recognised alone.
                 prefix.continued = False
-                if guess is not None:
-                    guess.cancel()  # it was made on the whole thought; these words are judged alone
+                if listening is not None:
+                    listening.cancel()  # it heard the whole thought; these words are judged alone
+                    listening = None
                 if self.output.paused:
                     self.output.resume()
                 reaction = _Utterance(audio, end_of_speech, speech_ms, True, confirmed, t, reaction_to=prefix)
@@ -756,7 +766,7 @@ class Conversation:
                 return
             self._take_back(prefix)
         joined = _join(prefix, audio) if prefix is not None else audio
-        utterance = _Utterance(joined, end_of_speech, speech_ms, overlapped, confirmed, t, guess, prefix=prefix)
+        utterance = _Utterance(joined, end_of_speech, speech_ms, overlapped, confirmed, t, listening, prefix=prefix)
         utterance.silence_s = silence_s
         self._take(utterance)
 
@@ -802,7 +812,21 @@ class Conversation:
 
     # recognition --------------------------------------------------------------
     async def _transcribe(self, audio: np.ndarray) -> str:
-        return (await self.transcriber.transcribe(audio)).strip()
+        return await transcribe_once(self.transcriber, audio)
+
+    def _start_listening(self, prefix: _Utterance | None) -> None:
+        """A new utterance: a new recognition stream, which first hears the fragment it continues."""
+        self._stop_listening()
+        lead_in = None
+        if prefix is not None:  # as `_join` lays the thought out: the fragment, a short gap, the new words
+            lead_in = np.concatenate([prefix.audio, np.zeros(int(JOIN_GAP_S * SAMPLE_RATE), dtype=np.int16)])
+        self._listening = UtteranceStream(self.transcriber, lead_in)
+        self._listening.feed_more(self._endpointer.kept_audio_after(0))
+
+    def _stop_listening(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            self._listening = None
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
@@ -810,11 +834,13 @@ class Conversation:
             self._speculation = None
 
     async def _recognise(self, utterance: _Utterance, metrics: TurnMetrics) -> str:
-        if utterance.guess is not None and not utterance.guess.cancelled():
-            metrics.speculative = True
-            return await utterance.guess
         if utterance.speech_ms == 0 and utterance.prefix is not None and utterance.prefix.text is not None:
             return utterance.prefix.text  # nothing new was said: the earlier words stand as they were heard
+        stream, utterance.stream = utterance.stream, None
+        if stream is not None:
+            text = await stream.finish()
+            metrics.speculative = stream.reused_partial
+            return text
         return await self._transcribe(utterance.audio)
 
     # turns --------------------------------------------------------------------

@@ -126,6 +126,18 @@ class Endpointer:
         """The utterance so far (for partial transcripts while the caller is still talking)."""
         return np.concatenate(self._utterance) if self._in_speech and self._utterance else None
 
+    def kept_audio_after(self, samples: int) -> np.ndarray | None:
+        """What an "end" now would hand out, past its first `samples` (None when nothing new).
+
+        Lets a streaming recogniser hear the caller as they talk: growing only, and never the end-of-turn
+        silence, so the audio it was fed equals the utterance's audio when the turn ends.
+        """
+        if not self._in_speech:
+            return None
+        kept = len(self._utterance) - max(0, self._silence_run - self._post_roll_frames)
+        first = samples // self._frame_len
+        return np.concatenate(self._utterance[first:kept]) if first < kept else None
+
     @property
     def last_end_silence_ms(self) -> int:
         """The silence that ended the last utterance: ``end_silence_ms``, or longer after :meth:`hold_end`."""
