@@ -75,6 +75,8 @@ class TurnSettings(BaseModel):
     # End-of-turn silence, for the rest of the call, once a caller has shown they pause mid-thought (went on
     # after the bot took the turn, or said "um"): a slower answer rather than talking over them (0: off).
     hesitant_end_silence_ms: int = Field(_TURN.hesitant_end_silence_ms, ge=0, le=5000)
+    # ... longer for a caller seen pausing longer mid-thought: their longest pause and a margin, up to this.
+    hesitant_max_end_silence_ms: int = Field(_TURN.hesitant_max_end_silence_ms, ge=0, le=5000)
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
     closing_quiet_s: float = Field(_TURN.closing_quiet_s, ge=0.5, le=30)
     # Silence after a question before a prompt, then as long again before a goodbye (None: never).

@@ -107,6 +107,7 @@ AUDIO_GAP_S = 0.25  # no caller audio this long while they are mid-utterance: th
 AUDIO_GAP_CHECK_S = 0.05
 ONSET_GATE_MAX_S = 0.15  # longest a reply's first sound waits for the VAD to tell whether the caller speaks
 JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
+HESITANT_MARGIN_MS = 300  # a hesitant caller's end of turn waits this much longer than their longest pause
 SAMPLE_RATE = 16000
 
 
@@ -243,6 +244,8 @@ class Conversation:
         # The caller pauses mid-thought (went on after the bot took the turn, or hesitates with "um"): from
         # then on each turn waits for a longer silence and never ends early on a full stop.
         self.hesitant = False
+        self._longest_pause_ms = 0  # the longest silence this caller went on talking after, mid-thought
+        self._resumes_seen = 0
         self.silence_prompts = 0
         self._failures: dict[str, int] = {}  # speech failures in a row, by kind ("stt", "tts")
         self._keys = KeyCollector(self._keys_entered)
@@ -460,6 +463,9 @@ class Conversation:
                 self._on_end(event.audio, event.speech_ms, t)
         if self._listening is not None and self._endpointer.in_speech:
             self._listening.feed_more(self._endpointer.kept_audio_after(self._listening.fed))
+        if self._endpointer.resumes != self._resumes_seen:
+            self._resumes_seen = self._endpointer.resumes
+            self._went_on_after(self._endpointer.resumed_after_ms)
         self._gate_reply_start(t)
         self._check_continuation()
         self._check_barge_in(t)
@@ -548,8 +554,7 @@ class Conversation:
         self.continuations += 1
         if fragment.resumed_at is not None:
             pause_ms = (fragment.resumed_at - fragment.end_of_speech) * 1000
-            if pause_ms >= self.config.hesitant_min_pause_ms:
-                self._mark_hesitant(f"went on after a {pause_ms:.0f} ms pause")
+            self._went_on_after(pause_ms)
         answer = fragment.answer
         if answer is None:
             log.debug("the caller went on talking before the bot answered %r", fragment.text)
@@ -664,15 +669,31 @@ class Conversation:
             log.debug("early end of turn on a complete sentence: %r", task.result())
             self._on_end(event.audio, event.speech_ms, paused_at, silence_s=self._endpointer.pause_ms / 1000)
 
+    def _went_on_after(self, pause_ms: float) -> None:
+        """The caller went on talking after a silence inside their thought (held by the bot, or after it had
+        taken the turn): one long enough shows a caller who stops to think, and how long they stop for."""
+        if pause_ms < self.config.hesitant_min_pause_ms:
+            return
+        self._longest_pause_ms = max(self._longest_pause_ms, int(pause_ms))
+        if self.hesitant:
+            self._endpointer.set_end_silence(self._hesitant_silence_ms())
+        else:
+            self._mark_hesitant(f"went on after a {pause_ms:.0f} ms pause")
+
+    def _hesitant_silence_ms(self) -> int:
+        """The hesitant caller's end-of-turn silence: at least the configured one, and longer than the longest
+        pause they went on after (by a margin), up to the configured most."""
+        fitted = self._longest_pause_ms + HESITANT_MARGIN_MS if self._longest_pause_ms else 0
+        ceiling = max(self.config.hesitant_max_end_silence_ms, self.config.hesitant_end_silence_ms)
+        return min(max(self.config.hesitant_end_silence_ms, fitted), ceiling)
+
     def _mark_hesitant(self, why: str) -> None:
         if self.hesitant or not self.config.hesitant_end_silence_ms:
             return
         self.hesitant = True
-        self._endpointer.set_end_silence(self.config.hesitant_end_silence_ms)
-        log.info(
-            "caller pauses mid-thought: waiting %d ms for the end of each turn from now on",
-            self.config.hesitant_end_silence_ms,
-        )
+        silence_ms = self._hesitant_silence_ms()
+        self._endpointer.set_end_silence(silence_ms)
+        log.info("caller pauses mid-thought: waiting %d ms for the end of each turn from now on", silence_ms)
         log.debug("marked hesitant: %s", why)  # may quote the caller's words
 
     def _unfinished(self, text: str) -> str | None:

@@ -65,6 +65,9 @@ class ConversationConfig:
     # ... shown by going on after a pause at least this long: a shorter one is a comma's breath that an
     # early end of turn happened to catch, not a caller who thinks mid-sentence.
     hesitant_min_pause_ms: int = 500
+    # ... and a caller seen pausing longer than that mid-thought waits their longest pause and a margin, up
+    # to this: one hesitant silence does not fit a caller who stops for a second and a half to think.
+    hesitant_max_end_silence_ms: int = 2000
     # After the caller talked over an ending line, the call ends once they have been quiet this long.
     closing_quiet_s: float = 3.0
     # A caller silent this long after a question hears a prompt; after as long again, a goodbye (None: off).

@@ -419,6 +419,57 @@ async def test_a_caller_who_paused_mid_thought_gets_a_longer_end_of_turn_from_th
     await call.turn(3)
 
 
+async def test_going_on_after_a_long_held_pause_marks_the_caller_hesitant(make_call: Callable[..., Call]) -> None:
+    """ "It's nineteen [0.8 s] eighty four": the bot held the pause (unfinished words) and never took the turn,
+    yet a caller who stops that long mid-thought will do it again, on words that look finished."""
+    stt = FakeTranscriber(["I want to", "I want to know your opening hours"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.8))  # held: "I want to" sounds unfinished
+    await call.feed(voice(0.8))
+    assert call.conv.hesitant and call.conv.turns == []
+    await call.feed(silence(1.4))
+    await call.turn(1)
+    assert call.conv.continuations == 0 and call.conv.false_starts == 0
+
+
+async def test_a_caller_who_stops_long_to_think_gets_an_end_of_turn_that_fits(make_call: Callable[..., Call]) -> None:
+    """A caller seen going on after 1.5 s of silence mid-thought is waited for 1.8 s (their pause and a
+    margin) on later turns, up to `hesitant_max_end_silence_ms`; a 1.2 s wait would talk over them again."""
+    stt = FakeTranscriber(
+        ["I want to", "I want to know your opening hours", "Read me the notice.", "Read me the notice."]
+    )
+    call = make_call(stt=stt, config=real_config(unfinished_hold_ms=2000, hesitant_max_end_silence_ms=2000))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(1.5))  # held for the unfinished words; the caller thinks for 1.5 s
+    await call.feed(voice(0.8))
+    await call.feed(silence(2.0))
+    await call.turn(1)
+    await call.play_out()
+    assert call.conv.hesitant
+    await call.feed(silence(3.0))
+    await call.feed(voice(0.8))
+    await call.feed(silence(1.5))  # a pause as long as before, after words the guess cannot call unfinished
+    await asyncio.sleep(0.01)
+    assert len(call.conv.turns) == 1, "answered at the 1.2 s hesitant silence, shorter than this caller's pauses"
+    await call.feed(silence(0.4))
+    await call.turn(2)
+
+
+async def test_a_hesitant_callers_wait_has_a_ceiling(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["I want to", "I want to know your opening hours"])
+    call = make_call(stt=stt, config=real_config(unfinished_hold_ms=4000, hesitant_max_end_silence_ms=1600))
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(3.0))
+    await call.feed(voice(0.8))
+    assert call.conv.hesitant
+    await call.feed(silence(1.7))  # the ceiling, not the 3.3 s the caller's pause would call for
+    await call.turn(1)
+
+
 async def test_a_filler_marks_the_caller_as_hesitant(make_call: Callable[..., Call]) -> None:
     call = make_call(stt=FakeTranscriber(["Um, what are your opening hours?"]), config=real_config())
     await call.start()
@@ -559,9 +610,7 @@ async def test_words_the_flow_cannot_use_are_re_prompted_after_the_longer_silenc
 
 
 async def test_words_the_flow_understands_keep_the_usual_end_of_turn(make_call: Callable[..., Call]) -> None:
-    call = make_call(
-        stt=FakeTranscriber(["What are your opening hours"]), config=real_config(unclear_hold_ms=1000)
-    )
+    call = make_call(stt=FakeTranscriber(["What are your opening hours"]), config=real_config(unclear_hold_ms=1000))
     await call.start()
     await call.feed(voice(0.8))
     await call.feed(silence(0.6))
@@ -578,10 +627,11 @@ async def test_a_bare_yes_waits_a_little_longer_for_the_rest_of_the_sentence(mak
     await asyncio.sleep(0.05)
     assert call.conv.turns == [], "answered a bare 'No.' at the usual silence"
     await call.feed(voice(0.8))
-    await call.feed(silence(1.0))
+    await call.feed(silence(1.4))  # going on after 0.6 s shows a caller who pauses: their turns wait 1.2 s now
     await call.turn(1)
     await call.play_out()
     assert call.heard() == [GREETING, *HOURS] and call.conv.false_starts == 0
+    assert call.conv.hesitant
 
 
 async def test_a_caller_whose_phone_stops_sending_audio_is_silent(make_call: Callable[..., Call]) -> None:

@@ -92,6 +92,10 @@ class Endpointer:
         self._frames_since_start = 0
         self._end_frames_now = self._end_frames  # this utterance's end silence (see hold_end)
         self._last_end_frames = self._end_frames
+        self._gap_before_run = 0  # silent frames before the current voiced run
+        # The silence the caller last went on talking after, inside one utterance, and how many times so far.
+        self.resumed_after_ms = 0
+        self.resumes = 0
 
     @property
     def in_speech(self) -> bool:
@@ -244,11 +248,16 @@ class Endpointer:
         self._utterance.append(frame)
         self._frames_since_start += 1
         if voiced:
+            if self._voiced_run == 0:
+                self._gap_before_run = self._silence_run
             self._voiced_frames += 1
             self._voiced_run += 1
             self._silence_run = 0
             if self._voiced_run == self.config.onset_frames:
                 self._end_frames_now = self._end_frames  # speaking again: a held pause is over
+                if self._gap_before_run:
+                    self.resumed_after_ms = self._gap_before_run * self.config.frame_ms
+                    self.resumes += 1
         else:
             self._voiced_run = 0
             self._silence_run += 1
