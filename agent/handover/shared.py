@@ -50,6 +50,8 @@ from agent.handover.queues import (
     Ended,
     Event,
     HandoverDesk,
+    Offer,
+    OfferWithdrawn,
     QueueConfig,
     decode_event,
     dump_desk,
@@ -176,7 +178,8 @@ class SharedDesk:
                 agent_id = talking.get(event.record.call_id)
             else:
                 call_id, agent_id = getattr(event, "call_id", None), getattr(event, "agent_id", None)
-            call_worker = side.owners.get(call_id or "")
+            # An offer rings a console and nothing else: the caller's worker has no part in it.
+            call_worker = None if isinstance(event, Offer | OfferWithdrawn) else side.owners.get(call_id or "")
             agent_worker = side.presence.get(agent_id or "")
             extra = agent_id if isinstance(event, Ended) else None
             for worker in dict.fromkeys(w for w in (call_worker, agent_worker) if w is not None and w in alive):
