@@ -273,6 +273,7 @@ class Runtime:
                 ),
                 "clock": time.time,
             }
+            shared["shared"].rejoin(time.time())
         service = HandoverService(
             settings.handover,
             store=self.store,

@@ -271,6 +271,8 @@ class HandoverService:
         """Offer timeouts, max waits, new offers, position announcements; the loop calls it every `tick_s`."""
         now = self._clock()
         if self._shared is not None:
+            if not (self._calls or self._subscribers):
+                return  # nothing here to time or to show: the workers holding callers or consoles keep it ticking
             if self._tick_job is None or self._tick_job.done():  # one at a time: a slow database must not pile up
                 self._tick_job = self._spawn(self._shared_op(lambda desk, side: desk.tick(now)), "handover-tick-job")
             return

@@ -168,6 +168,23 @@ class SharedDesk:
         )
         return DeskResult(desk, side, events, mine)
 
+    def rejoin(self, now: float) -> DeskResult:
+        """Blocking, at start-up: what this worker id's last process left on the desk goes (its callers were
+        ended by the cluster's take-over, its consoles' sessions died with it). Without this, a worker that
+        restarts faster than its lease runs out would keep its dead callers waiting on the desk."""
+        me = self.worker_id
+
+        def forget(desk: HandoverDesk, side: Side) -> list[Event]:
+            events: list[Event] = []
+            for agent_id in [a for a, worker in side.presence.items() if worker == me]:
+                del side.presence[agent_id]
+                events += desk.agent_disconnected(agent_id, now)
+            for call_id in [c for c, worker in side.owners.items() if worker == me]:
+                events += desk.caller_hung_up(call_id, now)
+            return events
+
+        return self.submit(forget, now).result()
+
     def _route(
         self, tx: StoreTx, events: list[Event], side: Side, talking: dict[str, str], alive: set[str]
     ) -> list[Routed]:

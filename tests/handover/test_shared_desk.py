@@ -9,9 +9,10 @@ connections and the real internal accept route over HTTP. tests/e2e/test_cluster
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from agent.handover.queues import (
     encode_event,
     load_desk,
 )
+from agent.handover.service import AGENT_LOST_MESSAGE, ActionError, HandoverService
 from agent.handover.shared import MESSAGE_PREFIX, Routed, SharedDesk, desk_key, sign, verify
 from tests.handover.test_service import ASKED, FakeBridge, FakeCall, settings
 
@@ -261,6 +263,32 @@ def test_a_dead_workers_agents_and_callers_leave_the_desk(workers: Workers) -> N
     assert [w["call_id"] for w in desk.snapshot(21.0)["waiting"]] == ["wacid.1"]
 
 
+def test_a_worker_restarting_under_its_old_id_clears_what_its_last_process_left(workers: Workers) -> None:
+    workers.join("a")
+    workers.join("b")
+    a, b = workers.desk("a"), workers.desk("b")
+
+    def enqueue(desk: Any, side: Any) -> list[Any]:
+        side.owners["wacid.1"] = "a"
+        side.presence["ben"] = "a"
+        return [*desk.enqueue(waiting(), 10.0), *desk.agent_available("ben", 10.0)]
+
+    a.submit(enqueue, 10.0).result()
+    b.submit(lambda desk, side: side.presence.update(ana="b") or desk.agent_available("ana", 10.5), 10.5).result()
+    workers.messages()
+    # a's process dies and comes back at once, its lease never running out: its caller and ben's console are
+    # gone with the old process, so they leave the desk; ana, on b, is told the call she was offered went.
+    done = workers.desk("a").rejoin(20.0)
+    desk, side = b.read()
+    assert side.owners == {} and side.presence == {"ana": "b"}
+    assert desk.snapshot(21.0)["waiting"] == [] and desk.agent("ben").status.value == "away"
+    assert [(e.record.call_id, e.record.outcome) for e in done.events if isinstance(e, Ended)] == [
+        ("wacid.1", Outcome.ABANDONED)
+    ]
+    told_b = [m["event"] for worker, m in workers.messages() if worker == "b"]
+    assert told_b[-1] == {"kind": "OfferWithdrawn", "agent_id": "ana", "call_id": "wacid.1", "reason": "caller_hung_up"}
+
+
 # --- two services -------------------------------------------------------------------------------------------
 
 
@@ -271,13 +299,15 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_an_agent_on_one_worker_takes_a_call_held_by_another(workers: Workers) -> None:
+@contextlib.asynccontextmanager
+async def two_services(workers: Workers) -> AsyncIterator[tuple[HandoverService, HandoverService]]:
+    """Worker a (with the internal accept route served over HTTP at its worker URL) and worker b, each with
+    its own service, store and LISTEN connection; ana's console on b has connected, ready for a's callers."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     from agent.app import _forwarded_accept
     from agent.cluster_listener import listen
-    from agent.handover.service import HandoverService
     from agent.handover.shared import ACCEPT_PATH
     from agent.simulator.session import bound_socket, serve
 
@@ -296,7 +326,6 @@ async def test_an_agent_on_one_worker_takes_a_call_held_by_another(workers: Work
         )
         for name in ("a", "b")
     }
-    service_a, service_b = services["a"], services["b"]
 
     async def nothing() -> None:
         return None
@@ -312,68 +341,125 @@ async def test_an_agent_on_one_worker_takes_a_call_held_by_another(workers: Work
         asyncio.create_task(listen(workers.url, Identity(n).channel, on_keys=delivered(n), on_connected=nothing))
         for n in ("a", "b")
     ]
-    app = Starlette(routes=[Route(ACCEPT_PATH, _forwarded_accept(service_a), methods=["POST"])])
-    call = FakeCall()
-    pushed: list[dict[str, Any]] = []
+    app = Starlette(routes=[Route(ACCEPT_PATH, _forwarded_accept(services["a"]), methods=["POST"])])
     try:
         async with serve(app, sock):
             await asyncio.sleep(0.3)  # the listeners are connected
-            service_a.on_handover(call, ASKED)
-            service_b.subscribe("ana", pushed.append)
-            await until(lambda: any(m["type"] == "state" and m["state"]["waiting"] for m in pushed))
-            await until(lambda: bool(call.said))  # the hold line, spoken by a, which holds the caller
-            assert call.said[0] == DEFAULT_HOLD_MESSAGE
-            service_b.set_available("ana", True)
-            await until(lambda: any(m["type"] == "offer" for m in pushed))
-            offer = service_b.view("ana")["offer"]
-            assert offer is not None and offer["call_id"] == call.id
-            assert offer["call"]["reason"] == ASKED.reason
-
-            # A forged accept is refused by the owner; a real one is forwarded there and connects the call.
-            import httpx
-
-            async with httpx.AsyncClient() as client:
-                forged = await client.post(
-                    f"http://127.0.0.1:{sock.getsockname()[1]}{ACCEPT_PATH}",
-                    content=b'{"agent_id": "ana", "call_id": "wacid.1", "sdp": "x"}',
-                    headers={"x-wacall-desk-signature": sign(desk_key("wrong"), b"x")},
-                )
-            assert forged.status_code == 403
-            assert await service_b.accept("ana", call.id, "v=0 offer") == "v=0 answer"
-            (bridge,) = FakeBridge.made
-            assert bridge.call is call and bridge.agent_id == "ana" and bridge.started
-            assert call.handled_by == "ana"
-            await until(lambda: any(m["type"] == "connected" for m in pushed))
-
-            # What the caller says on a's bridge shows live on b's console.
-            bridge.on_text("caller", "my parcel is late")
-            await until(lambda: any(m["type"] == "transcript" for m in pushed))
-            await until(
-                lambda: (
-                    (service_b.view("ana")["call"] or {}).get("live")
-                    == [{"who": "caller", "text": "my parcel is late"}]
-                )
-            )
-            assert service_b.view("ana")["call"]["nodes"] == ["anything_else", "callback"]
-
-            # The agent hangs up on b: a hangs the call up, once, and writes the record.
-            service_b.hang_up("ana", call.id)
-            await until(lambda: call.hangups == ["agent_hung_up"])
-            await until(lambda: any(m["type"] == "call_ended" for m in pushed))
-            assert [m["reason"] for m in pushed if m["type"] == "call_ended"] == ["agent_hung_up"]
-            assert bridge.closed
-            service_a.call_ended(call)  # the runtime tells the desk when the call is over: nothing more happens
-            await asyncio.sleep(0.3)
-            assert call.hangups == ["agent_hung_up"]
-            await until(lambda: service_b.view("ana")["me"]["status"] == "available")
-            record = service_a.records[call.id]
-            assert record.outcome is Outcome.AGENT_HUNG_UP and record.handled_by == "ana"
+            yield services["a"], services["b"]
     finally:
         for task in listeners:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
         for service in services.values():
             await service.aclose()
+
+
+async def offered_across(service_a: HandoverService, service_b: HandoverService, call: FakeCall) -> list[Any]:
+    """a's caller waits; ana, on b, goes available and is offered the call. Returns what b's console got."""
+    pushed: list[dict[str, Any]] = []
+    service_a.on_handover(call, ASKED)
+    service_b.subscribe("ana", pushed.append)
+    await until(lambda: any(m["type"] == "state" and m["state"]["waiting"] for m in pushed))
+    await until(lambda: bool(call.said))  # the hold line, spoken by a, which holds the caller
+    assert call.said[0] == DEFAULT_HOLD_MESSAGE
+    service_b.set_available("ana", True)
+    await until(lambda: any(m["type"] == "offer" for m in pushed))
+    offer = service_b.view("ana")["offer"]
+    assert offer is not None and offer["call_id"] == call.id
+    assert offer["call"]["reason"] == ASKED.reason
+    return pushed
+
+
+async def test_an_agent_on_one_worker_takes_a_call_held_by_another(workers: Workers) -> None:
+    import httpx
+
+    from agent.handover.shared import ACCEPT_PATH
+
+    call = FakeCall()
+    async with two_services(workers) as (service_a, service_b):
+        pushed = await offered_across(service_a, service_b, call)
+        url = workers.stores["a"]._rows("SELECT url FROM workers WHERE id = 'a'")[0]["url"]
+
+        # A forged accept is refused by the owner; a real one is forwarded there and connects the call.
+        async with httpx.AsyncClient() as client:
+            forged = await client.post(
+                f"{url}{ACCEPT_PATH}",
+                content=b'{"agent_id": "ana", "call_id": "wacid.1", "sdp": "x"}',
+                headers={"x-wacall-desk-signature": sign(desk_key("wrong"), b"x")},
+            )
+        assert forged.status_code == 403
+        assert await service_b.accept("ana", call.id, "v=0 offer") == "v=0 answer"
+        (bridge,) = FakeBridge.made
+        assert bridge.call is call and bridge.agent_id == "ana" and bridge.started
+        assert call.handled_by == "ana"
+        await until(lambda: any(m["type"] == "connected" for m in pushed))
+
+        # What the caller says on a's bridge shows live on b's console.
+        bridge.on_text("caller", "my parcel is late")
+        await until(lambda: any(m["type"] == "transcript" for m in pushed))
+        await until(
+            lambda: (
+                (service_b.view("ana")["call"] or {}).get("live") == [{"who": "caller", "text": "my parcel is late"}]
+            )
+        )
+        assert service_b.view("ana")["call"]["nodes"] == ["anything_else", "callback"]
+
+        # The agent hangs up on b: a hangs the call up, once, and writes the record.
+        service_b.hang_up("ana", call.id)
+        await until(lambda: call.hangups == ["agent_hung_up"])
+        await until(lambda: any(m["type"] == "call_ended" for m in pushed))
+        assert [m["reason"] for m in pushed if m["type"] == "call_ended"] == ["agent_hung_up"]
+        assert bridge.closed
+        service_a.call_ended(call)  # the runtime tells the desk when the call is over: nothing more happens
+        await asyncio.sleep(0.3)
+        assert call.hangups == ["agent_hung_up"]
+        await until(lambda: service_b.view("ana")["me"]["status"] == "available")
+        record = service_a.records[call.id]
+        assert record.outcome is Outcome.AGENT_HUNG_UP and record.handled_by == "ana"
+
+
+async def test_a_decline_and_a_return_to_the_bot_from_another_worker(workers: Workers) -> None:
+    call = FakeCall()
+    async with two_services(workers) as (service_a, service_b):
+        pushed = await offered_across(service_a, service_b, call)
+        service_b.decline("ana", call.id)  # ana passes: still available, the caller keeps waiting on a
+        await until(lambda: service_b.view("ana")["me"]["status"] == "available")
+        assert service_b.view("ana")["waiting"][0]["offered_to"] is None
+        assert call.hangups == [] and not FakeBridge.made
+
+        service_b.set_available("ana", False)  # away and back: the decline no longer applies
+        await until(lambda: service_b.view("ana")["me"]["status"] == "away")
+        pushed.clear()
+        service_b.set_available("ana", True)
+        await until(lambda: any(m["type"] == "offer" for m in pushed))
+        assert await service_b.accept("ana", call.id, "v=0 offer") == "v=0 answer"
+        await until(lambda: (service_b.view("ana")["call"] or {}).get("call_id") == call.id)
+        with pytest.raises(ActionError):
+            service_b.return_to_bot("ana", call.id, "no_such_node")  # b knows a's flow nodes from the desk
+        service_b.return_to_bot("ana", call.id, "anything_else")
+        await until(lambda: call.resumed == ["anything_else"])
+        await until(lambda: any(m["type"] == "call_ended" for m in pushed))
+        assert [m["reason"] for m in pushed if m["type"] == "call_ended"] == ["returned_to_bot"]
+        assert call.hangups == [] and FakeBridge.made[0].closed
+        assert service_a.records[call.id].outcome is Outcome.RETURNED_TO_BOT
+
+
+async def test_the_agents_audio_dropping_on_the_callers_worker_requeues_the_caller_and_tells_the_console(
+    workers: Workers,
+) -> None:
+    call = FakeCall()
+    async with two_services(workers) as (service_a, service_b):
+        pushed = await offered_across(service_a, service_b, call)
+        await service_b.accept("ana", call.id, "v=0 offer")
+        (bridge,) = FakeBridge.made
+        await until(lambda: service_a.desk.agent("ana").call_id == call.id and bridge.started)
+        bridge.on_lost("the agent's audio connection dropped")  # seen on a, where the media is
+        await until(lambda: any(m["type"] == "call_ended" for m in pushed))
+        assert [m["reason"] for m in pushed if m["type"] == "call_ended"] == ["disconnected"]
+        assert any(m["type"] == "alert" and "audio lost" in m["message"] for m in pushed)
+        await until(lambda: AGENT_LOST_MESSAGE in call.said)  # the caller hears it and is back in the queue
+        await until(lambda: [w["call_id"] for w in service_b.view("ana")["waiting"]] == [call.id])
+        assert service_b.view("ana")["me"]["status"] == "away" and bridge.closed and call.hangups == []
 
 
 def test_messages_that_are_not_the_desks_are_not_mistaken_for_it() -> None:
