@@ -10,6 +10,11 @@ fake call and a fake clock.
 Event handling is synchronous (`_apply`); anything that waits (speech, closing a peer, hanging up) is started
 as a task owned either by the call (dies with it) or by this service (closing an agent's peer must finish
 even when the call is already gone), so a slow line can never hold up routing for other callers.
+
+With several workers on PostgreSQL the desk is shared (agent/handover/shared.py): each change to it is a
+write job, its events come back as the job commits, and each worker acts on the part of an event that is
+its own (the caller it holds, the consoles connected to it); the rest goes to the other workers by NOTIFY.
+With one process (SQLite) the desk is this process's, changed and acted on at once, as always.
 """
 
 from __future__ import annotations

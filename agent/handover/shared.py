@@ -30,6 +30,16 @@ over on worker A must reach an agent whose console is on worker B, so the desk i
   drops presence on, and calls owned by, workers whose lease ran out (the agents are disconnected, the calls
   hung up, by the desk's own rules). The calls themselves are ended by the cluster's take-over.
 
+Why not one elected "desk worker" holding the desk in memory: its death would lose the desk's state with it
+and need an election and a hand-over of that state, while the database keeps it anyway; and every decision
+still needs the callers' and agents' workers told, which NOTIFY already does. The cost is one small write
+job per desk change and per tick, under the write lock every store write takes.
+
+What stays per worker: a console's sign-in session (agent/handover/console.py keeps sessions in memory), so
+a load balancer must send one agent's console requests to one worker (deploy/Caddyfile does, by cookie);
+and the caller's audio, of course. With SQLite, or one PostgreSQL worker without other workers, nothing of
+this changes how calls are routed: the rules are the same `HandoverDesk`'s.
+
 Times on the shared desk are wall-clock seconds (the workers' clocks must agree, as the leases need).
 """
 
