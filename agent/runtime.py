@@ -413,6 +413,8 @@ class Runtime:
     async def _catch_up(self) -> None:
         """This worker's unhandled events, re-read: those whose NOTIFY was lost, and a crash's leftovers."""
         assert self.cluster is not None
+        if self.handover is not None:
+            self.handover.catch_up()  # the shared handover desk's messages, likewise (agent/handover/shared.py)
         try:
             fresh = self.ledger.pending_events(await self.cluster.unhandled())
         except Exception as exc:

@@ -781,22 +781,40 @@ class HandoverService:
         except Exception:
             log.exception("handover: failed to act on %r", routed.event)
 
-    def on_worker_message(self, payload: str) -> None:
-        """A message another worker's desk job (or call) sent this one by NOTIFY (agent/handover/shared.py)."""
-        if self._shared is None or self.closed:
+    def on_worker_message(self, note: str) -> None:
+        """A NOTIFY naming a message another worker's desk job (or call) left this one (agent/handover/shared.py)."""
+        message_id = SharedDesk.message_id(note)
+        if self._shared is not None and not self.closed and message_id is not None:
+            self._spawn(self._take([message_id]), "handover-message")
+
+    def catch_up(self) -> None:
+        """Messages left for this worker whose NOTIFY never came (the cluster calls this every heartbeat)."""
+        if self._shared is not None and not self.closed:
+            self._spawn(self._take(None), "handover-catch-up")
+
+    async def _take(self, ids: list[int] | None) -> None:
+        assert self._shared is not None
+        try:
+            if ids is None and not await asyncio.to_thread(self._shared.waiting_messages):
+                return  # the usual case: a read, not a write
+            payloads = await asyncio.wrap_future(self._shared.take(ids))
+        except Exception as exc:
+            log.warning("handover: could not read the messages of other workers: %s", exc)
             return
-        parsed = SharedDesk.parse_message(payload)
-        if parsed is None:
-            return
-        if isinstance(parsed, Routed):
-            self._apply_routed(parsed)
+        events = False
+        for payload in payloads:
+            parsed = SharedDesk.parse_message(payload)
+            if isinstance(parsed, Routed):
+                events = True
+                self._apply_routed(parsed)
+            elif parsed is not None:
+                agent_id, message = parsed
+                if message.get("type") == "transcript":
+                    line = {"who": str(message.get("who", "")), "text": str(message.get("text", ""))}
+                    self._remote_live.setdefault(str(message.get("call_id", "")), []).append(line)
+                self._push(agent_id, message)
+        if events:
             self._op(lambda desk, side: [])  # and this worker's copy of the desk brought up to date
-            return
-        agent_id, message = parsed
-        if message.get("type") == "transcript":
-            line = {"who": str(message.get("who", "")), "text": str(message.get("text", ""))}
-            self._remote_live.setdefault(str(message.get("call_id", "")), []).append(line)
-        self._push(agent_id, message)
 
     def _ensure_ticking(self) -> None:
         if self._tick_s is None or self.closed:

@@ -17,11 +17,12 @@ over on worker A must reach an agent whose console is on worker B, so the desk i
   one contact centre), and the shape stays `queues.py`'s, which is what keeps the rules in one place.
 * **Events go where they are acted on.** The job that produced them tells, for each event, the worker
   owning its call (hold lines, bridging, fallback, hang-up, the call record) and the worker holding its
-  agent's console (rings, "connected", "call ended"): itself directly, the others by NOTIFY on their
-  channel, sent only if the job commits. The caller's live transcript lines and alerts reach a console on
-  another worker the same way. A console on another worker redraws from the shared row at every tick, so
-  a notification lost while a listener reconnects costs a prompt at most one tick late, and an offer that
-  was never seen times out as any unanswered offer does.
+  agent's console (rings, "connected", "call ended"): itself directly, the others through a row of
+  `handover_messages` named to them by NOTIFY on their channel, both only if the job commits. The caller's
+  live transcript lines and alerts reach a console on another worker the same way. A worker takes its
+  messages by deleting them, so each is acted on once; one whose NOTIFY was lost (a listener reconnecting)
+  is found by the catch-up the cluster runs every heartbeat and on every reconnection, as stored webhook
+  events are. Consoles redraw from the shared row at every tick.
 * **Accepting** happens on the call's owner: the agent's worker forwards the browser's SDP offer to the
   owner's internal route (`POST /internal/handover/accept` on its `WACALL_WORKER_URL`), signed with a key
   derived from the app secret every worker already shares; the owner builds the bridge and answers, the
@@ -78,7 +79,6 @@ MESSAGE_PREFIX = "wacall-desk:"
 ACCEPT_PATH = "/internal/handover/accept"
 SIGNATURE_HEADER = "x-wacall-desk-signature"
 SIGNATURE_MAX_AGE_S = 60.0
-_NOTIFY_MAX = 7900  # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more
 _ROW = 1
 
 
@@ -166,6 +166,11 @@ class SharedDesk:
                 events += desk.caller_hung_up(call_id, now)
         events += op(desk, side)
         mine = self._route(tx, events, side, talking, alive)
+        tx.conn.execute(  # left for workers that died before taking them
+            "DELETE FROM handover_messages WHERE worker != ? "
+            "AND worker NOT IN (SELECT id FROM workers WHERE lease_until > ?)",
+            (self.worker_id, _ts(tx.now())),
+        )
         for event in events:
             if isinstance(event, Ended):
                 side.owners.pop(event.record.call_id, None)
@@ -193,7 +198,11 @@ class SharedDesk:
                 events += desk.caller_hung_up(call_id, now)
             return events
 
-        return self.submit(forget, now).result()
+        def job(tx: StoreTx) -> DeskResult:
+            tx.conn.execute("DELETE FROM handover_messages WHERE worker = ?", (me,))  # the old process's
+            return self.run(tx, forget, now)
+
+        return self.store.submit(job).result()  # type: ignore[no-any-return]
 
     def _route(
         self, tx: StoreTx, events: list[Event], side: Side, talking: dict[str, str], alive: set[str]
@@ -225,11 +234,39 @@ class SharedDesk:
 
     # messages between workers -----------------------------------------------------------------------------
     def _notify(self, tx: StoreTx, worker: str, message: dict[str, Any]) -> None:
-        payload = MESSAGE_PREFIX + json.dumps(message, separators=(",", ":"))
-        if len(payload.encode()) > _NOTIFY_MAX:
-            log.warning("handover: a message for worker %s is too long to send (%d bytes)", worker, len(payload))
-            return
-        tx.conn.execute("SELECT pg_notify(?, ?)", (self._channel_of(worker), payload))
+        """Leave `message` for `worker` and name it by NOTIFY (both only if the job commits)."""
+        row = tx.conn.execute(
+            "INSERT INTO handover_messages (worker, payload, created_at) VALUES (?, ?, ?) RETURNING id",
+            (worker, json.dumps(message, separators=(",", ":")), _ts(tx.now())),
+        ).fetchone()
+        tx.conn.execute("SELECT pg_notify(?, ?)", (self._channel_of(worker), f"{MESSAGE_PREFIX}{row['id']}"))
+
+    def take(self, ids: list[int] | None = None) -> Future[list[str]]:
+        """This worker's messages (those named, or all that are left), deleted as they are read, so each is
+        acted on once whether its NOTIFY came or the catch-up found it."""
+        me = self.worker_id
+
+        def job(tx: StoreTx) -> list[str]:
+            if ids is None:
+                rows = tx.conn.execute(
+                    "DELETE FROM handover_messages WHERE worker = ? RETURNING id, payload", (me,)
+                ).fetchall()
+            else:
+                rows = [
+                    r
+                    for i in ids
+                    for r in tx.conn.execute(
+                        "DELETE FROM handover_messages WHERE id = ? AND worker = ? RETURNING id, payload", (i, me)
+                    ).fetchall()
+                ]
+            return [str(r["payload"]) for r in sorted(rows, key=lambda r: int(r["id"]))]
+
+        return self.store.submit(job)  # type: ignore[no-any-return]
+
+    def waiting_messages(self) -> bool:
+        """Whether messages are left for this worker (a read, blocking: off the event loop)."""
+        query = "SELECT 1 FROM handover_messages WHERE worker = ? LIMIT 1"
+        return bool(self.store._rows(query, (self.worker_id,), settle=False))
 
     def push(self, worker: str, agent_id: str, message: dict[str, Any]) -> None:
         """A console message for an agent whose console is on `worker` (a transcript line, an alert)."""
@@ -241,10 +278,16 @@ class SharedDesk:
         future.add_done_callback(_report)
 
     @staticmethod
+    def message_id(note: str) -> int | None:
+        """The message a NOTIFY payload of `MESSAGE_PREFIX` names."""
+        rest = note[len(MESSAGE_PREFIX) :] if note.startswith(MESSAGE_PREFIX) else ""
+        return int(rest) if rest.isdigit() else None
+
+    @staticmethod
     def parse_message(payload: str) -> Routed | tuple[str, dict[str, Any]] | None:
-        """A NOTIFY payload of `MESSAGE_PREFIX`: an event to act on, or (agent id, console message)."""
+        """A message taken from the table: an event to act on, or (agent id, console message)."""
         try:
-            data = json.loads(payload[len(MESSAGE_PREFIX) :])
+            data = json.loads(payload)
             if "push" in data:
                 return str(data["push"]), dict(data["message"])
             return Routed(decode_event(data["event"]), bool(data["call"]), bool(data["agent"]), data.get("talking"))

@@ -218,13 +218,22 @@ ALTER TABLE call_events ADD COLUMN handler TEXT;
 """
 
 # The handover desk shared by a deployment's workers (agent/handover/shared.py): one row holding the desk's
-# state as a JSON document, changed only inside write jobs. Unused on SQLite (one process keeps its desk in memory).
+# state as a JSON document, changed only inside write jobs, and the messages its jobs leave for each worker
+# (named to it by NOTIFY, taken by deleting them, so each is acted on once even when a NOTIFY is lost).
+# Unused on SQLite (one process keeps its desk in memory).
 _SCHEMA_HANDOVER_DESK = """
 CREATE TABLE handover_desk (
     id         INTEGER PRIMARY KEY,
     state      TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE TABLE handover_messages (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker     TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX handover_messages_by_worker ON handover_messages (worker);
 """
 
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry. PostgreSQL

@@ -119,12 +119,17 @@ class Workers:
         )
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
-        """(worker, message) of every notification sent since the last call."""
+        """(worker, message) of every message named by a notification since the last call (left in place)."""
         by_channel = {Identity(name).channel: name for name in self.stores}
         out = []
-        for note in self.listener.notifies(timeout=0.2, stop_after=None):
-            if note.payload.startswith(MESSAGE_PREFIX):
-                out.append((by_channel[note.channel], json.loads(note.payload[len(MESSAGE_PREFIX) :])))
+        for note in list(self.listener.notifies(timeout=0.2, stop_after=None)):
+            message_id = SharedDesk.message_id(note.payload)
+            assert message_id is not None, note.payload
+            row = self.listener.execute(
+                "SELECT worker, payload FROM handover_messages WHERE id = %s", (message_id,)
+            ).fetchone()
+            assert row is not None and row[0] == by_channel[note.channel]
+            out.append((row[0], json.loads(row[1])))
         return out
 
     def close(self) -> None:
@@ -300,9 +305,11 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def two_services(workers: Workers) -> AsyncIterator[tuple[HandoverService, HandoverService]]:
+async def two_services(
+    workers: Workers, listening: tuple[str, ...] = ("a", "b")
+) -> AsyncIterator[tuple[HandoverService, HandoverService]]:
     """Worker a (with the internal accept route served over HTTP at its worker URL) and worker b, each with
-    its own service, store and LISTEN connection; ana's console on b has connected, ready for a's callers."""
+    its own service and store, and a LISTEN connection for those `listening`."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
@@ -339,7 +346,7 @@ async def two_services(workers: Workers) -> AsyncIterator[tuple[HandoverService,
 
     listeners = [
         asyncio.create_task(listen(workers.url, Identity(n).channel, on_keys=delivered(n), on_connected=nothing))
-        for n in ("a", "b")
+        for n in listening
     ]
     app = Starlette(routes=[Route(ACCEPT_PATH, _forwarded_accept(services["a"]), methods=["POST"])])
     try:
@@ -444,6 +451,26 @@ async def test_a_decline_and_a_return_to_the_bot_from_another_worker(workers: Wo
         assert service_a.records[call.id].outcome is Outcome.RETURNED_TO_BOT
 
 
+async def test_a_message_whose_notification_was_lost_is_caught_up_and_acted_on_once(workers: Workers) -> None:
+    call = FakeCall()
+    async with two_services(workers, listening=("b",)) as (service_a, service_b):  # a hears no NOTIFY
+        pushed = await offered_across(service_a, service_b, call)
+        await service_b.accept("ana", call.id, "v=0 offer")
+        await until(lambda: (service_b.view("ana")["call"] or {}).get("call_id") == call.id)
+        service_b.hang_up("ana", call.id)  # the Ended for a is left for it, its NOTIFY unheard
+        await until(lambda: any(m["type"] == "call_ended" for m in pushed))
+        await asyncio.sleep(0.3)
+        assert call.hangups == []
+        service_a.catch_up()  # what the cluster's heartbeat does
+        service_a.catch_up()
+        await until(lambda: call.hangups == ["agent_hung_up"])
+        await asyncio.sleep(0.3)
+        service_a.catch_up()
+        await asyncio.sleep(0.3)
+        assert call.hangups == ["agent_hung_up"]
+        assert workers.stores["a"]._rows("SELECT COUNT(*) AS n FROM handover_messages")[0]["n"] == 0
+
+
 async def test_the_agents_audio_dropping_on_the_callers_worker_requeues_the_caller_and_tells_the_console(
     workers: Workers,
 ) -> None:
@@ -462,13 +489,15 @@ async def test_the_agents_audio_dropping_on_the_callers_worker_requeues_the_call
         assert service_b.view("ana")["me"]["status"] == "away" and bridge.closed and call.hangups == []
 
 
-def test_messages_that_are_not_the_desks_are_not_mistaken_for_it() -> None:
-    assert SharedDesk.parse_message(MESSAGE_PREFIX + "{not json") is None
+def test_messages_between_workers_parse_and_nothing_else_does() -> None:
+    assert SharedDesk.message_id(MESSAGE_PREFIX + "42") == 42
+    assert SharedDesk.message_id(MESSAGE_PREFIX + "x") is None and SharedDesk.message_id("wacid.1:connect") is None
+    assert SharedDesk.parse_message("{not json") is None
     routed = SharedDesk.parse_message(
-        MESSAGE_PREFIX + json.dumps({"event": encode_event(Hold("wacid.1", "hi")), "call": True, "agent": False})
+        json.dumps({"event": encode_event(Hold("wacid.1", "hi")), "call": True, "agent": False})
     )
     assert routed == Routed(Hold("wacid.1", "hi"), call_here=True, agent_here=False)
-    assert SharedDesk.parse_message(MESSAGE_PREFIX + json.dumps({"push": "ana", "message": {"type": "alert"}})) == (
+    assert SharedDesk.parse_message(json.dumps({"push": "ana", "message": {"type": "alert"}})) == (
         "ana",
         {"type": "alert"},
     )
