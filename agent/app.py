@@ -273,8 +273,12 @@ def _forwarded_accept(handover: Any) -> Any:
     from agent.handover.service import ActionError
 
     async def accept(request: Request) -> Response:
+        limit = 256 * 1024  # an SDP offer is a few kB
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > limit:
+            return JSONResponse({"error": "a forwarded accept has a length, of at most 256 kB"}, status_code=413)
         body = await request.body()
-        if len(body) > 256 * 1024:
+        if len(body) > limit:
             return JSONResponse({"error": "too large"}, status_code=413)
         try:
             answer = await handover.accept_forwarded(body, request.headers.get(HANDOVER_SIGNATURE_HEADER, ""))

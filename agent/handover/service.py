@@ -353,8 +353,8 @@ class HandoverService:
         workers, a call another worker holds is answered there (`_forward_accept`): the bridge lives with the
         caller's media."""
         if self._shared is not None and call_id not in self._calls:
-            owner = self._side.owners.get(call_id)
-            if owner is None or owner == self._shared.worker_id or offer_of(self.desk, agent_id) is None:
+            owner, offered = self._side.owners.get(call_id), offer_of(self.desk, agent_id)
+            if owner is None or owner == self._shared.worker_id or offered is None or offered[0] != call_id:
                 raise ActionError(409, "this call is no longer offered to you")
             return await self._forward_accept(owner, agent_id, call_id, offer_sdp)
         return await self._accept_here(agent_id, call_id, offer_sdp)

@@ -38,8 +38,7 @@ job per desk change and per tick, under the write lock every store write takes.
 
 What stays per worker: a console's sign-in session (agent/handover/console.py keeps sessions in memory), so
 a load balancer must send one agent's console requests to one worker (deploy/Caddyfile does, by cookie);
-and the caller's audio, of course. With SQLite, or one PostgreSQL worker without other workers, nothing of
-this changes how calls are routed: the rules are the same `HandoverDesk`'s.
+and the caller's audio, of course. With SQLite none of this runs: the desk is the process's own, in memory.
 
 Times on the shared desk are wall-clock seconds (the workers' clocks must agree, as the leases need).
 """
