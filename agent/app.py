@@ -744,7 +744,7 @@ def create_app(runtime: Runtime) -> Starlette:
         rate_card = getattr(getattr(runtime, "ledger", None), "rate_card", None)
         console = Console(handover, settings.handover, store=facts, rate_card=rate_card)
         routes.append(Mount("/console", routes=console.routes))
-        if getattr(handover, "_shared", None) is not None:
+        if getattr(handover, "shared", False):
             # Several workers: an agent on another worker accepting a call this one holds (agent/handover/shared.py).
             routes.append(Route(HANDOVER_ACCEPT_PATH, _forwarded_accept(handover), methods=["POST"]))
     else:

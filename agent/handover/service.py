@@ -201,6 +201,11 @@ class HandoverService:
         self.records: OrderedDict[str, HandoverRecord] = OrderedDict()
         self.closed = False
 
+    @property
+    def shared(self) -> bool:
+        """Whether the desk is shared with other workers (agent/handover/shared.py)."""
+        return self._shared is not None
+
     # --- the runtime's side ---------------------------------------------------------------------------------
 
     def on_handover(self, call: HandoverCall, handover: Handover) -> None:
