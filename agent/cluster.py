@@ -153,6 +153,12 @@ class Cluster:
             self._steady_since = now
         return result
 
+    def judges_leases(self) -> bool:
+        """Whether this worker has beaten steadily for a whole lease, and so may take others' expired leases
+        for dead workers (after an outage of the database, every lease looks expired for a while)."""
+        steady = self._steady_since
+        return steady is not None and (self._now() - steady).total_seconds() >= self.identity.lease_s
+
     async def leave(self) -> None:
         """A clean stop gives the lease up, so nobody waits for it to run out."""
         now = self._now()

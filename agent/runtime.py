@@ -270,6 +270,7 @@ class Runtime:
                     worker_id=self.cluster.worker_id,
                     channel_of=lambda worker: Identity(worker).channel,
                     key=desk_key(settings.app_secret.get_secret_value()),
+                    judges_leases=self.cluster.judges_leases,
                 ),
                 "clock": time.time,
             }

@@ -107,7 +107,7 @@ class Workers:
         store.submit(lambda tx: leases.heartbeat(tx, name, url, now, lease_s)).result()
         self.listener.execute(f"LISTEN {Identity(name).channel}")
 
-    def desk(self, name: str) -> SharedDesk:
+    def desk(self, name: str, *, steady: bool = True) -> SharedDesk:
         config = settings()
         return SharedDesk(
             self.stores[name],
@@ -116,6 +116,7 @@ class Workers:
             worker_id=name,
             channel_of=lambda worker: Identity(worker).channel,
             key=KEY,
+            judges_leases=lambda: steady,
         )
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
@@ -255,6 +256,9 @@ def test_a_dead_workers_agents_and_callers_leave_the_desk(workers: Workers) -> N
     past = datetime.now(UTC) - timedelta(seconds=120)
     workers.join("b", at=past)
     workers.join("c", at=past)
+    # Just back from an outage of the database, a worker judges nobody dead: every lease may look expired.
+    done = workers.desk("a", steady=False).submit(lambda desk, side: desk.tick(19.0), 19.0).result()
+    assert done.events == [] and b.read()[1].presence == {"ana": "b"}
     done = a.submit(lambda desk, side: desk.tick(20.0), 20.0).result()
     # ana is gone: her caller goes back to the front of the queue; c's caller is off the desk.
     assert Requeued("wacid.1", "ana") in done.events
