@@ -7,6 +7,7 @@ agent is a plain aiortc peer (the stand-in for the browser, as in tests/handover
 through worker 1's console API: sign-in, the live event stream, available, accept with the SDP offer, hang
 up. Worker 1 forwards the accept to worker 0, which holds the caller and builds the bridge: media flows
 agent <-> worker 0 directly, and the caller must hear the agent's words (Whisper) and the agent the caller.
+The last test kills worker 1 mid-call: the agent's presence goes with its lease, and the caller is queued again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from agent.handover.service import AGENT_LOST_MESSAGE
 from agent.media.peer import MediaPeer
 from agent.media.tracks import InboundAudio
 from agent.runtime import Models
@@ -96,7 +98,7 @@ class AgentConsole:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def deployment(
     models: Models, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[Deployment, MetaSimulator]]:
+) -> AsyncIterator[tuple[Deployment, MetaSimulator, RoundRobinProxy]]:
     from agent.listen_socket import listening_socket
 
     directory: Path = tmp_path_factory.mktemp("cluster-handover")
@@ -118,8 +120,7 @@ async def deployment(
     try:
         await running.wait_healthy()
         async with serve(meta.app, meta_sock), serve(proxy.app, proxy_sock):
-            proxy.pin(0, b'"event":"connect"')  # the caller's connect goes to worker 0, which then holds the call
-            yield running, meta
+            yield running, meta, proxy
     finally:
         running.stop()
         await proxy.aclose()
@@ -146,11 +147,52 @@ def row(url: str, call_id: str) -> dict[str, Any]:
     return found
 
 
+async def caller_asks_for_a_person(
+    deployment: tuple[Deployment, MetaSimulator, RoundRobinProxy],
+    user: SimulatedUser,
+    console: AgentConsole,
+    wa_id: str,
+) -> SimCall:
+    """A caller on worker 0 asks for a person until the agent's console on worker 1 is offered the call."""
+    running, meta, proxy = deployment
+    proxy.pin(0, b'"event":"connect"')  # the caller's connect goes to worker 0, which then holds the call
+    sim_call: SimCall = await meta.place_user_call(wa_id=wa_id, offer_sdp=await user.make_offer())
+    await asyncio.wait_for(sim_call.answer_ready.wait(), 30)
+    assert sim_call.answer_sdp is not None
+    await user.apply_answer(sim_call.answer_sdp)
+    await asyncio.wait_for(sim_call.accepted.wait(), 30)
+    greeting = await user.listen(timeout=30)
+    assert "sunrise" in greeting.lower(), greeting
+    await user.say("I want to talk to a person.")
+    deadline = time.monotonic() + 40
+    while console.seen("offer", call_id=sim_call.id) is None and time.monotonic() < deadline:
+        heard = await user.listen(timeout=5)
+        if "would you like" in heard.lower():  # a loose match is confirmed first
+            await user.say("Yes please.")
+    await until(lambda: console.seen("offer", call_id=sim_call.id), 5, "the offer on worker 1's console", running)
+    assert row(running.database_url, sim_call.id)["owner"] == running.workers[0].name
+    return sim_call
+
+
+async def take(
+    console: AgentConsole, agent: MediaPeer, sim_call: SimCall, sink: Any, running: Deployment
+) -> InboundAudio:
+    """The agent accepts on worker 1, which forwards the SDP offer to worker 0; worker 0 bridges."""
+    accepted = await console.post(f"/api/calls/{sim_call.id}/accept", {"sdp": await agent.offer()})
+    assert accepted.status_code == 200, accepted.text
+    await agent.apply_answer(accepted.json()["sdp"])
+    agent.outbound.open()
+    await agent.wait_connected(10)
+    inbound = InboundAudio(await agent.remote_track(5), sink)
+    await until(lambda: console.seen("connected", call_id=sim_call.id), 10, "connected on the console", running)
+    return inbound
+
+
 async def test_an_agent_on_another_worker_takes_the_caller_and_they_hear_each_other(
-    deployment: tuple[Deployment, MetaSimulator], models: Models
+    deployment: tuple[Deployment, MetaSimulator, RoundRobinProxy], models: Models
 ) -> None:
-    running, meta = deployment
-    holder, desk_worker = running.workers
+    running = deployment[0]
+    desk_worker = running.workers[1]
     console = AgentConsole(desk_worker.url)
     user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
     agent = MediaPeer(hosts=["127.0.0.1"], label="agent-browser")
@@ -163,31 +205,9 @@ async def test_an_agent_on_another_worker_takes_the_caller_and_they_hear_each_ot
         await until(lambda: console.seen("state"), 10, "the console's first state", running)
         assert (await console.post("/api/status", {"status": "available"})).status_code == 200
 
-        # -- a caller on worker 0 asks for a person -----------------------------------------------------------
-        sim_call: SimCall = await meta.place_user_call(wa_id="15550009001", offer_sdp=await user.make_offer())
-        await asyncio.wait_for(sim_call.answer_ready.wait(), 30)
-        assert sim_call.answer_sdp is not None
-        await user.apply_answer(sim_call.answer_sdp)
-        await asyncio.wait_for(sim_call.accepted.wait(), 30)
-        greeting = await user.listen(timeout=30)
-        assert "sunrise" in greeting.lower(), greeting
-        await user.say("I want to talk to a person.")
-        deadline = time.monotonic() + 40
-        while console.seen("offer", call_id=sim_call.id) is None and time.monotonic() < deadline:
-            heard = await user.listen(timeout=5)
-            if "would you like" in heard.lower():  # a loose match is confirmed first
-                await user.say("Yes please.")
-        await until(lambda: console.seen("offer", call_id=sim_call.id), 5, "the offer on worker 1's console", running)
-        assert row(running.database_url, sim_call.id)["owner"] == holder.name
-
-        # -- the agent accepts on worker 1; worker 0 answers the SDP offer and bridges ----------------------------
-        accepted = await console.post(f"/api/calls/{sim_call.id}/accept", {"sdp": await agent.offer()})
-        assert accepted.status_code == 200, accepted.text
-        await agent.apply_answer(accepted.json()["sdp"])
-        agent.outbound.open()
-        await agent.wait_connected(10)
-        inbound = InboundAudio(await agent.remote_track(5), lambda pcm, t: from_caller.append(pcm))
-        await until(lambda: console.seen("connected", call_id=sim_call.id), 10, "connected on the console", running)
+        # -- a caller on worker 0 asks for a person; the agent accepts on worker 1 ---------------------------------
+        sim_call = await caller_asks_for_a_person(deployment, user, console, "15550009001")
+        inbound = await take(console, agent, sim_call, lambda pcm, t: from_caller.append(pcm), running)
 
         # -- the caller hears the agent ------------------------------------------------------------------------
         heard_from = len(user.heard)
@@ -238,6 +258,55 @@ async def test_an_agent_on_another_worker_takes_the_caller_and_they_hear_each_ot
             {"type": "call_ended", "call_id": sim_call.id, "reason": "agent_hung_up"}
         ]
         print(f"\ncross-worker handover test took {time.monotonic() - started:.1f} s")
+    finally:
+        if inbound is not None:
+            await inbound.close()
+        await agent.close()
+        await user.close()
+        await console.close()
+
+
+async def test_when_the_agents_worker_dies_the_caller_goes_back_to_the_queue(
+    deployment: tuple[Deployment, MetaSimulator, RoundRobinProxy], models: Models
+) -> None:
+    """Last in the module: it kills worker 1. Its lease runs out, ana's presence with it, and the caller she was
+    talking to on worker 0 is put back at the front of the queue rather than talking to nobody."""
+    running, meta, _ = deployment
+    console = AgentConsole(running.workers[1].url)
+    user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
+    agent = MediaPeer(hosts=["127.0.0.1"], label="agent-browser")
+    inbound: InboundAudio | None = None
+    try:
+        await console.sign_in("ana", AGENT_TOKEN)
+        await until(lambda: console.seen("state"), 10, "the console's first state", running)
+        assert (await console.post("/api/status", {"status": "available"})).status_code == 200
+        sim_call = await caller_asks_for_a_person(deployment, user, console, "15550009002")
+        inbound = await take(console, agent, sim_call, lambda pcm, t: None, running)
+        heard_from = len(user.heard)
+        running.workers[1].kill()
+        killed_at = time.monotonic()
+
+        said = ""
+
+        def told() -> bool:  # AGENT_LOST_MESSAGE: "... the line to my colleague dropped ... front of the queue"
+            nonlocal said
+            said = " ".join(h.text for h in user.heard[heard_from:])
+            return wer(AGENT_LOST_MESSAGE, said) <= 0.5 or "front of the queue" in said.lower()
+
+        try:
+            await until(told, 30, "the caller to hear that the agent dropped", running)
+        finally:
+            print(f"\ncaller heard after the agent's worker died: {said!r}")
+        print(f"\ncaller put back in the queue {time.monotonic() - killed_at:.1f} s after the agent's worker died")
+        assert not sim_call.ended.is_set()
+        await meta.user_hangup(sim_call.id)
+
+        def recorded() -> dict[str, Any] | None:
+            found = row(running.database_url, sim_call.id)
+            return found if found["handover_outcome"] and found["state"] == "ended" else None
+
+        record = await until(recorded, 15, "the handover in the call record", running)
+        assert record["handled_by"] == "ana" and record["handover_outcome"] == "abandoned", record
     finally:
         if inbound is not None:
             await inbound.close()
