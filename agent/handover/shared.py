@@ -29,7 +29,10 @@ over on worker A must reach an agent whose console is on worker B, so the desk i
   answer goes back to the browser, and media flows browser <-> owner directly.
 * **A worker that dies** takes its agents and its callers off the desk within one lease: every job first
   drops presence on, and calls owned by, workers whose lease ran out (the agents are disconnected, the calls
-  hung up, by the desk's own rules). The calls themselves are ended by the cluster's take-over.
+  hung up, by the desk's own rules), judged as the take-over judges leases: only by a worker whose own
+  heartbeats have held for a lease (after an outage of the database every lease looks expired). The calls
+  themselves are ended by the cluster's take-over. A worker restarting under its old id clears what its
+  last process left at start-up (`rejoin`), without waiting for a lease to run out.
 
 Why not one elected "desk worker" holding the desk in memory: its death would lose the desk's state with it
 and need an election and a hand-over of that state, while the database keeps it anyway; and every decision
