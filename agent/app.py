@@ -23,6 +23,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from agent.call import CallEnded
 from agent.dialogue.flow import Flow, FlowError, parse_flow
+from agent.handover.shared import ACCEPT_PATH as HANDOVER_ACCEPT_PATH
+from agent.handover.shared import SIGNATURE_HEADER as HANDOVER_SIGNATURE_HEADER
 from agent.openapi import openapi_document
 from agent.runtime import Runtime
 from agent.whatsapp.graph import GraphError
@@ -264,6 +266,27 @@ _CONSOLE_OFF_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+
+
+def _forwarded_accept(handover: Any) -> Any:
+    """`POST /internal/handover/accept`: signed by another worker with the key derived from the app secret."""
+    from agent.handover.service import ActionError
+
+    async def accept(request: Request) -> Response:
+        limit = 256 * 1024  # an SDP offer is a few kB
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > limit:
+            return JSONResponse({"error": "a forwarded accept has a length, of at most 256 kB"}, status_code=413)
+        body = await request.body()
+        if len(body) > limit:
+            return JSONResponse({"error": "too large"}, status_code=413)
+        try:
+            answer = await handover.accept_forwarded(body, request.headers.get(HANDOVER_SIGNATURE_HEADER, ""))
+        except ActionError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"sdp": answer})
+
+    return accept
 
 
 async def _console_off(request: Request) -> Response:
@@ -721,6 +744,9 @@ def create_app(runtime: Runtime) -> Starlette:
         rate_card = getattr(getattr(runtime, "ledger", None), "rate_card", None)
         console = Console(handover, settings.handover, store=facts, rate_card=rate_card)
         routes.append(Mount("/console", routes=console.routes))
+        if getattr(handover, "shared", False):
+            # Several workers: an agent on another worker accepting a call this one holds (agent/handover/shared.py).
+            routes.append(Route(HANDOVER_ACCEPT_PATH, _forwarded_accept(handover), methods=["POST"]))
     else:
         log.info(CONSOLE_OFF)
         routes += [Route("/console", _console_off), Route("/console/{rest:path}", _console_off)]

@@ -24,6 +24,9 @@ How it fits together:
   worker to beat takes its calls over in one write job (so exactly one does): marks them
   `ended_by_worker_loss`, notes the terminate Meta is owed, and sends it through the runtime's owed-ending
   machinery (`Runtime.settle_restart`), which frees the slots. Other workers' calls never notice.
+* **One handover desk.** Queues, waiting callers and agents' presence are shared through the database too,
+  and an agent on any worker's console can take a caller held by any other; the media bridge lives on the
+  caller's worker. See agent/handover/shared.py.
 
 With SQLite (one process) none of this runs: `Runtime.cluster` is None and the store's new columns stay empty.
 """
@@ -149,6 +152,12 @@ class Cluster:
         if self._steady_since is None:
             self._steady_since = now
         return result
+
+    def judges_leases(self) -> bool:
+        """Whether this worker has beaten steadily for a whole lease, and so may take others' expired leases
+        for dead workers (after an outage of the database, every lease looks expired for a while)."""
+        steady = self._steady_since
+        return steady is not None and (self._now() - steady).total_seconds() >= self.identity.lease_s
 
     async def leave(self) -> None:
         """A clean stop gives the lease up, so nobody waits for it to run out."""

@@ -255,6 +255,26 @@ class Runtime:
         missing = settings.handover.missing_tokens()
         if missing:
             log.warning("agents cannot sign in to the console until these are set: %s", ", ".join(missing))
+        shared: dict[str, Any] = {}
+        if self.cluster is not None:
+            # Several workers: one desk for all of them, kept in the database (agent/handover/shared.py), on
+            # wall-clock time, which the workers share.
+            from agent.cluster import Identity
+            from agent.handover.shared import SharedDesk, desk_key
+
+            shared = {
+                "shared": SharedDesk(
+                    self.store,
+                    [q.to_queue() for q in settings.handover.queues],
+                    [a.to_agent() for a in settings.handover.agents],
+                    worker_id=self.cluster.worker_id,
+                    channel_of=lambda worker: Identity(worker).channel,
+                    key=desk_key(settings.app_secret.get_secret_value()),
+                    judges_leases=self.cluster.judges_leases,
+                ),
+                "clock": time.time,
+            }
+            shared["shared"].rejoin(time.time())
         service = HandoverService(
             settings.handover,
             store=self.store,
@@ -262,6 +282,7 @@ class Runtime:
             media_hosts=settings.media_hosts,
             ice_servers=settings.ice_servers,
             request_permission=self.request_permission,
+            **shared,
         )
 
         def on_handover(call: Call, handover: Handover) -> None:
@@ -377,6 +398,14 @@ class Runtime:
     async def _forwarded(self, keys: list[str]) -> None:
         """Events another worker stored for this one (the owner of their calls), named by a NOTIFY."""
         assert self.cluster is not None
+        from agent.handover.shared import MESSAGE_PREFIX
+
+        for key in [k for k in keys if k.startswith(MESSAGE_PREFIX)]:  # the shared handover desk's messages
+            if self.handover is not None:
+                self.handover.on_worker_message(key)
+        keys = [k for k in keys if not k.startswith(MESSAGE_PREFIX)]
+        if not keys:
+            return
         fresh = self.ledger.pending_events(await self.cluster.events(keys))
         if fresh:
             log.info("handling %d event(s) forwarded by another worker", len(fresh.keys))
@@ -385,6 +414,8 @@ class Runtime:
     async def _catch_up(self) -> None:
         """This worker's unhandled events, re-read: those whose NOTIFY was lost, and a crash's leftovers."""
         assert self.cluster is not None
+        if self.handover is not None:
+            self.handover.catch_up()  # the shared handover desk's messages, likewise (agent/handover/shared.py)
         try:
             fresh = self.ledger.pending_events(await self.cluster.unhandled())
         except Exception as exc:

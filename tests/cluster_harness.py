@@ -100,7 +100,19 @@ class Deployment:
     secrets: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, database_url: str, directory: Path, *, count: int, max_calls: int, lease_s: float) -> Deployment:
+    def make(
+        cls,
+        database_url: str,
+        directory: Path,
+        *,
+        count: int,
+        max_calls: int,
+        lease_s: float,
+        flow: str = FLOW,
+        config: str = CONFIG,
+        extra_env: dict[str, str] | None = None,
+    ) -> Deployment:
+        """`flow` and `config`: the YAML every worker runs with; `extra_env`: added to each worker's environment."""
         deployment = cls(database_url, directory, meta_port=free_port())
         deployment.secrets = {
             "WHATSAPP_TOKEN": secrets.token_urlsafe(24),
@@ -109,8 +121,8 @@ class Deployment:
             "WHATSAPP_PHONE_NUMBER_ID": SIM_PHONE_NUMBER_ID,
             "WACALL_API_TOKEN": secrets.token_urlsafe(24),
         }
-        (directory / "flow.yaml").write_text(FLOW, encoding="utf-8")
-        (directory / "wacall.yaml").write_text(CONFIG, encoding="utf-8")
+        (directory / "flow.yaml").write_text(flow, encoding="utf-8")
+        (directory / "wacall.yaml").write_text(config, encoding="utf-8")
         for n in range(count):
             name = f"w{n}"
             env = {
@@ -128,6 +140,7 @@ class Deployment:
                 "WACALL_BUSINESS_NUMBER": BUSINESS_NUMBER,
                 "WACALL_API_TOKEN": deployment.secrets["WACALL_API_TOKEN"],
                 "HF_HUB_OFFLINE": "1",
+                **(extra_env or {}),
             }
             env.pop("WACALL_LLM_BASE_URL", None)
             port = free_port()

@@ -519,3 +519,140 @@ def _idle_s(agent: AgentState, now: float) -> float | None:
 def _plain(value: Any) -> Any:
     """Slots may hold dates and times; the console wants JSON."""
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+# --- a desk as data (agent/handover/shared.py keeps one in PostgreSQL for several workers) -------------------
+
+_EVENT_TYPES: dict[str, type] = {
+    t.__name__: t
+    for t in (Offer, OfferWithdrawn, Hold, Announce, MaxWaitReached, Connected, Abandoned, Requeued, ReturnToBot)
+}
+
+
+def dump_desk(desk: HandoverDesk) -> dict[str, Any]:
+    """The desk's whole state, JSON-ready; `load_desk` with the same configuration gives it back. Routing stays
+    in `HandoverDesk`: this only moves its state in and out, so a shared desk decides by the same rules."""
+    return {
+        "seq": desk._seq,
+        "agents": {
+            agent_id: {
+                "status": a.status.value,
+                "idle_since": a.idle_since,
+                "call_id": a.call_id,
+                "away_after_call": a.away_after_call,
+            }
+            for agent_id, a in desk._agents.items()
+        },
+        "calls": [
+            {
+                "call": {
+                    **{name: getattr(t.call, name) for name in _CALL_TEXT},
+                    "skills_required": list(t.call.skills_required),
+                    "priority": t.call.priority,
+                    "transcript": [list(line) for line in t.call.transcript],
+                    "slots": {name: _plain(value) for name, value in t.call.slots.items()},
+                },
+                "seq": t.seq,
+                "record": _record_data(t.record),
+                "wait_started_at": t.wait_started_at,
+                "next_announce_at": t.next_announce_at,
+                "front": t.front,
+                "agent_id": t.agent_id,
+                "offer_expires_at": t.offer_expires_at,
+                "talk_started_at": t.talk_started_at,
+                "declined": sorted(t.declined),
+            }
+            for t in desk._calls.values()
+        ],
+    }
+
+
+def load_desk(queues: Iterable[QueueConfig], agents: Iterable[AgentConfig], state: Mapping[str, Any]) -> HandoverDesk:
+    """A desk configured with `queues` and `agents`, in the state `dump_desk` wrote. Agents and queues no longer
+    configured are left out (a config changed between workers' restarts), their calls with them."""
+    desk = HandoverDesk(queues, agents)
+    desk._seq = int(state.get("seq", 0))
+    for agent_id, data in (state.get("agents") or {}).items():
+        agent = desk._agents.get(agent_id)
+        if agent is None:
+            continue
+        agent.status = AgentStatus(data["status"])
+        agent.idle_since, agent.call_id = data["idle_since"], data["call_id"]
+        agent.away_after_call = bool(data["away_after_call"])
+    for data in state.get("calls") or ():
+        raw = data["call"]
+        queue = desk._queues.get(raw["queue"])
+        if queue is None:
+            continue
+        call = WaitingCall(
+            **{name: raw[name] for name in _CALL_TEXT},
+            skills_required=tuple(raw["skills_required"]),
+            priority=int(raw["priority"]),
+            transcript=tuple((str(who), str(text)) for who, text in raw["transcript"]),
+            slots=dict(raw["slots"]),
+        )
+        desk._calls[call.call_id] = _Ticket(
+            call=call,
+            queue=queue,
+            skills=frozenset(queue.skills) | frozenset(call.skills_required),
+            seq=int(data["seq"]),
+            record=_record_from(data["record"]),
+            wait_started_at=data["wait_started_at"],
+            next_announce_at=data["next_announce_at"],
+            front=bool(data["front"]),
+            agent_id=data["agent_id"],
+            offer_expires_at=data["offer_expires_at"],
+            talk_started_at=data["talk_started_at"],
+            declined=set(data["declined"]),
+        )
+    return desk
+
+
+def offer_of(desk: HandoverDesk, agent_id: str) -> tuple[str, float] | None:
+    """The call open as an offer to this agent and when the offer runs out, if any."""
+    agent = desk._agents.get(agent_id)
+    ticket = desk._calls.get(agent.call_id or "") if agent is not None else None
+    if ticket is None or ticket.talking or ticket.agent_id != agent_id or ticket.offer_expires_at is None:
+        return None
+    return ticket.call.call_id, ticket.offer_expires_at
+
+
+def talking_agents(desk: HandoverDesk) -> dict[str, str]:
+    """{call id: agent id} of the calls an agent is talking to."""
+    return {t.call.call_id: t.agent_id for t in desk._calls.values() if t.talking and t.agent_id}
+
+
+def encode_event(event: Event) -> dict[str, Any]:
+    if isinstance(event, Ended):
+        return {"kind": "Ended", "record": _record_data(event.record)}
+    return {"kind": type(event).__name__, **{k: v for k, v in vars(event).items()}}
+
+
+def decode_event(data: Mapping[str, Any]) -> Event:
+    fields_ = {k: v for k, v in data.items() if k != "kind"}
+    if data["kind"] == "Ended":
+        return Ended(_record_from(fields_["record"]))
+    return _EVENT_TYPES[data["kind"]](**fields_)  # type: ignore[no-any-return]
+
+
+_CALL_TEXT = (
+    "call_id",
+    "queue",
+    "reason",
+    "summary",
+    "caller_number",
+    "caller_name",
+    "payload",
+    "payload_source",
+)
+
+
+def _record_data(record: HandoverRecord) -> dict[str, Any]:
+    data = dict(vars(record))
+    data["outcome"] = None if record.outcome is None else record.outcome.value
+    return data
+
+
+def _record_from(data: Mapping[str, Any]) -> HandoverRecord:
+    outcome = data.get("outcome")
+    return HandoverRecord(**{**data, "outcome": None if outcome is None else Outcome(outcome)})

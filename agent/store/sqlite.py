@@ -217,6 +217,25 @@ CREATE INDEX workers_by_lease ON workers (lease_until);
 ALTER TABLE call_events ADD COLUMN handler TEXT;
 """
 
+# The handover desk shared by a deployment's workers (agent/handover/shared.py): one row holding the desk's
+# state as a JSON document, changed only inside write jobs, and the messages its jobs leave for each worker
+# (named to it by NOTIFY, taken by deleting them, so each is acted on once even when a NOTIFY is lost).
+# Unused on SQLite (one process keeps its desk in memory).
+_SCHEMA_HANDOVER_DESK = """
+CREATE TABLE handover_desk (
+    id         INTEGER PRIMARY KEY,
+    state      TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE handover_messages (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker     TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX handover_messages_by_worker ON handover_messages (worker);
+"""
+
 #: Index i upgrades a database from user_version i to i + 1. Append, never edit a shipped entry. PostgreSQL
 #: applies the same entries (see agent/store/dialect.py for what is translated), so keep to portable SQL.
 _MIGRATIONS: tuple[str, ...] = (
@@ -227,6 +246,7 @@ _MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V5_CALL_CONTEXT,
     _SCHEMA_RECORDINGS,
     _SCHEMA_CLUSTER,
+    _SCHEMA_HANDOVER_DESK,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

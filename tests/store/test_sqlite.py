@@ -87,7 +87,7 @@ def connect_payload(call_id: str, ts: int = 1760681506) -> dict[str, object]:
 
 def test_new_database_is_created_under_the_data_dir(data_dir: Path) -> None:
     with SqliteStore(default_db_path(data_dir), clock=FixedClock(T0)) as store:
-        assert store.schema_version == SCHEMA_VERSION == 7
+        assert store.schema_version == SCHEMA_VERSION == 8
         assert isinstance(store, Store)
     assert default_db_path(data_dir) == data_dir / "wacall.sqlite3"
     assert (data_dir / "wacall.sqlite3").exists()
@@ -437,6 +437,6 @@ def test_version_2_file_is_upgraded_with_the_simulated_flag(data_dir: Path) -> N
             "'2026-01-01T00:00:00+00:00')"
         )
     with SqliteStore(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 7
+        assert store.schema_version == SCHEMA_VERSION == 8
         old = store.get_call("wacid.OLD")
         assert old is not None and old.simulated is False
