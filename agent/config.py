@@ -51,6 +51,8 @@ class VadSettings(BaseModel):
     speculative_stt: bool = _TURN.speculative_stt
     early_end_on_complete_sentence: bool = _TURN.early_end_on_complete_sentence
     early_end_min_words: int = Field(_TURN.early_end_min_words, ge=1, le=10)  # shorter answers wait it out
+    # An early answer's first sound waits for this much silence (a comma's pause is shorter; 0: at once).
+    early_end_min_silence_ms: int = Field(_TURN.early_end_min_silence_ms, ge=0, le=1000)
     silero_second_opinion: bool = True  # confirm an early end of turn with Silero (bundled, offline)
     # Partial transcripts while talking, every this much speech (None: off).
     partial_stt_every_ms: int | None = Field(_TURN.partial_stt_every_ms, ge=300, le=10000)

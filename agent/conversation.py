@@ -146,6 +146,7 @@ class _Utterance:
     metrics: TurnMetrics | None = None
     silence_s: float = 0.0  # the silence that ended it
     resumed_at: float | None = None  # when the caller went on after it (stream time)
+    kept_quiet: bool = False  # its answer waits for the caller's silence to outlast a comma's pause
     # Said while the answer to this earlier fragment was playing: a reaction to it ("uh-huh") or the
     # caller's thought going on ("My TV… keeps…"); the words decide.
     reaction_to: _Utterance | None = None
@@ -218,6 +219,7 @@ class Conversation:
         self._last_fed_at: float | None = None  # when caller audio last came in (clock time)
         self._gap_filler: asyncio.Task[None] | None = None
         self._gated_since: float | None = None  # a reply's start waits: the caller may be starting to speak
+        self._quiet_until: float | None = None  # an early answer's start waits for a comma's pause to pass
         self._continuation_confirmed = False  # ... with enough speech to be words, not a cough
         self._listening: UtteranceStream | None = None  # the current utterance's recognition
         self._speculation: tuple[int, asyncio.Task[str]] | None = None
@@ -264,9 +266,13 @@ class Conversation:
         while not self._closed:
             await asyncio.sleep(AUDIO_GAP_CHECK_S)
             last = self._last_fed_at
-            if last is None or not self._endpointer.in_speech:
+            if last is None:
                 continue
             gap = self._clock() - last
+            if not self._endpointer.in_speech:
+                if self._quiet_until is not None and gap >= AUDIO_GAP_S:
+                    self._gate_reply_start(self._clock())  # no packets since (DTX): the silence is real
+                continue
             if gap >= AUDIO_GAP_S:
                 self.feed(np.zeros(int(gap * SAMPLE_RATE), dtype=np.int16), last + gap)
 
@@ -474,6 +480,16 @@ class Conversation:
     def _gate_reply_start(self, t: float) -> None:
         """A reply about to start while the caller may be starting to speak waits the few frames the VAD
         needs to tell: a caller going on after a pause then hears no blip of an answer that is dropped."""
+        if self._quiet_until is not None:
+            if self._endpointer.in_speech:
+                self._quiet_until = None  # they went on: the continuation rules own the paused answer
+            elif t >= self._quiet_until and not self._endpointer.onset_pending:
+                self._quiet_until = None
+                if self._last_taken is not None:
+                    self._last_taken.kept_quiet = False
+                if self.output.paused:
+                    self.output.resume()
+            return
         if self._gated_since is not None:
             if self._endpointer.in_speech:
                 self._gated_since = None  # speech: the turn-taking rules own the pause from here
@@ -559,7 +575,7 @@ class Conversation:
         if answer is None:
             log.debug("the caller went on talking before the bot answered %r", fragment.text)
             return
-        heard = answer.audio_started
+        heard = answer.audio_started and not fragment.kept_quiet  # queued behind the quiet is not heard
         if answer.interrupt("continuation"):
             self.output.flush()
         if heard:
@@ -667,7 +683,21 @@ class Conversation:
         event = self._endpointer.end_now()
         if event is not None:
             log.debug("early end of turn on a complete sentence: %r", task.result())
-            self._on_end(event.audio, event.speech_ms, paused_at, silence_s=self._endpointer.pause_ms / 1000)
+            silence_s = self._endpointer.pause_ms / 1000
+            self._on_end(event.audio, event.speech_ms, paused_at, silence_s=silence_s)
+            self._keep_quiet_until(paused_at - silence_s + self.config.early_end_min_silence_ms / 1000)
+
+    def _keep_quiet_until(self, t: float) -> None:
+        """The turn was taken inside what may be a comma's pause: the answer is prepared now and starts
+        playing once the silence has lasted to `t` (speech before then continues the thought instead)."""
+        if self.config.early_end_min_silence_ms <= 0 or (self._last_fed_at is not None and self._last_fed_at >= t):
+            return
+        self._quiet_until = t
+        self._gated_since = None
+        if self._last_taken is not None:
+            self._last_taken.kept_quiet = True
+        if not self.output.paused:
+            self.output.pause()
 
     def _went_on_after(self, pause_ms: float) -> None:
         """The caller went on talking after a silence inside their thought (held by the bot, or after it had

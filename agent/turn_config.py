@@ -47,6 +47,10 @@ class ConversationConfig:
     # instead of waiting out the whole end-of-turn silence.
     early_end_on_complete_sentence: bool = True
     early_end_min_words: int = 2  # a one-word "No." at a pause is often "No, that's all…": wait it out
+    # ... and the answer to a turn ended early starts only once the caller has been silent this long: the
+    # decision often comes inside a comma's pause ("Okay, brilliant. [0.3 s] Nope, that's it"), and a caller
+    # who goes on within it hears nothing of an answer that would be dropped (0: at once).
+    early_end_min_silence_ms: int = 350
     # Partial transcripts while the caller is still talking, every this much speech (None: off; costs CPU).
     partial_stt_every_ms: int | None = None
     # The caller talking again this soon after the bot took the turn is still on the same thought (0: off).

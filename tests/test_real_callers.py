@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from agent.conversation import ConversationConfig, ConversationHooks
 from agent.dialogue.effects import Handover
 from tests.test_conversation import (  # noqa: F401  (make_call and short_hangup_tail are fixtures)
@@ -575,6 +577,66 @@ async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_call
     await call.turn(2)
     assert call.conv.continuations == 1
     assert not call.conv.hesitant
+
+
+async def test_an_early_answer_stays_silent_through_a_commas_pause(make_call: Callable[..., Call]) -> None:
+    """ "Okay, brilliant. [0.25 s] Nope, that's it": the turn is taken early on a finished sentence and its
+    answer is ready at once, but not a sound of it is heard before 350 ms of silence; the caller going on
+    inside that drops it unheard, and the whole thought gets the one answer."""
+    stt = FakeTranscriber(["I got a letter today.", "I got a letter today, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(early_end_min_silence_ms=350))
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.22))  # the early end comes at the pause (200 ms here)
+    await call.turn(1)
+    await call.hears([GREETING, SORRY])  # prepared...
+    assert call.out.paused  # ... and held
+    await call.feed(silence(0.08))
+    assert call.out.paused
+    await call.feed(voice(1.0))  # the caller goes on 300 ms into the silence
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    await call.play_out()
+    assert [e.text for e in call.conv.transcript if e.who == "caller"] == [
+        "I got a letter today, what are your opening hours?"
+    ]
+    assert call.conv.continuations == 1 and call.conv.false_starts == 0
+    assert call.out.played[-len(HOURS) :] and call.heard()[-len(HOURS) :] == HOURS
+
+
+async def test_an_early_answer_plays_once_the_silence_outlasts_a_comma(make_call: Callable[..., Call]) -> None:
+    stt = FakeTranscriber(["What are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(early_end_min_silence_ms=350))
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.22))
+    await call.turn(1)
+    await until(lambda: call.out.queue != [], what="the answer queued")
+    taken = call.clock.now
+    assert call.out.paused
+    while call.out.paused:
+        await call.feed(silence(0.02))
+        assert call.clock.now - taken < 0.3, "the early answer was held past the comma's pause"
+    # Resumed 350 ms after the caller's last word (the VAD's end of speech), not at the full 500 ms.
+    assert call.clock.now - (taken - 0.22) == pytest.approx(0.36, abs=0.03)
+    await call.play_out()
+    assert call.heard() == [GREETING, *HOURS]
+
+
+async def test_an_early_answer_held_for_quiet_plays_when_the_phone_stops_sending(
+    make_call: Callable[..., Call],
+) -> None:
+    """Opus DTX: after the caller's last word no packets come at all; the held answer still plays."""
+    stt = FakeTranscriber(["What are your opening hours?"])
+    call = make_call(stt=stt, config=real_config(early_end_min_silence_ms=350))
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.22))
+    await call.turn(1)
+    await until(lambda: call.out.queue != [], what="the answer queued")
+    assert call.out.paused
+    call.clock.advance(0.6)  # nothing arrives
+    await until(lambda: not call.out.paused, what="the held answer to play")
 
 
 async def test_words_the_flow_cannot_use_wait_longer_before_the_sorry(make_call: Callable[..., Call]) -> None:
