@@ -47,7 +47,7 @@ from typing import Any
 from agent.store import leases
 from agent.store.base import CallEventRecord, CallRecord
 from agent.store.sqlite import SqliteStore, StoreTx
-from agent.whatsapp.rules import Refused, check_capacity
+from agent.whatsapp.rules import Refused, check_capacity, duplicate_call
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,10 @@ class Cluster:
             ref = record.biz_opaque_callback_data
             if ref and ref != record.id:  # a call we placed: its slot was held under our reference until now
                 leases.drop_reservation(tx, ref)
+            elif record.direction == "BUSINESS_INITIATED" and record.to_number:
+                # Reserving a call we are about to place: the user may be on a call held by another worker.
+                if leases.user_in_call(tx, record.to_number, now, but=record.id):
+                    raise Refused(duplicate_call(record.to_number))
             refusal = check_capacity(leases.count_leased_live(tx, now, simulated=simulated), cap)
             if refusal is not None:
                 raise Refused(refusal)

@@ -64,6 +64,16 @@ def count_leased_live(tx: StoreTx, now: datetime, *, simulated: bool) -> int:
     return int(row["n"])
 
 
+def user_in_call(tx: StoreTx, user: str, now: datetime, *, but: str) -> bool:
+    """A live call with this user (either way round) on a worker whose lease holds, other than `but`."""
+    row = tx.conn.execute(
+        "SELECT 1 FROM calls c WHERE c.state != :ended AND c.ended_at IS NULL AND c.id != :but "
+        f"AND (c.to_number = :user OR c.from_number = :user) AND {_ALIVE.format(col='c.owner')} LIMIT 1",
+        {"ended": ENDED_STATE, "now": _ts(now), "user": user, "but": but},
+    ).fetchone()
+    return row is not None
+
+
 def live_elsewhere(store: SqliteStore, me: str, now: datetime, *, simulated: bool) -> int:
     """Like `count_leased_live`, on the read connection (no lock), without `me`'s calls: a pre-check."""
     rows = store._rows(

@@ -616,12 +616,17 @@ def check_can_call(
             clears_at=at,
         )
     if has_live_call:
-        return _refuse(
-            "bic.duplicate_call",
-            f"a call with user {state.user} is already in progress (§8.3); wait for it to end",
-            code=138003,
-        )
+        return duplicate_call(state.user)
     return None
+
+
+def duplicate_call(user: str) -> Refusal:
+    """One call at a time per user (§8.3), whichever worker holds the one in progress."""
+    return _refuse(
+        "bic.duplicate_call",
+        f"a call with user {user} is already in progress (§8.3); wait for it to end",
+        code=138003,
+    )
 
 
 def check_calling_enabled(enabled: bool) -> Refusal | None:

@@ -60,6 +60,40 @@ def test_the_call_cap_counts_every_live_workers_calls(open_store: Any) -> None:
     assert store.get_call("wacid.2").owner == "b"  # type: ignore[union-attr]
 
 
+def test_one_call_per_user_holds_across_workers(open_store: Any) -> None:
+    """Worker b may not dial a user who is on a call held by worker a (§8.3); once that call ends, it may."""
+    store = open_store()
+    clock = Clock()
+    a, b = worker(store, "a", clock), worker(store, "b", clock)
+    a.join(simulated=False)
+    b.join(simulated=False)
+    inbound = CallRecord(
+        id="wacid.in", direction="USER_INITIATED", state="active", created_at=T0, from_number="15550002222"
+    )
+    guard_a = a.slot_guard(8, simulated=False)
+    write(store, lambda tx: (guard_a(tx, inbound), tx.save_call(inbound)))
+
+    def dial(ref: str) -> None:
+        record = CallRecord(
+            id=ref,
+            direction="BUSINESS_INITIATED",
+            state="dialing",
+            created_at=T0,
+            to_number="15550002222",
+            biz_opaque_callback_data=ref,
+        )
+        guard = b.slot_guard(8, simulated=False)
+        write(store, lambda tx: (guard(tx, record), tx.save_call(record)))
+
+    with pytest.raises(Refused) as refused:
+        dial("wacall-1")
+    assert refused.value.refusal.rule == "bic.duplicate_call"
+    assert store.get_call("wacall-1") is None
+    store.update_call("wacid.in", state="ended", ended_at=T0 + timedelta(minutes=1))
+    dial("wacall-2")
+    assert store.get_call("wacall-2") is not None
+
+
 def test_a_dead_workers_calls_are_taken_over_once_and_free_their_slots(open_store: Any) -> None:
     store = open_store()
     clock = Clock()
