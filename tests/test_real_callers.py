@@ -604,7 +604,8 @@ async def test_an_early_answer_stays_silent_through_a_commas_pause(make_call: Ca
     assert call.out.played[-len(HOURS) :] and call.heard()[-len(HOURS) :] == HOURS
 
 
-async def test_an_early_answer_plays_once_the_silence_outlasts_a_comma(make_call: Callable[..., Call]) -> None:
+async def _early_answer_held(make_call: Callable[..., Call]) -> Call:
+    """A finished question, a pause, and the turn taken early: its answer queued but held for quiet."""
     stt = FakeTranscriber(["What are your opening hours?"])
     call = make_call(stt=stt, config=real_config(early_end_min_silence_ms=350))
     await call.start()
@@ -612,8 +613,13 @@ async def test_an_early_answer_plays_once_the_silence_outlasts_a_comma(make_call
     await call.feed(silence(0.22))
     await call.turn(1)
     await until(lambda: call.out.queue != [], what="the answer queued")
-    taken = call.clock.now
     assert call.out.paused
+    return call
+
+
+async def test_an_early_answer_plays_once_the_silence_outlasts_a_comma(make_call: Callable[..., Call]) -> None:
+    call = await _early_answer_held(make_call)
+    taken = call.clock.now
     while call.out.paused:
         await call.feed(silence(0.02))
         assert call.clock.now - taken < 0.3, "the early answer was held past the comma's pause"
@@ -627,14 +633,7 @@ async def test_an_early_answer_held_for_quiet_plays_when_the_phone_stops_sending
     make_call: Callable[..., Call],
 ) -> None:
     """Opus DTX: after the caller's last word no packets come at all; the held answer still plays."""
-    stt = FakeTranscriber(["What are your opening hours?"])
-    call = make_call(stt=stt, config=real_config(early_end_min_silence_ms=350))
-    await call.start()
-    await call.feed(voice(1.0))
-    await call.feed(silence(0.22))
-    await call.turn(1)
-    await until(lambda: call.out.queue != [], what="the answer queued")
-    assert call.out.paused
+    call = await _early_answer_held(make_call)
     call.clock.advance(0.6)  # nothing arrives
     await until(lambda: not call.out.paused, what="the held answer to play")
 
