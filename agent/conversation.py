@@ -669,8 +669,13 @@ class Conversation:
             if self.hesitant:
                 return  # this caller pauses mid-sentence: a full stop is no proof
             # A complete number skips the wait for more digits, not the usual silence: "1983, [pause] no,
-            # sorry, 84" is common, and a number alone is no sentence.
-            if not looks_complete(text, self.config.early_end_min_words):
+            # sorry, 84" is common, and a number alone is no sentence. One word the question takes as its
+            # value ("Tomorrow.", "Thursday.") is a whole answer: if the caller goes on within a comma's pause
+            # they hear nothing of the reply (`early_end_min_silence_ms`), and later words join the thought.
+            min_words = self.config.early_end_min_words
+            if min_words > 1 and not is_bare_yes_no(text) and self._policy_says("answer_taken", text):
+                min_words = 1
+            if not looks_complete(text, min_words):
                 return
             if opinion is not None and await opinion:
                 log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")

@@ -14,6 +14,8 @@ import pytest
 
 from agent.conversation import ConversationConfig, ConversationHooks
 from agent.dialogue.effects import Handover
+from agent.dialogue.engine import FlowEngine
+from agent.dialogue.flow import parse_flow
 from tests.test_conversation import (  # noqa: F401  (make_call and short_hangup_tail are fixtures)
     GREETING,
     HOURS,
@@ -636,6 +638,32 @@ async def test_an_early_answer_held_for_quiet_plays_when_the_phone_stops_sending
     call = await _early_answer_held(make_call)
     call.clock.advance(0.6)  # nothing arrives
     await until(lambda: not call.out.paused, what="the held answer to play")
+
+
+DAY_FLOW = """
+name: day
+start: day
+nodes:
+  day:
+    say: "What day would you like to come in?"
+    ask: {slot: date, type: date}
+    next: noted
+  noted:
+    say: "Noted."
+    end: true
+"""
+
+
+async def test_one_word_that_answers_the_question_ends_the_turn_early(make_call: Callable[..., Call]) -> None:
+    """ "Tomorrow." to "What day?" is a whole answer: it gets the early end (held for a comma's pause), not
+    the full end-of-turn silence that an unclear one-word turn waits out."""
+    call = make_call(stt=FakeTranscriber(["Tomorrow.", "Tomorrow."]), config=real_config())
+    call.engine = call.conv.policy = FlowEngine(parse_flow(DAY_FLOW, source="day.yaml"))  # before it starts
+    await call.start()
+    await call.feed(voice(0.6))
+    await call.feed(silence(0.22))  # the pause (200 ms here), well short of the 500 ms end of turn
+    await call.turn(1)
+    assert call.conv.turns[0].speculative and call.conv.turns[0].transcript == "Tomorrow."
 
 
 async def test_words_the_flow_cannot_use_wait_longer_before_the_sorry(make_call: Callable[..., Call]) -> None:

@@ -285,6 +285,19 @@ class FlowEngine(Asking):
             return answer.kind == "none" and len(words) <= 2 and not self._matches_an_intent(text)
         return False
 
+    def answer_taken(self, text: str) -> bool:
+        """Whether ``text`` gives the current question (a day, a time, a choice, a number) a value as it is,
+        with nothing taken back: "Tomorrow.", "The laptop." The turn-taking layer may then end a one-word
+        turn early, as it does a finished sentence. Yes/no questions and checks are left to their own rules
+        (a bare yes is so often the start of a sentence). Pure: the call does not change."""
+        if not self._started or self.ended or self._waiting != "answer" or self._check is not None:
+            return False
+        ask = self.flow.nodes[self.node].ask
+        if ask is None or ask.type == "yes_no" or not normalize(text).strip():
+            return False
+        answer = understand(ask, text, today=self.today(), hours=self.flow.business_hours, partial=self._partial)
+        return answer.kind == "value" and not read(text, yes_no=False).retracted
+
     def would_miss(self, text: str) -> bool:
         """Whether ``text`` (a transcript so far) would get a "sorry?" at the current question: words the
         flow can make nothing of. Heard at a pause, they are more likely half a sentence ("I'd like to…",

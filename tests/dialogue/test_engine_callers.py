@@ -192,6 +192,17 @@ def test_answer_complete_lets_a_whole_number_through_at_once(triage: Flow, payme
     assert engine.node == "verify" and "said_birth_year" not in engine.slots  # asking changed nothing
 
 
+def test_answer_taken_says_one_word_already_answers_the_question(booking: Flow, payment: Flow) -> None:
+    engine, _ = call(booking, "book")  # "What day would you like to come in?"
+    assert engine.answer_taken("Tomorrow.")
+    assert engine.answer_taken("Thursday.")
+    assert not engine.answer_taken("Thursday, no")  # taken back: the rest is coming
+    assert not engine.answer_taken("Hmm.")
+    assert engine.node == call(booking, "book")[0].node and "date" not in engine.slots  # asking changed nothing
+    engine, _ = call(payment)  # "Am I speaking with John Smith?": a yes/no question has its own rules
+    assert not engine.answer_taken("Yes.")
+
+
 # -- times and dates ------------------------------------------------------------------------
 
 
