@@ -1198,6 +1198,7 @@ class Conversation:
         if self._speech is not None:
             self._speech.interrupt("suspended")
         self._cancel_silence_timer()
+        self._quiet_until = None  # the person's voice is never held back for the bot's turn-taking
         self.output.flush()
         self._drop_speculation()
         self._keys.reset()  # keys typed for the bot's question are not the person's to answer

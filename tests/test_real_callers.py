@@ -640,6 +640,16 @@ async def test_an_early_answer_held_for_quiet_plays_when_the_phone_stops_sending
     await until(lambda: not call.out.paused, what="the held answer to play")
 
 
+async def test_a_person_taking_the_call_is_never_held_back_by_an_early_answers_quiet(
+    make_call: Callable[..., Call],
+) -> None:
+    call = await _early_answer_held(make_call)
+    call.conv.suspend()  # a person takes the call while the bot's answer waits for quiet
+    assert not call.out.paused
+    await call.feed(silence(0.5))  # past the quiet: nothing of the bot's turn-taking touches the output
+    assert not call.out.paused
+
+
 DAY_FLOW = """
 name: day
 start: day
