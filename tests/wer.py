@@ -35,3 +35,18 @@ def wer(reference: str, hypothesis: str) -> float:
 def best_wer(references: Iterable[str], hypothesis: str) -> float:
     """The WER against the closest of the lines the bot could have said at that point."""
     return min(wer(reference, hypothesis) for reference in references)
+
+
+def wer_within(reference: str, hypothesis: str, slack: int = 3) -> float:
+    """The WER of a line heard among others ("Please hold. <the line> You are number one…"): against the
+    closest run of the hypothesis's words, of the reference's length give or take `slack`."""
+    ref, words = normalise(reference), normalise(hypothesis).split()
+    size = len(ref.split())
+    if not words:
+        return wer(reference, "")
+    spans = (
+        " ".join(words[start : start + length])
+        for length in range(max(1, size - slack), size + slack + 1)
+        for start in range(max(1, len(words) - length + 1))
+    )
+    return min(float(jiwer.wer(ref, span)) for span in spans)

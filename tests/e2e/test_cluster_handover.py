@@ -33,7 +33,7 @@ from agent.simulator.caller import SimulatedUser
 from agent.simulator.meta import MetaSimulator, SimCall
 from agent.simulator.session import bound_socket, serve
 from tests.cluster_harness import CONFIG, Deployment, RoundRobinProxy
-from tests.wer import wer
+from tests.wer import wer, wer_within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -291,7 +291,8 @@ async def test_when_the_agents_worker_dies_the_caller_goes_back_to_the_queue(
         def told() -> bool:  # AGENT_LOST_MESSAGE: "... the line to my colleague dropped ... front of the queue"
             nonlocal said
             said = " ".join(h.text for h in user.heard[heard_from:])
-            return wer(AGENT_LOST_MESSAGE, said) <= 0.5 or "front of the queue" in said.lower()
+            # Among the hold lines around it, and "queue" is often heard as "cube".
+            return wer_within(AGENT_LOST_MESSAGE, said) <= 0.3 or "front of the queue" in said.lower()
 
         try:
             await until(told, 30, "the caller to hear that the agent dropped", running)
