@@ -77,6 +77,7 @@ from agent.turn_signals import (
     is_known_backchannel,
     is_opener,
     looks_complete,
+    only_trails_off,
     sounds_unfinished,
 )
 
@@ -107,6 +108,8 @@ AUDIO_GAP_S = 0.25  # no caller audio this long while they are mid-utterance: th
 AUDIO_GAP_CHECK_S = 0.05
 ONSET_GATE_MAX_S = 0.15  # longest a reply's first sound waits for the VAD to tell whether the caller speaks
 JOIN_GAP_S = 0.25  # silence put between two fragments of one thought before they are recognised together
+# A pause where Silero heard voice at its start is looked at again this far in (before the usual end of turn).
+SECOND_LOOK_MS = 260
 HESITANT_MARGIN_MS = 300  # a hesitant caller's end of turn waits this much longer than their longest pause
 SAMPLE_RATE = 16000
 
@@ -664,10 +667,11 @@ class Conversation:
                 # "Yes. [pause] That's me.", "No, [pause] he's not home": a bare yes or no is very often the
                 # start of the caller's sentence, so it waits a little longer (still well short of a hold).
                 self._endpointer.hold_end(self.config.yes_no_end_silence_ms)
-            if not self.config.early_end_on_complete_sentence or self._continuing is not None:
+            if not self.config.early_end_on_complete_sentence:
                 return
             if self.hesitant:
-                return  # this caller pauses mid-sentence: a full stop is no proof
+                return  # this caller pauses mid-sentence: a full stop is no proof (a thought continued
+                # after a comma's pause is no such sign: its full stop ends it as early as any other)
             # A complete number skips the wait for more digits, not the usual silence: "1983, [pause] no,
             # sorry, 84" is common, and a number alone is no sentence. One word the question takes as its
             # value ("Tomorrow.", "Thursday.") is a whole answer: if the caller goes on within a comma's pause
@@ -677,7 +681,7 @@ class Conversation:
                 min_words = 1
             if not looks_complete(text, min_words):
                 return
-            if opinion is not None and await opinion:
+            if opinion is not None and await opinion and not await self._silent_at_second_look(task, speech_ms):
                 log.debug("Silero hears speech in the pause; waiting for the full end-of-turn silence")
                 return
         finally:
@@ -691,6 +695,25 @@ class Conversation:
             silence_s = self._endpointer.pause_ms / 1000
             self._on_end(event.audio, event.speech_ms, paused_at, silence_s=silence_s)
             self._keep_quiet_until(paused_at - silence_s + self.config.early_end_min_silence_ms / 1000)
+
+    async def _silent_at_second_look(self, task: asyncio.Task[str], speech_ms: int) -> bool:
+        """Silero heard voice early in the pause: often the fade of a final "s" or "z", not more words.
+        Later in the same pause (still before the usual end of turn), it is asked about the newest audio
+        only; silence there lets the complete sentence end the turn after all."""
+        check = self.hooks.endpoint_check
+        ep = self._endpointer
+        if check is None:
+            return False
+        wait_s = (SECOND_LOOK_MS - ep.silence_ms) / 1000
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        if not self._guess_still_current(task, speech_ms):
+            return False
+        audio = ep.current_audio()
+        newest_ms = ep.silence_ms - ep.pause_ms
+        if audio is None or newest_ms <= 0:
+            return False
+        return not await check.still_talking(audio, newest_ms)
 
     def _keep_quiet_until(self, t: float) -> None:
         """The turn was taken inside what may be a comma's pause: the answer is prepared now and starts
@@ -737,7 +760,9 @@ class Conversation:
         only a greeting or reaction so far ("Hi there.", "Okay, brilliant."); None when they may be."""
         if sounds_unfinished(text):
             last = text.strip().rstrip(".,?!").split()[-1:] or [""]
-            return "number" if last[0].isdigit() or last[0].lower() in DIGIT_WORDS else "mid-sentence"
+            if last[0].isdigit() or last[0].lower() in DIGIT_WORDS:
+                return "number"
+            return "trailing off" if only_trails_off(text) else "mid-sentence"
         if self._policy_says("answer_incomplete", text):
             return "answer"
         if self.config.unclear_hold_ms and self._policy_says("would_miss", text):

@@ -153,6 +153,16 @@ def sounds_unfinished(text: str) -> bool:
 
 DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 
+_TRAILING_MARKS = re.compile(r"[\s.…,;:\-—]+$")
+
+
+def only_trails_off(text: str) -> bool:
+    """Only the punctuation says the words go on ("Not today... No..."): Whisper writes an ellipsis or a
+    comma where the audio ends in a pause, so it is worth a wait, not proof of a caller who stops mid-thought
+    (the words themselves, "…for the", "I want to", are)."""
+    words = _TRAILING_MARKS.sub("", text.strip())
+    return bool(words) and words != text.strip() and sounds_unfinished(text) and not sounds_unfinished(words)
+
 
 # Words that open a turn without answering anything: greetings, and reactions to what the bot just said.
 _GREETINGS = frozenset("hi hello hey hiya there good morning afternoon evening".split())

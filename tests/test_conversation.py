@@ -1204,29 +1204,42 @@ async def test_llm_turn_is_cancelled_by_a_barge_in(make_call: Callable[..., Call
 
 
 class FakeEndpointCheck:
-    """Silero stand-in: says whether the caller is still talking in the pause."""
+    """Silero stand-in: says, look by look, whether the caller is still talking in the pause."""
 
-    def __init__(self, still_talking: bool) -> None:
-        self.answer = still_talking
-        self.asked = 0
+    def __init__(self, *still_talking: bool) -> None:
+        self.answers = list(still_talking)
+        self.looked_at_ms: list[int] = []
+
+    @property
+    def asked(self) -> int:
+        return len(self.looked_at_ms)
 
     async def still_talking(self, audio16k: np.ndarray, silence_ms: int) -> bool:
-        self.asked += 1
-        return self.answer
+        self.looked_at_ms.append(silence_ms)
+        return self.answers[min(len(self.looked_at_ms), len(self.answers)) - 1]
 
 
-@pytest.mark.parametrize("still_talking", [False, True])
-async def test_second_opinion_can_hold_back_an_early_end(make_call: Callable[..., Call], still_talking: bool) -> None:
-    check = FakeEndpointCheck(still_talking)
+@pytest.mark.parametrize(("looks", "ended_early"), [((False,), True), ((True, False), True), ((True, True), False)])
+async def test_second_opinion_can_hold_back_an_early_end(
+    make_call: Callable[..., Call], looks: tuple[bool, ...], ended_early: bool
+) -> None:
+    check = FakeEndpointCheck(*looks)
     hooks = ConversationHooks(endpoint_check=check)
     call = make_call(stt=FakeTranscriber(["What are your opening hours?"]), hooks=hooks)
     await call.start()
     await call.feed(voice(1.0))
-    await call.feed(silence(0.26))
+    await call.feed(silence(0.2))
     await asyncio.sleep(0.02)
     assert check.asked == 1
-    # Without the second opinion's doubt the turn ended at the pause; with it, only after the full silence.
-    assert len(call.conv.turns) == (0 if still_talking else 1)
+    assert len(call.conv.turns) == (1 if looks == (False,) else 0)
+    # Voice heard at the start of the pause (a fading "s") is looked at again later in it, newest audio only.
+    await call.feed(silence(0.1))
+    await asyncio.sleep(0.3)
+    assert check.asked == len(looks)
+    if len(looks) > 1:
+        assert check.looked_at_ms[1] < check.looked_at_ms[0] + 100
+    # Without the second opinion's lasting doubt the turn ended in the pause; with it, after the full silence.
+    assert len(call.conv.turns) == (1 if ended_early else 0)
     await call.feed(silence(0.4))
     await call.turn(1)
     await call.play_out()

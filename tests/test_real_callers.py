@@ -581,6 +581,40 @@ async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_call
     assert not call.conv.hesitant
 
 
+async def test_a_thought_continued_after_a_breath_ends_early_at_its_own_full_stop(
+    make_call: Callable[..., Call],
+) -> None:
+    """ "Yes, please, [0.3 s] that would be great.": the continued thought is no sign of a caller who stops
+    mid-sentence, so its finished sentence ends the turn at the pause like any other, not 500 ms later."""
+    stt = FakeTranscriber(["I got a letter today.", "I got a letter today, what are your opening hours?"])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.26))
+    await call.turn(1)
+    await call.feed(silence(0.06))
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.26))  # well short of the usual 500 ms
+    await call.turn(2)
+    assert call.conv.continuations == 1 and not call.conv.hesitant
+
+
+async def test_an_ellipsis_alone_holds_the_turn_without_marking_the_caller_hesitant(
+    make_call: Callable[..., Call],
+) -> None:
+    """Whisper writes "…" where the audio ends in a pause ("Not today... No..."): worth the longer wait, but
+    not proof of a caller who stops mid-thought, whose every later turn would wait over a second."""
+    stt = FakeTranscriber(["Not today... No...", "Not today, no. I get paid on Friday."])
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.feed(voice(1.0))
+    await call.feed(silence(0.7))  # held past the usual end of turn
+    await asyncio.sleep(0.01)
+    assert call.conv.turns == [] and not call.conv.hesitant
+    await call.feed(silence(0.7))
+    await call.turn(1)
+
+
 async def test_an_early_answer_stays_silent_through_a_commas_pause(make_call: Callable[..., Call]) -> None:
     """ "Okay, brilliant. [0.25 s] Nope, that's it": the turn is taken early on a finished sentence and its
     answer is ready at once, but not a sound of it is heard before 350 ms of silence; the caller going on

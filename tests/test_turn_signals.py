@@ -11,6 +11,7 @@ from agent.turn_signals import (
     is_known_backchannel,
     is_opener,
     looks_complete,
+    only_trails_off,
     sounds_unfinished,
 )
 
@@ -134,7 +135,32 @@ def test_words_that_ask_for_the_turn(text: str, asks: bool) -> None:
     assert asks_for_the_turn(text) is asks
 
 
-@pytest.mark.parametrize(("text", "bare"), [("Yes.", True), ("No,", True), ("Nope.", True), ("Goodbye.", False),
-                                           ("Yes, that's me.", False), ("Tuesday.", False)])
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("Yes.", True),
+        ("No,", True),
+        ("Nope.", True),
+        ("Goodbye.", False),
+        ("Yes, that's me.", False),
+        ("Tuesday.", False),
+    ],
+)
 def test_a_bare_yes_or_no(text: str, bare: bool) -> None:
     assert is_bare_yes_no(text) is bare
+
+
+@pytest.mark.parametrize(
+    ("text", "only_marks"),
+    [
+        ("Not today... No...", True),
+        ("Okay, brilliant,", True),
+        ("I want to...", False),
+        ("and the,", False),
+        ("It is 48...", False),
+        ("So...", False),
+        ("Yes.", False),
+    ],
+)
+def test_punctuation_alone_trailing_off(text: str, only_marks: bool) -> None:
+    assert only_trails_off(text) is only_marks

@@ -122,6 +122,11 @@ class Endpointer:
         return self._pause_frames * self.config.frame_ms
 
     @property
+    def silence_ms(self) -> int:
+        """How long the current utterance has been silent since its last voiced frame (0 outside speech)."""
+        return self._silence_run * self.config.frame_ms if self._in_speech else 0
+
+    @property
     def voiced_ms(self) -> int:
         """Voiced audio in the current utterance so far (0 outside speech)."""
         return self._voiced_frames * self.config.frame_ms if self._in_speech else 0
