@@ -149,7 +149,9 @@ class _Utterance:
     metrics: TurnMetrics | None = None
     silence_s: float = 0.0  # the silence that ended it
     resumed_at: float | None = None  # when the caller went on after it (stream time)
-    kept_quiet: bool = False  # its answer waits for the caller's silence to outlast a comma's pause
+    # Its answer (ended early, inside what may be a comma's pause) starts only once the caller has been silent
+    # until then; still set if they went on, so the dropped answer counts as never heard.
+    quiet_until: float | None = None
     # Said while the answer to this earlier fragment was playing: a reaction to it ("uh-huh") or the
     # caller's thought going on ("My TV… keeps…"); the words decide.
     reaction_to: _Utterance | None = None
@@ -222,7 +224,7 @@ class Conversation:
         self._last_fed_at: float | None = None  # when caller audio last came in (clock time)
         self._gap_filler: asyncio.Task[None] | None = None
         self._gated_since: float | None = None  # a reply's start waits: the caller may be starting to speak
-        self._quiet_until: float | None = None  # an early answer's start waits for a comma's pause to pass
+        self._held: _Utterance | None = None  # the early-ended utterance whose answer waits for quiet
         self._continuation_confirmed = False  # ... with enough speech to be words, not a cough
         self._listening: UtteranceStream | None = None  # the current utterance's recognition
         self._speculation: tuple[int, asyncio.Task[str]] | None = None
@@ -273,7 +275,7 @@ class Conversation:
                 continue
             gap = self._clock() - last
             if not self._endpointer.in_speech:
-                if self._quiet_until is not None and gap >= AUDIO_GAP_S:
+                if self._held is not None and gap >= AUDIO_GAP_S:
                     self._gate_reply_start(self._clock())  # no packets since (DTX): the silence is real
                 continue
             if gap >= AUDIO_GAP_S:
@@ -483,13 +485,13 @@ class Conversation:
     def _gate_reply_start(self, t: float) -> None:
         """A reply about to start while the caller may be starting to speak waits the few frames the VAD
         needs to tell: a caller going on after a pause then hears no blip of an answer that is dropped."""
-        if self._quiet_until is not None:
+        held = self._held
+        if held is not None:
             if self._endpointer.in_speech:
-                self._quiet_until = None  # they went on: the continuation rules own the paused answer
-            elif t >= self._quiet_until and not self._endpointer.onset_pending:
-                self._quiet_until = None
-                if self._last_taken is not None:
-                    self._last_taken.kept_quiet = False
+                self._held = None  # they went on: the continuation rules own the paused answer
+            elif held.quiet_until is None or (t >= held.quiet_until and not self._endpointer.onset_pending):
+                self._held = None
+                held.quiet_until = None
                 if self.output.paused:
                     self.output.resume()
             return
@@ -578,7 +580,7 @@ class Conversation:
         if answer is None:
             log.debug("the caller went on talking before the bot answered %r", fragment.text)
             return
-        heard = answer.audio_started and not fragment.kept_quiet  # queued behind the quiet is not heard
+        heard = answer.audio_started and fragment.quiet_until is None  # queued behind the quiet: not heard
         if answer.interrupt("continuation"):
             self.output.flush()
         if heard:
@@ -623,10 +625,8 @@ class Conversation:
             return
         if self._listening is None:
             return
-        self._listening.catch_up(audio)
-        if self._continuing is not None:
-            audio = _join(self._continuing, audio)
-        self._drop_speculation()
+        self._listening.catch_up(audio)  # a continued thought's stream already heard its earlier fragments;
+        self._drop_speculation()  # Silero, asked about the end of the pause, needs only this one
         task = asyncio.create_task(self._listening.partial(), name="stt-speculative")
         self._speculation = (speech_ms, task)
         if not self._overlapped:
@@ -718,12 +718,14 @@ class Conversation:
     def _keep_quiet_until(self, t: float) -> None:
         """The turn was taken inside what may be a comma's pause: the answer is prepared now and starts
         playing once the silence has lasted to `t` (speech before then continues the thought instead)."""
+        taken = self._last_taken
         if self.config.early_end_min_silence_ms <= 0 or (self._last_fed_at is not None and self._last_fed_at >= t):
             return
-        self._quiet_until = t
+        if taken is None:
+            return
+        taken.quiet_until = t
+        self._held = taken
         self._gated_since = None
-        if self._last_taken is not None:
-            self._last_taken.kept_quiet = True
         if not self.output.paused:
             self.output.pause()
 
@@ -828,8 +830,7 @@ class Conversation:
         # guess is its partial, which the turn's finish() reuses when nothing was said after it.
         if listening is not None:
             listening.catch_up(audio)
-        if self._speculation is not None:
-            self._speculation = None  # the guess task lives on inside the stream; judging it is over
+        self._speculation = None  # the guess task lives on inside the stream; judging it is over
         if prefix is not None and not self._continuation_confirmed:
             if self._answer_audible(prefix):
                 # Short words while the caller hears the answer: a reaction to it (handled like speech over
@@ -1223,7 +1224,7 @@ class Conversation:
         if self._speech is not None:
             self._speech.interrupt("suspended")
         self._cancel_silence_timer()
-        self._quiet_until = None  # the person's voice is never held back for the bot's turn-taking
+        self._held = None  # the person's voice is never held back for the bot's turn-taking
         self.output.flush()
         self._drop_speculation()
         self._keys.reset()  # keys typed for the bot's question are not the person's to answer

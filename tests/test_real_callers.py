@@ -397,6 +397,16 @@ async def test_an_answer_that_must_be_heard_in_full_is_still_dropped_for_the_res
     assert call.heard()[-len(HOURS) :] == HOURS
 
 
+async def _hesitant_callers_next_line(call: Call, speech_s: float, *, pause_s: float) -> int:
+    """A caller marked hesitant says their next line and pauses: the turns answered by then."""
+    assert call.conv.hesitant
+    await call.feed(silence(3.0))
+    await call.feed(voice(speech_s))
+    await call.feed(silence(pause_s))
+    await asyncio.sleep(0.01)
+    return len(call.conv.turns)
+
+
 async def test_a_caller_who_paused_mid_thought_gets_a_longer_end_of_turn_from_then_on(
     make_call: Callable[..., Call],
 ) -> None:
@@ -413,12 +423,8 @@ async def test_a_caller_who_paused_mid_thought_gets_a_longer_end_of_turn_from_th
     await call.feed(silence(1.4))
     await call.turn(2)
     await call.play_out()
-    assert call.conv.hesitant
-    await call.feed(silence(3.0))
-    await call.feed(voice(1.0))
-    await call.feed(silence(0.7))  # past the usual 500 ms end of turn, and a full stop in the guess
-    await asyncio.sleep(0.01)
-    assert len(call.conv.turns) == 2, "answered a hesitant caller at the usual 500 ms pause"
+    # past the usual 500 ms end of turn, and a full stop in the guess
+    assert await _hesitant_callers_next_line(call, 1.0, pause_s=0.7) == 2, "answered at the usual 500 ms pause"
     await call.feed(silence(0.5))
     await call.turn(3)
 
@@ -452,12 +458,9 @@ async def test_a_caller_who_stops_long_to_think_gets_an_end_of_turn_that_fits(ma
     await call.feed(silence(2.0))
     await call.turn(1)
     await call.play_out()
-    assert call.conv.hesitant
-    await call.feed(silence(3.0))
-    await call.feed(voice(0.8))
-    await call.feed(silence(1.5))  # a pause as long as before, after words the guess cannot call unfinished
-    await asyncio.sleep(0.01)
-    assert len(call.conv.turns) == 1, "answered at the 1.2 s hesitant silence, shorter than this caller's pauses"
+    # a pause as long as before, after words the guess cannot call unfinished
+    turns = await _hesitant_callers_next_line(call, 0.8, pause_s=1.5)
+    assert turns == 1, "answered at the 1.2 s hesitant silence, shorter than this caller's pauses"
     await call.feed(silence(0.4))
     await call.turn(2)
 
@@ -566,7 +569,8 @@ async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_call
     make_call: Callable[..., Call],
 ) -> None:
     """An early end of turn caught a comma's breath ("No, that was it, [0.3 s] thanks a lot"): the answer
-    is dropped for the whole thought, but this caller keeps the fast end of turn."""
+    is dropped for the whole thought, but this caller keeps the fast end of turn, and the continued thought
+    ends at its own full stop like any other, well short of the usual 500 ms."""
     stt = FakeTranscriber(["I got a letter today.", "I got a letter today, what are your opening hours?"])
     call = make_call(stt=stt, config=real_config())
     await call.start()
@@ -575,28 +579,10 @@ async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_call
     await call.turn(1)
     await call.feed(silence(0.06))
     await call.feed(voice(1.0))
-    await call.feed(silence(1.4))
+    await call.feed(silence(0.26))
     await call.turn(2)
     assert call.conv.continuations == 1
     assert not call.conv.hesitant
-
-
-async def test_a_thought_continued_after_a_breath_ends_early_at_its_own_full_stop(
-    make_call: Callable[..., Call],
-) -> None:
-    """ "Yes, please, [0.3 s] that would be great.": the continued thought is no sign of a caller who stops
-    mid-sentence, so its finished sentence ends the turn at the pause like any other, not 500 ms later."""
-    stt = FakeTranscriber(["I got a letter today.", "I got a letter today, what are your opening hours?"])
-    call = make_call(stt=stt, config=real_config())
-    await call.start()
-    await call.feed(voice(1.0))
-    await call.feed(silence(0.26))
-    await call.turn(1)
-    await call.feed(silence(0.06))
-    await call.feed(voice(1.0))
-    await call.feed(silence(0.26))  # well short of the usual 500 ms
-    await call.turn(2)
-    assert call.conv.continuations == 1 and not call.conv.hesitant
 
 
 async def test_an_ellipsis_alone_holds_the_turn_without_marking_the_caller_hesitant(
@@ -682,6 +668,19 @@ async def test_a_person_taking_the_call_is_never_held_back_by_an_early_answers_q
     assert not call.out.paused
     await call.feed(silence(0.5))  # past the quiet: nothing of the bot's turn-taking touches the output
     assert not call.out.paused
+
+
+async def test_a_caller_hanging_up_mid_word_while_an_early_answer_is_held(make_call: Callable[..., Call]) -> None:
+    """The caller goes on ("…and—") inside the held answer's quiet and hangs up mid-word: the answer is
+    never heard, and closing the call leaves nothing running (the fixture checks for stray tasks)."""
+    call = await _early_answer_held(make_call)
+    await call.feed(voice(0.12))  # a word begins inside the comma's pause
+    assert call.out.paused
+    await call.conv.close()  # the caller hung up
+    await call.feed(silence(0.6))  # audio after close is ignored: no quiet to release the answer
+    await asyncio.sleep(0.02)
+    assert call.out.paused, "the held answer was released after the caller hung up"
+    assert call.conv.false_starts == 0 and len(call.conv.turns) == 1
 
 
 DAY_FLOW = """

@@ -17,6 +17,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -188,26 +189,58 @@ async def take(
     return inbound
 
 
+@dataclass
+class AgentDesk:
+    """Ana's console on worker 1, her browser's media peer, and the caller's phone."""
+
+    console: AgentConsole
+    user: SimulatedUser
+    agent: MediaPeer
+    inbound: InboundAudio | None = None  # the caller's audio at the agent, once she takes the call
+
+
+@contextlib.asynccontextmanager
+async def agent_available_on_worker_1(running: Deployment, models: Models) -> AsyncIterator[AgentDesk]:
+    """Ana signed in and available on worker 1's console; everything is closed afterwards."""
+    desk = AgentDesk(
+        AgentConsole(running.workers[1].url),
+        SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer),
+        MediaPeer(hosts=["127.0.0.1"], label="agent-browser"),
+    )
+    try:
+        await desk.console.sign_in("ana", AGENT_TOKEN)
+        await until(lambda: desk.console.seen("state"), 10, "the console's first state", running)
+        assert (await desk.console.post("/api/status", {"status": "available"})).status_code == 200
+        yield desk
+    finally:
+        if desk.inbound is not None:
+            await desk.inbound.close()
+        await desk.agent.close()
+        await desk.user.close()
+        await desk.console.close()
+
+
+async def handover_recorded(running: Deployment, call_id: str, timeout: float) -> dict[str, Any]:
+    """The call's record once it has ended with a handover outcome (written by whichever worker held it)."""
+
+    def recorded() -> dict[str, Any] | None:
+        found = row(running.database_url, call_id)
+        return found if found["handover_outcome"] and found["state"] == "ended" else None
+
+    return await until(recorded, timeout, "the handover in the call record", running)
+
+
 async def test_an_agent_on_another_worker_takes_the_caller_and_they_hear_each_other(
     deployment: tuple[Deployment, MetaSimulator, RoundRobinProxy], models: Models
 ) -> None:
     running = deployment[0]
-    desk_worker = running.workers[1]
-    console = AgentConsole(desk_worker.url)
-    user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
-    agent = MediaPeer(hosts=["127.0.0.1"], label="agent-browser")
     from_caller: list[np.ndarray] = []
-    inbound: InboundAudio | None = None
     started = time.monotonic()
-    try:
-        # -- the agent signs in on worker 1 and goes available ------------------------------------------------
-        await console.sign_in("ana", AGENT_TOKEN)
-        await until(lambda: console.seen("state"), 10, "the console's first state", running)
-        assert (await console.post("/api/status", {"status": "available"})).status_code == 200
-
+    async with agent_available_on_worker_1(running, models) as desk:
+        console, user, agent = desk.console, desk.user, desk.agent
         # -- a caller on worker 0 asks for a person; the agent accepts on worker 1 ---------------------------------
         sim_call = await caller_asks_for_a_person(deployment, user, console, "15550009001")
-        inbound = await take(console, agent, sim_call, lambda pcm, t: from_caller.append(pcm), running)
+        desk.inbound = await take(console, agent, sim_call, lambda pcm, t: from_caller.append(pcm), running)
 
         # -- the caller hears the agent ------------------------------------------------------------------------
         heard_from = len(user.heard)
@@ -244,11 +277,7 @@ async def test_an_agent_on_another_worker_takes_the_caller_and_they_hear_each_ot
         await until(lambda: console.seen("call_ended", call_id=sim_call.id), 10, "call ended on the console", running)
         assert console.seen("call_ended", call_id=sim_call.id)["reason"] == "agent_hung_up"  # type: ignore[index]
 
-        def recorded() -> dict[str, Any] | None:
-            found = row(running.database_url, sim_call.id)
-            return found if found["handover_outcome"] and found["state"] == "ended" else None
-
-        record = await until(recorded, 10, "the handover in the call record", running)
+        record = await handover_recorded(running, sim_call.id, 10)
         assert record["state"] == "ended" and record["end_reason"] == "agent_hung_up"
         assert record["handled_by"] == "ana" and record["handover_queue"] == "general"
         assert record["handover_outcome"] == "agent_hung_up" and record["talk_s"] > 1
@@ -258,12 +287,6 @@ async def test_an_agent_on_another_worker_takes_the_caller_and_they_hear_each_ot
             {"type": "call_ended", "call_id": sim_call.id, "reason": "agent_hung_up"}
         ]
         print(f"\ncross-worker handover test took {time.monotonic() - started:.1f} s")
-    finally:
-        if inbound is not None:
-            await inbound.close()
-        await agent.close()
-        await user.close()
-        await console.close()
 
 
 async def test_when_the_agents_worker_dies_the_caller_goes_back_to_the_queue(
@@ -272,16 +295,10 @@ async def test_when_the_agents_worker_dies_the_caller_goes_back_to_the_queue(
     """Last in the module: it kills worker 1. Its lease runs out, ana's presence with it, and the caller she was
     talking to on worker 0 is put back at the front of the queue rather than talking to nobody."""
     running, meta, _ = deployment
-    console = AgentConsole(running.workers[1].url)
-    user = SimulatedUser(transcriber=models.transcriber, synthesizer=models.synthesizer)
-    agent = MediaPeer(hosts=["127.0.0.1"], label="agent-browser")
-    inbound: InboundAudio | None = None
-    try:
-        await console.sign_in("ana", AGENT_TOKEN)
-        await until(lambda: console.seen("state"), 10, "the console's first state", running)
-        assert (await console.post("/api/status", {"status": "available"})).status_code == 200
+    async with agent_available_on_worker_1(running, models) as desk:
+        console, user, agent = desk.console, desk.user, desk.agent
         sim_call = await caller_asks_for_a_person(deployment, user, console, "15550009002")
-        inbound = await take(console, agent, sim_call, lambda pcm, t: None, running)
+        desk.inbound = await take(console, agent, sim_call, lambda pcm, t: None, running)
         heard_from = len(user.heard)
         running.workers[1].kill()
         killed_at = time.monotonic()
@@ -302,15 +319,5 @@ async def test_when_the_agents_worker_dies_the_caller_goes_back_to_the_queue(
         assert not sim_call.ended.is_set()
         await meta.user_hangup(sim_call.id)
 
-        def recorded() -> dict[str, Any] | None:
-            found = row(running.database_url, sim_call.id)
-            return found if found["handover_outcome"] and found["state"] == "ended" else None
-
-        record = await until(recorded, 15, "the handover in the call record", running)
+        record = await handover_recorded(running, sim_call.id, 15)
         assert record["handled_by"] == "ana" and record["handover_outcome"] == "abandoned", record
-    finally:
-        if inbound is not None:
-            await inbound.close()
-        await agent.close()
-        await user.close()
-        await console.close()

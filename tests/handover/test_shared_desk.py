@@ -119,6 +119,12 @@ class Workers:
             judges_leases=lambda: steady,
         )
 
+    def desks(self, *names: str) -> list[SharedDesk]:
+        """These workers joined, each with its desk (steady, lease 60 s)."""
+        for name in names:
+            self.join(name)
+        return [self.desk(name) for name in names]
+
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         """(worker, message) of every message named by a notification since the last call (left in place)."""
         by_channel = {Identity(name).channel: name for name in self.stores}
@@ -155,9 +161,7 @@ def kinds(routed: list[Routed]) -> list[tuple[str, bool, bool]]:
 def test_a_caller_on_one_worker_is_offered_to_an_agent_on_another_and_each_worker_is_told_its_part(
     workers: Workers,
 ) -> None:
-    workers.join("a")
-    workers.join("b")
-    a, b = workers.desk("a"), workers.desk("b")
+    a, b = workers.desks("a", "b")
 
     def enqueue(desk: Any, side: Any) -> list[Any]:
         side.owners["wacid.1"], side.nodes["wacid.1"] = "a", ["anything_else"]
@@ -195,9 +199,7 @@ def test_a_caller_on_one_worker_is_offered_to_an_agent_on_another_and_each_worke
 
 
 def test_two_workers_routing_at_once_offer_a_caller_to_one_agent_only(workers: Workers) -> None:
-    workers.join("a")
-    workers.join("b")
-    a, b = workers.desk("a"), workers.desk("b")
+    a, b = workers.desks("a", "b")
 
     def enqueue(desk: Any, side: Any) -> list[Any]:
         side.owners["wacid.1"] = "a"
@@ -229,10 +231,7 @@ def test_two_workers_routing_at_once_offer_a_caller_to_one_agent_only(workers: W
 
 
 def test_a_dead_workers_agents_and_callers_leave_the_desk(workers: Workers) -> None:
-    workers.join("a")
-    workers.join("b")
-    workers.join("c")
-    a, b, c = workers.desk("a"), workers.desk("b"), workers.desk("c")
+    a, b, c = workers.desks("a", "b", "c")
 
     def enqueue(call_id: str, owner: str) -> Any:
         def op(desk: Any, side: Any) -> list[Any]:
@@ -273,9 +272,7 @@ def test_a_dead_workers_agents_and_callers_leave_the_desk(workers: Workers) -> N
 
 
 def test_a_worker_restarting_under_its_old_id_clears_what_its_last_process_left(workers: Workers) -> None:
-    workers.join("a")
-    workers.join("b")
-    a, b = workers.desk("a"), workers.desk("b")
+    a, b = workers.desks("a", "b")
 
     def enqueue(desk: Any, side: Any) -> list[Any]:
         side.owners["wacid.1"] = "a"

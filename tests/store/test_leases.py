@@ -33,6 +33,16 @@ def worker(store: SqliteStore, name: str, clock: Clock, lease_s: float = 15.0) -
     return Cluster(store, Identity(name, lease_s=lease_s), clock=clock)
 
 
+def two_live_workers(open_store: Any) -> tuple[SqliteStore, Clock, Cluster, Cluster]:
+    """A fresh store with workers a and b both joined, on one test clock."""
+    store = open_store()
+    clock = Clock()
+    a, b = worker(store, "a", clock), worker(store, "b", clock)
+    a.join(simulated=False)
+    b.join(simulated=False)
+    return store, clock, a, b
+
+
 def start_call(store: SqliteStore, cluster: Cluster, call_id: str, cap: int = 8) -> None:
     record = CallRecord(id=call_id, direction="USER_INITIATED", state="active", created_at=T0)
     guard = cluster.slot_guard(cap, simulated=False)
@@ -45,11 +55,7 @@ def start_call(store: SqliteStore, cluster: Cluster, call_id: str, cap: int = 8)
 
 
 def test_the_call_cap_counts_every_live_workers_calls(open_store: Any) -> None:
-    store = open_store()
-    clock = Clock()
-    a, b = worker(store, "a", clock), worker(store, "b", clock)
-    a.join(simulated=False)
-    b.join(simulated=False)
+    store, clock, a, b = two_live_workers(open_store)
     start_call(store, a, "wacid.1", cap=2)
     start_call(store, b, "wacid.2", cap=2)
     with pytest.raises(Refused) as refused:
@@ -62,11 +68,7 @@ def test_the_call_cap_counts_every_live_workers_calls(open_store: Any) -> None:
 
 def test_one_call_per_user_holds_across_workers(open_store: Any) -> None:
     """Worker b may not dial a user who is on a call held by worker a (§8.3); once that call ends, it may."""
-    store = open_store()
-    clock = Clock()
-    a, b = worker(store, "a", clock), worker(store, "b", clock)
-    a.join(simulated=False)
-    b.join(simulated=False)
+    store, _clock, a, b = two_live_workers(open_store)
     inbound = CallRecord(
         id="wacid.in", direction="USER_INITIATED", state="active", created_at=T0, from_number="15550002222"
     )
@@ -120,11 +122,7 @@ def test_a_dead_workers_calls_are_taken_over_once_and_free_their_slots(open_stor
 
 
 def test_an_event_goes_to_the_live_owner_of_its_call_once(open_store: Any) -> None:
-    store = open_store()
-    clock = Clock()
-    a, b = worker(store, "a", clock), worker(store, "b", clock)
-    a.join(simulated=False)
-    b.join(simulated=False)
+    store, clock, a, _b = two_live_workers(open_store)
     start_call(store, a, "wacid.1")
 
     def store_terminate(me: str) -> str | None:
@@ -249,11 +247,7 @@ async def test_a_worker_that_stalled_past_its_lease_learns_its_calls_were_taken(
 
 
 async def test_a_worker_leaving_cleanly_hands_its_owed_endings_on(open_store: Any) -> None:
-    store = open_store()
-    clock = Clock()
-    a, b = worker(store, "a", clock), worker(store, "b", clock)
-    a.join(simulated=False)
-    b.join(simulated=False)
+    store, clock, a, b = two_live_workers(open_store)
     start_call(store, a, "wacid.1")
     write(store, lambda tx: tx.update_call("wacid.1", state="ended", ended_at=T0))
     write(store, lambda tx: tx.record_event("wacid.1", ENDING_OWED, T0, {}, dedupe_key="wacid.1:ending_owed"))
