@@ -71,6 +71,7 @@ from agent.turn_record import TranscriptEntry, TurnMetrics
 from agent.turn_signals import (
     DIGIT_WORDS,
     asks_for_the_turn,
+    asks_to_wait,
     hesitates,
     is_backchannel,
     is_bare_yes_no,
@@ -669,7 +670,7 @@ class Conversation:
                 self._endpointer.hold_end(self.config.yes_no_end_silence_ms)
             if not self.config.early_end_on_complete_sentence:
                 return
-            if self.hesitant:
+            if self.hesitant or self._went_on_after_long_pause():
                 return  # this caller pauses mid-sentence: a full stop is no proof (a thought continued
                 # after a comma's pause is no such sign: its full stop ends it as early as any other)
             # A complete number skips the wait for more digits, not the usual silence: "1983, [pause] no,
@@ -740,6 +741,15 @@ class Conversation:
         else:
             self._mark_hesitant(f"went on after a {pause_ms:.0f} ms pause")
 
+    def _went_on_after_long_pause(self) -> bool:
+        """The caller is going on with a thought after a pause long enough to show hesitance. Seen before the
+        continuation is confirmed (short words over an audible answer may still be a reaction to it), so that
+        its first pause is not ended early on a full stop."""
+        fragment = self._continuing
+        if fragment is None or fragment.resumed_at is None:
+            return False
+        return (fragment.resumed_at - fragment.end_of_speech) * 1000 >= self.config.hesitant_min_pause_ms
+
     def _hesitant_silence_ms(self) -> int:
         """The hesitant caller's end-of-turn silence: at least the configured one, and longer than the longest
         pause they went on after (by a margin), up to the configured most."""
@@ -764,6 +774,8 @@ class Conversation:
             last = text.strip().rstrip(".,?!").split()[-1:] or [""]
             if last[0].isdigit() or last[0].lower() in DIGIT_WORDS:
                 return "number"
+            if asks_to_wait(text):
+                return "asked to wait"
             return "trailing off" if only_trails_off(text) else "mid-sentence"
         if self._policy_says("answer_incomplete", text):
             return "answer"

@@ -153,6 +153,24 @@ def sounds_unfinished(text: str) -> bool:
 
 DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 
+_ASKS_TO_WAIT = re.compile(
+    r"\b(?:(?:hang on|hold on|wait)(?: a (?:sec|second|minute|moment))?|(?:one|just a) (?:sec|second|moment|minute)|"
+    r"bear with me|let me (?:think|see|check))\W*$"
+)
+
+
+_SELF_CORRECTION = re.compile(r"\b(?:no|oh|sorry)\W+(?:wait|hang on|hold on)\W*$")
+
+
+def asks_to_wait(text: str) -> bool:
+    """The words so far end by asking the bot to wait ("Hang on.", "Let me check…"): the turn is held, but
+    that is a request, not a sign the caller breaks off mid-sentence (they may go on at once)."""
+    lowered = text.strip().lower()
+    if _SELF_CORRECTION.search(lowered):
+        return False  # "…my bill, no wait": the caller is correcting themselves mid-thought
+    return bool(_ASKS_TO_WAIT.search(lowered))
+
+
 _TRAILING_MARKS = re.compile(r"[\s.…,;:\-—]+$")
 
 

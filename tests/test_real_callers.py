@@ -508,6 +508,34 @@ async def test_a_short_word_that_goes_on_with_the_thought_drops_the_playing_answ
     assert call.conv.continuations == 1 and call.conv.false_interruptions == 0
 
 
+async def test_going_on_after_a_long_pause_is_not_ended_early_at_its_next_full_stop(
+    make_call: Callable[..., Call],
+) -> None:
+    """ "My TV. [0.8 s, the answer starts] keeps [pause]": a caller going on after that long a pause is
+    hesitant, which is known as they go on, before the short word is told from a reaction to the answer; so a
+    full stop in the guess at the next pause does not end the turn there."""
+    stt = FakeTranscriber(
+        ["I got a letter.", "I got a letter today.", "Keeps.", "I got a letter, what are your opening hours?"]
+    )
+    call = make_call(stt=stt, config=real_config())
+    await call.start()
+    await call.feed(voice(0.8))
+    await call.feed(silence(0.26))  # ended early on the full stop
+    await call.turn(1)
+    await call.feed(silence(0.14))
+    await until(lambda: not call.out.paused, what="the answer to play")
+    call.conv.on_audio_sent(call.clock.now)  # the caller is hearing it
+    await call.feed(silence(0.4))
+    await call.feed(voice(0.4))  # "keeps", 0.8 s after their last word; shorter than a barge-in
+    await call.feed(silence(0.26))  # a full stop in the guess of the whole thought so far
+    await asyncio.sleep(0.02)
+    assert len(call.conv.turns) == 1, "ended a hesitant caller's turn early on a full stop"
+    await call.feed(silence(1.4))
+    await call.turn(2)
+    assert caller_lines(call) == ["I got a letter, what are your opening hours?"]
+    assert call.conv.hesitant
+
+
 async def test_unfinished_words_recognised_after_the_end_of_turn_still_wait(make_call: Callable[..., Call]) -> None:
     """A slow recognition ("I'd like to book" came back after the usual end-of-turn silence) still gets the
     longer wait for unfinished words: the caller going on within it is the same thought."""
@@ -585,12 +613,14 @@ async def test_going_on_after_a_breath_is_a_continuation_but_not_a_hesitant_call
     assert not call.conv.hesitant
 
 
-async def test_an_ellipsis_alone_holds_the_turn_without_marking_the_caller_hesitant(
-    make_call: Callable[..., Call],
+@pytest.mark.parametrize("words", ["Not today... No...", "Hang on."])
+async def test_words_that_hold_the_turn_without_marking_the_caller_hesitant(
+    make_call: Callable[..., Call], words: str
 ) -> None:
-    """Whisper writes "…" where the audio ends in a pause ("Not today... No..."): worth the longer wait, but
-    not proof of a caller who stops mid-thought, whose every later turn would wait over a second."""
-    stt = FakeTranscriber(["Not today... No...", "Not today, no. I get paid on Friday."])
+    """Whisper writes "…" where the audio ends in a pause ("Not today... No..."), and "Hang on." asks the bot to
+    wait: both are worth the longer wait, but neither proves a caller who breaks off mid-sentence, whose every
+    later turn would wait over a second. (Going on after a long pause still shows that.)"""
+    stt = FakeTranscriber([words, "Hang on, that can't be right."])
     call = make_call(stt=stt, config=real_config())
     await call.start()
     await call.feed(voice(1.0))

@@ -6,6 +6,7 @@ import pytest
 
 from agent.turn_signals import (
     asks_for_the_turn,
+    asks_to_wait,
     is_backchannel,
     is_bare_yes_no,
     is_known_backchannel,
@@ -164,3 +165,21 @@ def test_a_bare_yes_or_no(text: str, bare: bool) -> None:
 )
 def test_punctuation_alone_trailing_off(text: str, only_marks: bool) -> None:
     assert only_trails_off(text) is only_marks
+
+
+@pytest.mark.parametrize(
+    ("text", "asks"),
+    [
+        ("Hang on.", True),
+        ("Hang on, let me check...", True),
+        ("Wait a second.", True),
+        ("one sec", True),
+        ("Hold on, I need to", False),
+        ("I want to", False),
+        ("Hang on, that can't be right.", False),
+        ("It's about my bill, no wait.", False),
+        ("It's about my bill. No, wait.", False),
+    ],
+)
+def test_words_that_ask_the_bot_to_wait(text: str, asks: bool) -> None:
+    assert asks_to_wait(text) is asks
