@@ -161,6 +161,11 @@ class _Utterance:
     def seconds(self) -> float:
         return self.audio.size / SAMPLE_RATE
 
+    @property
+    def pause_after_ms(self) -> float | None:
+        """How long the caller was silent before going on after this fragment (None until they do)."""
+        return None if self.resumed_at is None else (self.resumed_at - self.end_of_speech) * 1000
+
     def chain(self) -> list[_Utterance]:
         out, u = [], self.prefix
         while u is not None:
@@ -574,9 +579,8 @@ class Conversation:
     def _take_back(self, fragment: _Utterance) -> None:
         """Drop the bot's answer to a fragment at once; the whole thought will be answered instead."""
         self.continuations += 1
-        if fragment.resumed_at is not None:
-            pause_ms = (fragment.resumed_at - fragment.end_of_speech) * 1000
-            self._went_on_after(pause_ms)
+        if fragment.pause_after_ms is not None:
+            self._went_on_after(fragment.pause_after_ms)
         answer = fragment.answer
         if answer is None:
             log.debug("the caller went on talking before the bot answered %r", fragment.text)
@@ -626,8 +630,10 @@ class Conversation:
             return
         if self._listening is None:
             return
-        self._listening.catch_up(audio)  # a continued thought's stream already heard its earlier fragments;
-        self._drop_speculation()  # Silero, asked about the end of the pause, needs only this one
+        # A continued thought's stream already heard its earlier fragments; Silero, asked about the end of
+        # the pause, needs only this one's audio.
+        self._listening.catch_up(audio)
+        self._drop_speculation()
         task = asyncio.create_task(self._listening.partial(), name="stt-speculative")
         self._speculation = (speech_ms, task)
         if not self._overlapped:
@@ -720,9 +726,9 @@ class Conversation:
         """The turn was taken inside what may be a comma's pause: the answer is prepared now and starts
         playing once the silence has lasted to `t` (speech before then continues the thought instead)."""
         taken = self._last_taken
-        if self.config.early_end_min_silence_ms <= 0 or (self._last_fed_at is not None and self._last_fed_at >= t):
+        if taken is None or self.config.early_end_min_silence_ms <= 0:
             return
-        if taken is None:
+        if self._last_fed_at is not None and self._last_fed_at >= t:
             return
         taken.quiet_until = t
         self._held = taken
@@ -745,10 +751,8 @@ class Conversation:
         """The caller is going on with a thought after a pause long enough to show hesitance. Seen before the
         continuation is confirmed (short words over an audible answer may still be a reaction to it), so that
         its first pause is not ended early on a full stop."""
-        fragment = self._continuing
-        if fragment is None or fragment.resumed_at is None:
-            return False
-        return (fragment.resumed_at - fragment.end_of_speech) * 1000 >= self.config.hesitant_min_pause_ms
+        pause_ms = self._continuing.pause_after_ms if self._continuing is not None else None
+        return pause_ms is not None and pause_ms >= self.config.hesitant_min_pause_ms
 
     def _hesitant_silence_ms(self) -> int:
         """The hesitant caller's end-of-turn silence: at least the configured one, and longer than the longest
