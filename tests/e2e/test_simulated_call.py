@@ -17,7 +17,7 @@ from agent.dialogue.flow import load_flow
 from agent.runtime import Models
 from agent.simulator.caller import SimulatedUser
 from agent.simulator.session import DEFAULT_LINES, Line, Simulation, run_call
-from tests.wer import best_wer, wer
+from tests.wer import best_wer, wer, wer_within
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,9 @@ async def test_default_call_caller_hears_the_flow_and_bot_hangs_up(models: Model
     assert said == DEFAULT_LINES
     # What the caller heard after each of its lines matches the flow (WER ≤ 0.2).
     greeting, order_heard, goodbye_heard = result.replies
-    assert "calling" in greeting.lower() and "billing" in greeting.lower(), greeting
+    # The greeting names the caller; Whisper on the caller's side may spell the name (or "billing") its own way.
+    greeting_ref = _flow_lines("welcome").split(",", 1)[1] + " " + _flow_lines("menu")
+    assert wer_within(greeting_ref, greeting) <= 0.25, (greeting_ref, greeting)
     order_reply = _flow_lines("order_status") + " " + _flow_lines("anything_else")
     assert wer(order_reply, order_heard) <= 0.2, (order_reply, order_heard)
     # "No, that's all. Goodbye." may be taken as the "no" answer or as the global goodbye intent; both end at
